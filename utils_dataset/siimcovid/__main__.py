@@ -1,0 +1,51 @@
+"""One CLI for every stage: ``python -m siimcovid <command> [options]``.
+
+Each command lives in the module that holds its logic; the module is imported only when
+its command runs, so ``score`` never pays for importing TensorFlow or torch.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name -> (module, function, one-line help). The function takes argv (list[str]) -> int.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "synth": ("siimcovid.synthetic", "cli", "write a synthetic, competition-shaped data set"),
+    "folds": ("siimcovid.folds", "cli", "write the patient-grouped, class-stratified fold CSV"),
+    "score": ("siimcovid.metric", "cli", "score a submission with the competition metric"),
+    "validate-submission": ("siimcovid.submission", "cli_validate", "check a submission.csv"),
+    "make-submission": ("siimcovid.submission", "cli_make", "write submission.csv from study/image predictions"),
+    "baseline": ("siimcovid.baseline", "cli_baseline", "write the prior-only submission"),
+    "learner": ("siimcovid.baseline", "cli_learner", "fit the small scikit-learn learner and write its submission"),
+    "preprocess": ("siimcovid.preprocess", "cli", "DICOM -> 8-bit images + meta.csv"),
+    "bench": ("siimcovid.bench", "cli", "benchmarks (e.g. `bench preprocess`)"),
+    "study-train": ("siimcovid.study.train", "cli", "train one fold of the study classifier"),
+    "study-merge": ("siimcovid.study.evaluate", "cli", "merge fold outputs: OOF mAP, TTA on/off, test predictions"),
+    "kernels": ("siimcovid.kaggle", "cli", "render kernel-metadata/ and push helpers"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: python -m siimcovid <command> [options]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, _, help_) in COMMANDS.items()]
+    lines += ["", "`python -m siimcovid <command> --help` for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"siimcovid: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module, func, _ = COMMANDS[name]
+    fn = getattr(importlib.import_module(module), func)
+    return int(fn(rest) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,200 @@
+"""The competition's data model: the two train CSVs, the DICOM tree, and their ids.
+
+Everything reads the files exactly as Kaggle ships them; ids are kept without their
+``_study`` / ``_image`` suffixes inside the package and the suffixes are added back only
+when a submission is written.
+"""
+from __future__ import annotations
+
+import ast
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+# Order used everywhere (arrays of study probabilities, class indices).
+STUDY_CLASSES: tuple[str, ...] = ("negative", "typical", "indeterminate", "atypical")
+# Column names of train_study_level.csv, same order as STUDY_CLASSES.
+STUDY_COLUMNS: tuple[str, ...] = (
+    "Negative for Pneumonia",
+    "Typical Appearance",
+    "Indeterminate Appearance",
+    "Atypical Appearance",
+)
+IMAGE_CLASSES: tuple[str, ...] = ("opacity", "none")
+STUDY_SUFFIX = "_study"
+IMAGE_SUFFIX = "_image"
+
+STUDY_CSV = "train_study_level.csv"
+IMAGE_CSV = "train_image_level.csv"
+SAMPLE_SUBMISSION = "sample_submission.csv"
+
+
+class DataFormatError(ValueError):
+    """A competition file does not have the expected shape; the message names the file."""
+
+
+def strip_suffix(value: str, suffix: str) -> str:
+    return value[: -len(suffix)] if value.endswith(suffix) else value
+
+
+def parse_label(label: str, *, source: str = "label") -> list[tuple[float, float, float, float]]:
+    """``opacity 1 x0 y0 x1 y1 ...`` or ``none 1 0 0 1 1`` -> opacity boxes as (x0, y0, x1, y1)."""
+    tokens = str(label).split()
+    if len(tokens) % 6:
+        raise DataFormatError(f"{source}: {len(tokens)} tokens, expected groups of six: {label!r}")
+    boxes = []
+    for i in range(0, len(tokens), 6):
+        name = tokens[i]
+        if name == "none":
+            continue
+        if name != "opacity":
+            raise DataFormatError(f"{source}: unknown label {name!r} in {label!r}")
+        try:
+            x0, y0, x1, y1 = (float(t) for t in tokens[i + 2 : i + 6])
+        except ValueError as exc:
+            raise DataFormatError(f"{source}: non-numeric box in {label!r}") from exc
+        boxes.append((x0, y0, x1, y1))
+    return boxes
+
+
+def parse_boxes_column(cell: object, *, source: str = "boxes") -> list[tuple[float, float, float, float]]:
+    """The ``boxes`` cell: a Python literal list of {'x','y','width','height'} dicts, or empty."""
+    if cell is None or (isinstance(cell, float) and np.isnan(cell)) or str(cell).strip() in ("", "nan"):
+        return []
+    try:
+        items = ast.literal_eval(str(cell))
+    except (ValueError, SyntaxError) as exc:
+        raise DataFormatError(f"{source}: not a Python literal: {cell!r}") from exc
+    out = []
+    for d in items:
+        try:
+            x, y, w, h = float(d["x"]), float(d["y"]), float(d["width"]), float(d["height"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataFormatError(f"{source}: box without x/y/width/height: {d!r}") from exc
+        out.append((x, y, x + w, y + h))
+    return out
+
+
+def format_boxes_column(boxes: Sequence[Sequence[float]]) -> str:
+    """Inverse of :func:`parse_boxes_column` (empty string for no boxes, as Kaggle ships it)."""
+    if not boxes:
+        return ""
+    items = [
+        {"x": float(x0), "y": float(y0), "width": float(x1 - x0), "height": float(y1 - y0)}
+        for x0, y0, x1, y1 in boxes
+    ]
+    return repr(items)
+
+
+def format_label(boxes: Sequence[Sequence[float]]) -> str:
+    """Inverse of :func:`parse_label` (the ground-truth ``label`` column)."""
+    if not boxes:
+        return "none 1 0 0 1 1"
+    return " ".join(f"opacity 1 {x0:g} {y0:g} {x1:g} {y1:g}" for x0, y0, x1, y1 in boxes)
+
+
+def read_study_csv(path: str | os.PathLike) -> pd.DataFrame:
+    """-> columns study_id, label (index into STUDY_CLASSES), and the four one-hot columns."""
+    path = Path(path)
+    df = pd.read_csv(path)
+    expected = ["id", *STUDY_COLUMNS]
+    if list(df.columns) != expected:
+        raise DataFormatError(f"{path}: header {list(df.columns)} != {expected}")
+    onehot = df[list(STUDY_COLUMNS)].to_numpy()
+    bad = np.flatnonzero(onehot.sum(axis=1) != 1)
+    if len(bad):
+        raise DataFormatError(f"{path}: rows {bad[:10].tolist()} do not hold exactly one 1")
+    out = pd.DataFrame({"study_id": df["id"].map(lambda s: strip_suffix(str(s), STUDY_SUFFIX))})
+    out["label"] = onehot.argmax(axis=1).astype(int)
+    for cls, col in zip(STUDY_CLASSES, STUDY_COLUMNS):
+        out[cls] = df[col].astype(int)
+    return out
+
+
+def read_image_csv(path: str | os.PathLike) -> pd.DataFrame:
+    """-> columns image_id, study_id, boxes (list of (x0, y0, x1, y1) in original pixels), label."""
+    path = Path(path)
+    df = pd.read_csv(path, dtype={"boxes": object, "label": str})
+    expected = ["id", "boxes", "label", "StudyInstanceUID"]
+    if list(df.columns) != expected:
+        raise DataFormatError(f"{path}: header {list(df.columns)} != {expected}")
+    rows = []
+    for i, r in enumerate(df.itertuples(index=False)):
+        src = f"{path} row {i + 2}"
+        boxes = parse_label(r.label, source=src)
+        rows.append(
+            {
+                "image_id": strip_suffix(str(r.id), IMAGE_SUFFIX),
+                "study_id": str(r.StudyInstanceUID),
+                "boxes": boxes,
+                "label": r.label,
+            }
+        )
+    return pd.DataFrame(rows, columns=["image_id", "study_id", "boxes", "label"])
+
+
+@dataclass(frozen=True)
+class DicomRef:
+    image_id: str
+    series_id: str
+    study_id: str
+    path: str
+
+
+def scan_dicoms(root: str | os.PathLike) -> pd.DataFrame:
+    """Walk ``<root>/<study>/<series>/<image>.dcm`` -> image_id, series_id, study_id, path."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: DICOM folder not found")
+    rows = []
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            if not name.endswith(".dcm"):
+                continue
+            p = Path(dirpath) / name
+            rel = p.relative_to(root).parts
+            if len(rel) != 3:
+                continue  # not <study>/<series>/<image>.dcm
+            rows.append({"image_id": p.stem, "series_id": rel[1], "study_id": rel[0], "path": str(p)})
+    df = pd.DataFrame(rows, columns=["image_id", "series_id", "study_id", "path"])
+    return df.sort_values(["study_id", "series_id", "image_id"], ignore_index=True)
+
+
+def find_data_dir(hint: str | os.PathLike | None = None, marker: str = SAMPLE_SUBMISSION) -> Path:
+    """Resolve the competition folder. Kept here so every stage imports one function."""
+    from .paths import find_input
+
+    return find_input(marker, hint=hint)
+
+
+def load_train(data_dir: str | os.PathLike) -> pd.DataFrame:
+    """One row per train image: image_id, study_id, series_id, path, boxes, label, study label."""
+    data_dir = Path(data_dir)
+    studies = read_study_csv(data_dir / STUDY_CSV)
+    images = read_image_csv(data_dir / IMAGE_CSV)
+    dicoms = scan_dicoms(data_dir / "train")
+    df = images.merge(dicoms.drop(columns="study_id"), on="image_id", how="left")
+    missing = df["path"].isna()
+    if missing.any():
+        ids = df.loc[missing, "image_id"].tolist()[:5]
+        raise DataFormatError(f"{data_dir / 'train'}: {int(missing.sum())} images in {IMAGE_CSV} have no DICOM, e.g. {ids}")
+    df = df.merge(studies.rename(columns={"label": "study_label"}), on="study_id", how="left")
+    if df["study_label"].isna().any():
+        ids = df.loc[df["study_label"].isna(), "study_id"].unique()[:5].tolist()
+        raise DataFormatError(f"{data_dir / STUDY_CSV}: studies {ids} of {IMAGE_CSV} have no study label")
+    df["study_label"] = df["study_label"].astype(int)
+    return df
+
+
+def load_test(data_dir: str | os.PathLike) -> pd.DataFrame:
+    """One row per test image found under ``test/``: image_id, series_id, study_id, path."""
+    return scan_dicoms(Path(data_dir) / "test")
+
+
+def iter_chunks(items: Sequence, size: int) -> Iterable[Sequence]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

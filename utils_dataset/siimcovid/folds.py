@@ -1,0 +1,106 @@
+"""K folds stratified on the study class and grouped by patient (or study)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
+
+FOLDS_CSV = "folds.csv"
+
+
+def make_folds(
+    studies: pd.DataFrame,
+    n_folds: int = 5,
+    seed: int = 42,
+    patient_col: str | None = "patient_id",
+) -> pd.DataFrame:
+    """``studies``: one row per study with ``study_id`` and ``label``; optional patient ids.
+
+    Returns study_id, label, group, fold. Every image of a study (and, where PatientID is
+    known, every study of a patient) lands in one fold, so out-of-fold scores are honest.
+    """
+    if studies["study_id"].duplicated().any():
+        raise ValueError("make_folds: duplicated study_id")
+    df = studies[["study_id", "label"]].copy()
+    if patient_col and patient_col in studies.columns:
+        groups = studies[patient_col].fillna(studies["study_id"]).astype(str)
+        groups = groups.where(groups.str.len() > 0, studies["study_id"])
+    else:
+        groups = studies["study_id"].astype(str)
+    df["group"] = groups.to_numpy()
+    n_groups = df["group"].nunique()
+    if n_groups < n_folds:
+        raise ValueError(f"make_folds: {n_groups} groups cannot fill {n_folds} folds")
+    # Shuffle group order deterministically first: StratifiedGroupKFold's own shuffle only
+    # permutes among groups with equal class histograms.
+    skf = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    fold = np.full(len(df), -1, dtype=int)
+    for k, (_, idx) in enumerate(skf.split(df, df["label"], df["group"])):
+        fold[idx] = k
+    df["fold"] = fold
+    return df.sort_values("study_id", ignore_index=True)
+
+
+def save_folds(folds: pd.DataFrame, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    folds[["study_id", "label", "group", "fold"]].to_csv(path, index=False)
+    return path
+
+
+def read_folds(path: str | os.PathLike) -> pd.DataFrame:
+    path = Path(path)
+    df = pd.read_csv(path, dtype={"study_id": str, "group": str})
+    missing = {"study_id", "fold"} - set(df.columns)
+    if missing:
+        raise ValueError(f"{path}: missing columns {sorted(missing)}")
+    return df
+
+
+def read_patient_ids(paths: "pd.Series") -> list[str]:
+    """PatientID of each DICOM, read from the header only ("" where it cannot be read)."""
+    import pydicom
+
+    out = []
+    for p in paths:
+        try:
+            ds = pydicom.dcmread(p, stop_before_pixels=True, specific_tags=["PatientID"])
+            out.append(str(getattr(ds, "PatientID", "") or ""))
+        except Exception:
+            out.append("")
+    return out
+
+
+def folds_for_data(data_dir: str | os.PathLike, n_folds: int = 5, seed: int = 42, patients: bool = True) -> pd.DataFrame:
+    """Fold table for a competition-shaped folder (train CSVs + train/ DICOM tree)."""
+    from .data import IMAGE_CSV, STUDY_CSV, read_image_csv, read_study_csv, scan_dicoms
+
+    data_dir = Path(data_dir)
+    studies = read_study_csv(data_dir / STUDY_CSV)
+    if patients:
+        images = read_image_csv(data_dir / IMAGE_CSV)[["image_id", "study_id"]]
+        dicoms = scan_dicoms(data_dir / "train")[["image_id", "path"]]
+        im = images.merge(dicoms, on="image_id", how="inner").drop_duplicates("study_id")
+        im["patient_id"] = read_patient_ids(im["path"])
+        studies = studies.merge(im[["study_id", "patient_id"]], on="study_id", how="left")
+    return make_folds(studies, n_folds=n_folds, seed=seed, patient_col="patient_id" if patients else None)
+
+
+def cli(argv: list[str]) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m siimcovid folds", description=cli.__doc__)
+    ap.add_argument("--data", required=True, help="competition folder (train CSVs + train/)")
+    ap.add_argument("--out", default=None, help=f"output CSV (default DATA/{FOLDS_CSV})")
+    ap.add_argument("--k", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--no-patients", action="store_true", help="group by study only (skip DICOM headers)")
+    a = ap.parse_args(argv)
+    folds = folds_for_data(a.data, a.k, a.seed, patients=not a.no_patients)
+    out = save_folds(folds, a.out or Path(a.data) / FOLDS_CSV)
+    counts = folds.groupby(["fold", "label"]).size().unstack(fill_value=0)
+    print(f"wrote {out}: {len(folds)} studies, {folds['group'].nunique()} groups\n{counts}")
+    return 0
