@@ -1,0 +1,37 @@
+# The two commands: `make demo` (synthetic data -> whole pipeline -> submission.csv + score)
+# and `make test`. Both do their own set-up. WHEELS=DIR points pip at a wheel folder that
+# holds a prebuilt mmcv (CI: ../shared/wheels); without it mmcv builds from source (20-30 min).
+SHELL := /bin/bash
+WHEELS ?=
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SIIM := $(PY) -m siimcovid
+DEMO ?= demo
+DEMO_STUDIES ?= 300
+DEMO_SCALE ?= 0.25
+DEMO_SEED ?= 0
+DEMO_SIZE ?= 128
+PYTEST_ARGS ?=
+
+.PHONY: setup test demo notebooks kernels bench clean-demo
+
+setup:
+	scripts/setup.sh $(if $(WHEELS),--wheels $(WHEELS))
+
+test: setup
+	$(PY) -m pytest tests -q $(PYTEST_ARGS)
+
+notebooks: setup
+	$(VENV)/bin/jupytext --to ipynb --update notebooks/*.py
+
+kernels: setup
+	$(SIIM) kernels render --out build/kernels
+
+bench: setup
+	$(SIIM) bench preprocess
+
+demo: setup
+	scripts/demo.sh "$(DEMO)" "$(DEMO_STUDIES)" "$(DEMO_SCALE)" "$(DEMO_SEED)" "$(DEMO_SIZE)"
+
+clean-demo:
+	rm -rf "$(DEMO)"
