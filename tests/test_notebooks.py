@@ -1,0 +1,40 @@
+"""Notebooks stay thin and in sync: the .py (jupytext percent) is the source, the .ipynb is
+what Kaggle pushes; both must agree, start with a parameters cell and share one bootstrap."""
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = sorted((ROOT / "notebooks").glob("*.py"))
+BOOTSTRAP_DOC = (ROOT / "docs" / "notebooks.md").read_text()
+
+
+def _code_cells(nb: dict) -> list[str]:
+    return ["".join(c["source"]).strip() for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+@pytest.mark.parametrize("src", SOURCES, ids=[p.stem for p in SOURCES])
+def test_ipynb_matches_its_source(src):
+    import jupytext
+
+    ipynb = src.with_suffix(".ipynb")
+    assert ipynb.exists(), f"{ipynb.name} missing: run `make notebooks`"
+    expected = _code_cells(json.loads(jupytext.writes(jupytext.read(src), fmt="ipynb")))
+    actual = _code_cells(json.loads(ipynb.read_text()))
+    assert actual == expected, f"{ipynb.name} is stale: run `make notebooks`"
+
+
+@pytest.mark.parametrize("src", SOURCES, ids=[p.stem for p in SOURCES])
+def test_parameters_first_then_bootstrap(src):
+    nb = json.loads(src.with_suffix(".ipynb").read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert "parameters" in code[0]["metadata"].get("tags", []), "first code cell must be tagged parameters"
+    # parameters cell: assignments and comments only, so papermill overrides are the whole story
+    for line in "".join(code[0]["source"]).splitlines():
+        assert not line.strip() or line.lstrip().startswith("#") or re.match(r"^\w+\s*=", line), line
+    boot = "".join(code[1]["source"]).strip()
+    doc_boot = re.search(r"```python\n# %%\n(.*?)```", BOOTSTRAP_DOC, re.S).group(1).strip()
+    # the wheels kernel cannot install wheels it has not built yet: it stops before that line
+    assert doc_boot.startswith(boot), f"{src.name}: bootstrap cell differs from docs/notebooks.md"

@@ -1,0 +1,35 @@
+"""The pinned stack installs into one environment and imports together (set-up regressions)."""
+import subprocess
+import sys
+from importlib.metadata import version
+
+import pytest
+
+from siimcovid.kaggle import requirement_pins
+
+
+@pytest.mark.parametrize("name", sorted(requirement_pins()))
+def test_installed_versions_match_pins(name):
+    pinned = requirement_pins()[name].split("==")[1]
+    assert version(name).split("+")[0] == pinned.split("+")[0]
+
+
+PROBE = """
+import siimcovid, os
+assert os.environ["SM_FRAMEWORK"] == "tf.keras" and os.environ["TF_USE_LEGACY_KERAS"] == "1"
+import tensorflow_hub, segmentation_models, tf_keras          # hub needs pkg_resources (setuptools<81)
+import torch, mmcv, mmdet, mmengine
+from mmcv.ops import nms, DeformConv2d                         # compiled ops present
+import pydicom, dicomsdl, cv2, ensemble_boxes, papermill
+import pydicom.pixels
+import numpy as np
+b = torch.tensor([[0., 0., 10., 10.], [1., 1., 10., 10.]]); s = torch.tensor([0.9, 0.8])
+dets, keep = nms(b, s, 0.5)
+print("OK", keep.tolist(), cv2.__file__.split("site-packages/")[1].split("/")[0])
+"""
+
+
+def test_stack_imports_together():
+    r = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip().splitlines()[-1] == "OK [0] cv2"
