@@ -1,0 +1,578 @@
+"""PredictionStrings: the one place they are written, parsed and checked.
+
+A study row reads ``negative p 0 0 1 1 typical p 0 0 1 1 indeterminate p 0 0 1 1 atypical
+p 0 0 1 1``; an image row ``opacity conf x0 y0 x1 y1 ... none p 0 0 1 1`` with boxes in the
+ORIGINAL DICOM pixel frame. Numbers are written positionally (never ``1e-07``: we do not
+know how lenient Kaggle's parser is): confidences with 6 significant digits, pixel
+coordinates rounded to 0.1 px.
+
+Module-level imports stay light (numpy, pandas); pydicom loads only to read image sizes.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .data import (
+    IMAGE_CLASSES,
+    IMAGE_SUFFIX,
+    SAMPLE_SUBMISSION,
+    STUDY_CLASSES,
+    STUDY_SUFFIX,
+    strip_suffix,
+)
+
+HEADER: tuple[str, str] = ("id", "PredictionString")
+FULL_BOX: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)
+# What sample_submission.csv holds, and the fallback for a row without a prediction.
+DEFAULT_STUDY = "negative 1 0 0 1 1"
+DEFAULT_IMAGE = "none 1 0 0 1 1"
+# Probabilities this far outside [0, 1] are float noise and get clipped; further is an error.
+PROB_TOLERANCE = 1e-6
+
+Prediction = tuple[str, float, float, float, float, float]
+
+
+class SubmissionError(ValueError):
+    """A PredictionString or submission file is malformed; the message names the row/file.
+
+    ``problems`` holds every problem found when several were collected."""
+
+    def __init__(self, message: str, problems: Sequence[str] | None = None):
+        super().__init__(message)
+        self.problems: list[str] = list(problems) if problems else [message]
+
+
+# ---------------------------------------------------------------------------------------
+# Numbers
+# ---------------------------------------------------------------------------------------
+
+
+def format_confidence(p: float) -> str:
+    """6 significant digits, positional: 0.5 -> '0.5', 1.0 -> '1', 1.2345678e-7 -> '0.000000123457'."""
+    return np.format_float_positional(float(p), precision=6, unique=False, fractional=False, trim="-")
+
+
+def format_pixel(x: float) -> str:
+    """Rounded to 0.1 px: 12.0 -> '12', 789.28836 -> '789.3' (+0.0 turns -0.0 into 0)."""
+    return np.format_float_positional(round(float(x), 1) + 0.0, precision=1, unique=False, fractional=True, trim="-")
+
+
+def _probability(p: object, what: str) -> float:
+    try:
+        v = float(p)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"{what}: not a number: {p!r}") from None
+    if not math.isfinite(v):
+        raise ValueError(f"{what}: not finite: {v}")
+    if v < -PROB_TOLERANCE or v > 1 + PROB_TOLERANCE:
+        raise ValueError(f"{what}: {v} is outside [0, 1]")
+    return min(max(v, 0.0), 1.0)
+
+
+# ---------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------
+
+
+def format_study_prediction(probs: Sequence[float]) -> str:
+    """Four probabilities in ``data.STUDY_CLASSES`` order -> the study PredictionString."""
+    probs = list(np.asarray(probs, dtype=object).ravel())
+    if len(probs) != len(STUDY_CLASSES):
+        raise ValueError(f"expected {len(STUDY_CLASSES)} study probabilities {STUDY_CLASSES}, got {len(probs)}")
+    parts = []
+    for cls, p in zip(STUDY_CLASSES, probs):
+        parts.append(f"{cls} {format_confidence(_probability(p, cls))} 0 0 1 1")
+    return " ".join(parts)
+
+
+def format_image_prediction(
+    boxes_xyxy_score: Sequence[Sequence[float]] | np.ndarray,
+    none_prob: float | None,
+    *,
+    image_hw: tuple[int, int] | None = None,
+) -> str:
+    """(N, 5) rows of [x0, y0, x1, y1, score] in ORIGINAL pixels + P(no opacity) -> image row.
+
+    ``image_hw`` clips the boxes to the image first. A box that is not finite, has a score
+    outside [0, 1] or no area after rounding raises ValueError naming its index (the caller
+    decides whether to drop it: see :func:`build_submission`). ``none_prob=None`` omits the
+    ``none`` group."""
+    a = np.asarray(boxes_xyxy_score, dtype=np.float64)
+    if a.size == 0:
+        a = np.zeros((0, 5))
+    if a.ndim != 2 or a.shape[1] != 5:
+        raise ValueError(f"boxes must have shape (N, 5) [x0, y0, x1, y1, score], got {a.shape}")
+    parts = []
+    for i, (x0, y0, x1, y1, s) in enumerate(a):
+        if not np.isfinite([x0, y0, x1, y1]).all():
+            raise ValueError(f"box {i}: coordinates not finite: {[x0, y0, x1, y1]}")
+        score = _probability(s, f"box {i} score")
+        if image_hw is not None:
+            h, w = image_hw
+            x0, x1 = min(max(x0, 0.0), w), min(max(x1, 0.0), w)
+            y0, y1 = min(max(y0, 0.0), h), min(max(y1, 0.0), h)
+        coords = [format_pixel(v) for v in (x0, y0, x1, y1)]
+        fx0, fy0, fx1, fy1 = (float(c) for c in coords)
+        if not (fx1 > fx0 and fy1 > fy0):
+            raise ValueError(f"box {i}: no area after rounding: {coords}")
+        parts.append(f"opacity {format_confidence(score)} {' '.join(coords)}")
+    if none_prob is not None:
+        parts.append(f"none {format_confidence(_probability(none_prob, 'none'))} 0 0 1 1")
+    return " ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------
+# Parsing
+# ---------------------------------------------------------------------------------------
+
+
+def _is_empty(s: object) -> bool:
+    return s is None or (isinstance(s, float) and math.isnan(s)) or str(s).strip() == ""
+
+
+def parse_prediction_string(
+    s: object, *, source: str = "", labels: Iterable[str] | None = None
+) -> list[Prediction]:
+    """``"label conf x0 y0 x1 y1 ..."`` -> [(label, conf, x0, y0, x1, y1), ...].
+
+    An empty cell gives []. Raises :class:`SubmissionError` naming ``source`` and every
+    problem of the string: token count not a multiple of six, a label not in ``labels``
+    (when given), a number that does not parse or is not finite. Range checks (confidence in
+    [0, 1], x0 < x1, image bounds) are :func:`check_predictions`'s job."""
+    if _is_empty(s):
+        return []
+    where = f"{source}: " if source else ""
+    tokens = str(s).split()
+    if len(tokens) % 6:
+        raise SubmissionError(f"{where}{len(tokens)} tokens, expected groups of six (label conf x0 y0 x1 y1)")
+    allowed = tuple(labels) if labels is not None else None
+    out: list[Prediction] = []
+    issues: list[str] = []
+    for g, i in enumerate(range(0, len(tokens), 6)):
+        label = tokens[i]
+        if allowed is not None and label not in allowed:
+            issues.append(f"group {g + 1}: unknown label {label!r} (expected one of {', '.join(allowed)})")
+        nums = []
+        for name, tok in zip(("conf", "x0", "y0", "x1", "y1"), tokens[i + 1 : i + 6]):
+            try:
+                v = float(tok)
+            except ValueError:
+                issues.append(f"group {g + 1}: {name} {tok!r} is not a number")
+                v = math.nan
+            else:
+                if not math.isfinite(v):
+                    issues.append(f"group {g + 1}: {name} {tok!r} is not finite")
+            nums.append(v)
+        out.append((label, *nums))  # type: ignore[arg-type]
+    if issues:
+        raise SubmissionError(where + "; ".join(issues), [where + m for m in issues])
+    return out
+
+
+def row_kind(row_id: str) -> str | None:
+    """'study', 'image' or None from the id's suffix."""
+    if row_id.endswith(STUDY_SUFFIX):
+        return "study"
+    if row_id.endswith(IMAGE_SUFFIX):
+        return "image"
+    return None
+
+
+def labels_for(kind: str) -> tuple[str, ...]:
+    return STUDY_CLASSES if kind == "study" else IMAGE_CLASSES
+
+
+def check_predictions(
+    preds: Sequence[Prediction], kind: str, *, image_hw: tuple[int, int] | None = None
+) -> list[str]:
+    """Range checks of one parsed row -> a list of problems (empty when fine).
+
+    Confidences in [0, 1]; x0 < x1 and y0 < y1; study groups and ``none`` carry the box
+    0 0 1 1; opacity boxes inside ``image_hw`` (when known); each study class / ``none``
+    at most once (a repeat can only add a false positive)."""
+    problems = []
+    for g, (label, conf, x0, y0, x1, y1) in enumerate(preds, start=1):
+        if not 0.0 <= conf <= 1.0:
+            problems.append(f"group {g} ({label}): confidence {conf:g} outside [0, 1]")
+        if not (x0 < x1 and y0 < y1):
+            problems.append(f"group {g} ({label}): box {x0:g} {y0:g} {x1:g} {y1:g} needs x0 < x1 and y0 < y1")
+        if kind == "study" or label == "none":
+            if (x0, y0, x1, y1) != FULL_BOX:
+                problems.append(f"group {g} ({label}): box must be 0 0 1 1, got {x0:g} {y0:g} {x1:g} {y1:g}")
+        elif image_hw is not None:
+            h, w = image_hw
+            if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
+                problems.append(
+                    f"group {g} (opacity): box {x0:g} {y0:g} {x1:g} {y1:g} outside the {h}x{w} (HxW) image"
+                )
+    counts = Counter(p[0] for p in preds)
+    for label, n in counts.items():
+        if n > 1 and (kind == "study" or label == "none"):
+            problems.append(f"label {label!r} appears {n} times")
+    return problems
+
+
+def read_submission(path: str | os.PathLike) -> pd.DataFrame:
+    """submission.csv -> DataFrame(id, PredictionString) as strings ('' for empty cells)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SubmissionError(f"{path}: file not found")
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if tuple(df.columns) != HEADER:
+        raise SubmissionError(f"{path}: header {list(df.columns)} != {list(HEADER)}")
+    return df
+
+
+# ---------------------------------------------------------------------------------------
+# Building
+# ---------------------------------------------------------------------------------------
+
+
+def _sample_frame(sample: pd.DataFrame | Sequence[str]) -> pd.DataFrame:
+    if isinstance(sample, pd.DataFrame):
+        df = sample.copy()
+        if "PredictionString" not in df.columns:
+            df["PredictionString"] = ""
+        return df[list(HEADER)].fillna("").astype(str)
+    return pd.DataFrame({"id": [str(s) for s in sample], "PredictionString": ""})
+
+
+def _fallback(row_id: str, sample_string: str) -> str:
+    if not _is_empty(sample_string):
+        return sample_string
+    return DEFAULT_STUDY if row_kind(row_id) == "study" else DEFAULT_IMAGE
+
+
+def _parse_boxes_cell(cell: object) -> np.ndarray:
+    """The ``boxes`` cell of image predictions: JSON text or a list of [x0, y0, x1, y1, score]."""
+    if isinstance(cell, str):
+        items = json.loads(cell) if cell.strip() else []
+    elif cell is None or (isinstance(cell, float) and math.isnan(cell)):
+        items = []
+    else:
+        items = cell
+    a = np.asarray(items, dtype=np.float64)
+    if a.size == 0:
+        return np.zeros((0, 5))
+    if a.ndim != 2 or a.shape[1] != 5:
+        raise ValueError(f"boxes must be a list of [x0, y0, x1, y1, score], got shape {a.shape}")
+    return a
+
+
+def _index_predictions(df: pd.DataFrame | None, id_col: str, suffix: str, what: str, problems: list[str]) -> dict:
+    if df is None:
+        return {}
+    if id_col not in df.columns:
+        raise ValueError(f"{what} predictions need a {id_col!r} column, got {list(df.columns)}")
+    out = {}
+    for rec in df.to_dict("records"):
+        key = strip_suffix(str(rec[id_col]), suffix)
+        if key in out:
+            problems.append(f"{what} {key}: predicted more than once, the first row is kept")
+            continue
+        out[key] = rec
+    return out
+
+
+def build_submission(
+    sample_ids: pd.DataFrame | Sequence[str],
+    study_preds: pd.DataFrame | None,
+    image_preds: pd.DataFrame | None,
+    *,
+    image_sizes: Mapping[str, tuple[int, int]] | None = None,
+) -> tuple[pd.DataFrame, list[str]]:
+    """Every sample id once, in sample order -> (DataFrame(id, PredictionString), problems).
+
+    ``study_preds``: study_id + the four ``STUDY_CLASSES`` columns; ``image_preds``: image_id,
+    boxes (JSON list or list of [x0, y0, x1, y1, score], ORIGINAL pixels), none. Either may be
+    None. Fallback: a row without a usable prediction (missing, NaN, malformed) gets the
+    sample's own PredictionString (``negative 1 0 0 1 1`` / ``none 1 0 0 1 1`` when the
+    sample has none) and a line in ``problems``; the other rows go on. ``image_sizes``
+    (image_id -> (rows, cols)) clips boxes to the image; a box without area after clipping or
+    rounding is dropped and recorded. Predictions for ids not in the sample are recorded."""
+    sample = _sample_frame(sample_ids)
+    problems: list[str] = []
+    studies = _index_predictions(study_preds, "study_id", STUDY_SUFFIX, "study", problems)
+    images = _index_predictions(image_preds, "image_id", IMAGE_SUFFIX, "image", problems)
+    if image_preds is not None and "none" not in image_preds.columns:
+        raise ValueError(f"image predictions need a 'none' column, got {list(image_preds.columns)}")
+    if study_preds is not None:
+        missing_cols = [c for c in STUDY_CLASSES if c not in study_preds.columns]
+        if missing_cols:
+            raise ValueError(f"study predictions lack columns {missing_cols}")
+
+    sample_set = set(sample["id"])
+    out: list[str] = []
+    n_fallback = {"study": 0, "image": 0}
+    for row_id, sample_string in zip(sample["id"], sample["PredictionString"]):
+        kind = row_kind(row_id)
+        fallback = _fallback(row_id, sample_string)
+        if kind is None:
+            problems.append(f"{row_id}: sample id ends neither in {STUDY_SUFFIX} nor {IMAGE_SUFFIX}; sample string kept")
+            out.append(sample_string)
+            continue
+        preds = studies if kind == "study" else images
+        key = strip_suffix(row_id, STUDY_SUFFIX if kind == "study" else IMAGE_SUFFIX)
+        if (study_preds if kind == "study" else image_preds) is None:
+            out.append(fallback)  # whole input absent: one summary line below, not one per row
+            n_fallback[kind] += 1
+            continue
+        rec = preds.get(key)
+        if rec is None:
+            problems.append(f"{row_id}: no {kind} prediction, fallback {fallback!r}")
+            out.append(fallback)
+            n_fallback[kind] += 1
+            continue
+        try:
+            if kind == "study":
+                s = format_study_prediction([rec[c] for c in STUDY_CLASSES])
+            else:
+                s = _image_string(row_id, rec, (image_sizes or {}).get(key), problems)
+        except (ValueError, TypeError) as exc:
+            problems.append(f"{row_id}: bad {kind} prediction ({exc}), fallback {fallback!r}")
+            out.append(fallback)
+            n_fallback[kind] += 1
+            continue
+        out.append(s)
+
+    for kind, preds, given in (("study", studies, study_preds), ("image", images, image_preds)):
+        if given is None:
+            n = int(sum(row_kind(i) == kind for i in sample["id"]))
+            if n:
+                problems.append(f"no {kind} predictions given: all {n} {kind} rows use the fallback")
+            continue
+        extra = sorted(k for k in preds if f"{k}_{kind}" not in sample_set)
+        if extra:
+            problems.append(f"{len(extra)} {kind} predictions have no row in the sample and were ignored, e.g. {extra[:5]}")
+    sub = pd.DataFrame({"id": sample["id"].to_numpy(), "PredictionString": out})
+    sub.attrs["n_fallback"] = n_fallback
+    return sub, problems
+
+
+def _image_string(row_id: str, rec: Mapping, hw: tuple[int, int] | None, problems: list[str]) -> str:
+    boxes = _parse_boxes_cell(rec.get("boxes"))
+    none_prob = rec.get("none")
+    if none_prob is None or (isinstance(none_prob, float) and math.isnan(none_prob)):
+        raise ValueError("'none' probability missing")
+    kept, dropped = [], []
+    for i, b in enumerate(boxes):
+        try:
+            format_image_prediction(b[None, :], None, image_hw=hw)
+            kept.append(b)
+        except ValueError as exc:
+            dropped.append(str(exc).replace("box 0", f"box {i}"))
+    if dropped:
+        problems.append(f"{row_id}: dropped {len(dropped)} box(es): {'; '.join(dropped)}")
+    return format_image_prediction(np.asarray(kept).reshape(-1, 5), float(none_prob), image_hw=hw)
+
+
+# ---------------------------------------------------------------------------------------
+# Image sizes from DICOM headers
+# ---------------------------------------------------------------------------------------
+
+
+def read_image_sizes(
+    dicom_root: str | os.PathLike, image_ids: Iterable[str] | None = None, *, progress: bool = True
+) -> tuple[dict[str, tuple[int, int]], list[str]]:
+    """(Rows, Columns) of each DICOM under ``dicom_root`` (header only) -> (sizes, problems).
+
+    A file that cannot be read, or lacks Rows/Columns, becomes a problem naming it, and so
+    does a wanted image id without a DICOM; the rest goes on."""
+    import pydicom
+    from tqdm.auto import tqdm
+
+    from .data import scan_dicoms
+
+    root = Path(dicom_root)
+    dicoms = scan_dicoms(root)
+    sizes: dict[str, tuple[int, int]] = {}
+    problems: list[str] = []
+    if image_ids is not None:
+        wanted = set(image_ids)
+        for i in sorted(wanted - set(dicoms["image_id"])):
+            problems.append(f"image {i}: no DICOM under {root}, its size is unknown")
+        dicoms = dicoms[dicoms["image_id"].isin(wanted)]
+    for image_id, path in tqdm(
+        list(zip(dicoms["image_id"], dicoms["path"])), desc="DICOM headers", disable=not progress or None, leave=False
+    ):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Rows", "Columns"])
+            sizes[image_id] = (int(ds.Rows), int(ds.Columns))
+        except Exception as exc:  # any unreadable file is reported, never a crash
+            problems.append(f"{path}: cannot read Rows/Columns from the DICOM header ({type(exc).__name__}: {exc})")
+    return sizes, problems
+
+
+# ---------------------------------------------------------------------------------------
+# Validation
+# ---------------------------------------------------------------------------------------
+
+
+def validate_submission(
+    sub_path: str | os.PathLike, data_dir: str | os.PathLike, *, check_bounds: bool = True, progress: bool = False
+) -> list[str]:
+    """Every problem of a submission file against the competition folder (empty list = OK).
+
+    Checks: header exactly ``id,PredictionString``; two fields per line; every
+    ``sample_submission.csv`` id exactly once and no other id; per row the checks of
+    :func:`parse_prediction_string` (groups of six, known labels for the row kind, finite
+    numbers) and :func:`check_predictions` (confidence range, x0 < x1, y0 < y1, 0 0 1 1
+    study and none boxes, opacity boxes inside the ORIGINAL image from DATA/test DICOM
+    headers); an empty PredictionString (Kaggle rejects null values). Unreadable DICOMs and
+    images without a DICOM are reported too."""
+    sub_path, data_dir = Path(sub_path), Path(data_dir)
+    problems: list[str] = []
+    sample_path = data_dir / SAMPLE_SUBMISSION
+    if not sample_path.is_file():
+        return [f"{sample_path}: not found (is --data the competition folder?)"]
+    if not sub_path.is_file():
+        return [f"{sub_path}: not found"]
+    sample_ids = pd.read_csv(sample_path, dtype=str, keep_default_na=False)["id"].tolist()
+    sample_set = set(sample_ids)
+
+    with open(sub_path, newline="") as f:
+        lines = list(csv.reader(f))
+    if not lines:
+        return [f"{sub_path}: empty file"]
+    if tuple(lines[0]) != HEADER:
+        problems.append(f"line 1: header {','.join(lines[0])!r} must be exactly 'id,PredictionString'")
+    rows: list[tuple[int, str, str]] = []
+    for n, fields in enumerate(lines[1:], start=2):
+        if len(fields) != 2:
+            problems.append(f"line {n}: {len(fields)} fields, expected 2 (id,PredictionString)")
+            if not fields:
+                continue
+        rows.append((n, fields[0], fields[1] if len(fields) > 1 else ""))
+
+    seen: dict[str, int] = {}
+    for n, row_id, _ in rows:
+        if row_id in seen:
+            problems.append(f"line {n}: id {row_id} repeats line {seen[row_id]}")
+        else:
+            seen[row_id] = n
+        if row_id not in sample_set:
+            problems.append(f"line {n}: id {row_id!r} is not in {SAMPLE_SUBMISSION}")
+    for row_id in sample_ids:
+        if row_id not in seen:
+            problems.append(f"missing id {row_id} (in {SAMPLE_SUBMISSION})")
+
+    sizes: dict[str, tuple[int, int]] = {}
+    if check_bounds:
+        image_ids = {strip_suffix(r, IMAGE_SUFFIX) for _, r, _ in rows if row_kind(r) == "image" and r in sample_set}
+        test_dir = data_dir / "test"
+        if not test_dir.is_dir():
+            problems.append(f"{test_dir}: not found, image bounds cannot be checked (use --skip-bounds)")
+        else:
+            sizes, dicom_problems = read_image_sizes(test_dir, image_ids, progress=progress)
+            problems.extend(dicom_problems)
+
+    for n, row_id, s in rows:
+        kind = row_kind(row_id)
+        where = f"line {n} ({row_id})"
+        if kind is None:
+            problems.append(f"{where}: id ends neither in {STUDY_SUFFIX} nor {IMAGE_SUFFIX}")
+            continue
+        if _is_empty(s):
+            problems.append(f"{where}: empty PredictionString")
+            continue
+        try:
+            preds = parse_prediction_string(s, source=where, labels=labels_for(kind))
+        except SubmissionError as exc:
+            problems.extend(exc.problems)
+            continue
+        hw = sizes.get(strip_suffix(row_id, IMAGE_SUFFIX)) if kind == "image" else None
+        problems.extend(f"{where}: {p}" for p in check_predictions(preds, kind, image_hw=hw))
+    return problems
+
+
+# ---------------------------------------------------------------------------------------
+# CLIs
+# ---------------------------------------------------------------------------------------
+
+
+def cli_validate(argv: list[str]) -> int:
+    """Check a submission.csv against the competition folder; list every problem."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m siimcovid validate-submission", description=cli_validate.__doc__)
+    ap.add_argument("submission", help="submission.csv to check")
+    ap.add_argument("--data", required=True, help="competition folder (sample_submission.csv + test/)")
+    ap.add_argument("--skip-bounds", action="store_true", help="do not read DICOM headers for image bounds")
+    a = ap.parse_args(argv)
+    from .data import find_data_dir
+
+    try:
+        data_dir = find_data_dir(a.data)
+    except FileNotFoundError as exc:
+        print(f"validate-submission: {exc}")
+        return 2
+    problems = validate_submission(a.submission, data_dir, check_bounds=not a.skip_bounds, progress=True)
+    if problems:
+        print(f"{a.submission}: {len(problems)} problem(s)")
+        for i, p in enumerate(problems, start=1):
+            print(f"{i:4d}. {p}")
+        return 1
+    sub = read_submission(a.submission)
+    n_study = int(sub["id"].str.endswith(STUDY_SUFFIX).sum())
+    bounds = "" if a.skip_bounds else ", boxes inside the images"
+    print(f"OK {a.submission}: {len(sub)} rows ({n_study} study, {len(sub) - n_study} image), every sample id once{bounds}")
+    return 0
+
+
+def cli_make(argv: list[str]) -> int:
+    """Write submission.csv from study and/or image prediction CSVs (see docs/contracts.md)."""
+    import argparse
+
+    from .data import find_data_dir
+    from .log import get_logger, run_header
+
+    ap = argparse.ArgumentParser(prog="python -m siimcovid make-submission", description=cli_make.__doc__)
+    ap.add_argument("--data", required=True, help="competition folder (sample_submission.csv + test/)")
+    ap.add_argument("--study", default=None, help="CSV study_id,negative,typical,indeterminate,atypical")
+    ap.add_argument("--image", default=None, help="CSV image_id,boxes (JSON [[x0,y0,x1,y1,score],...]),none")
+    ap.add_argument("--out", default="submission.csv")
+    ap.add_argument("--strict", action="store_true", help="exit 1 when any row needed a fallback or was fixed")
+    ap.add_argument("--no-clip", action="store_true", help="do not read DICOM headers to clip boxes to the image")
+    a = ap.parse_args(argv)
+    run_header("make-submission", vars(a))
+    log = get_logger()
+
+    data_dir = find_data_dir(a.data)
+    sample = pd.read_csv(data_dir / SAMPLE_SUBMISSION, dtype=str, keep_default_na=False)
+    study = pd.read_csv(a.study, dtype={"study_id": str}) if a.study else None
+    image = pd.read_csv(a.image, dtype={"image_id": str, "boxes": str}, keep_default_na=False) if a.image else None
+    if image is not None:
+        image["none"] = pd.to_numeric(image["none"].replace("", np.nan), errors="coerce")
+    sizes: dict[str, tuple[int, int]] | None = None
+    header_problems: list[str] = []
+    if image is not None and not a.no_clip:
+        if (data_dir / "test").is_dir():
+            sizes, header_problems = read_image_sizes(data_dir / "test", set(image["image_id"].map(
+                lambda s: strip_suffix(s, IMAGE_SUFFIX))))
+        else:
+            log.warning("%s: no test/ folder, boxes are not clipped to the images", data_dir)
+    sub, problems = build_submission(sample, study, image, image_sizes=sizes)
+    problems = header_problems + problems
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sub.to_csv(out, index=False)
+    n_study = int(sub["id"].str.endswith(STUDY_SUFFIX).sum())
+    fb = sub.attrs.get("n_fallback", {})
+    print(
+        f"wrote {out}: {len(sub)} rows ({n_study} study, {len(sub) - n_study} image); "
+        f"fallback rows: {fb.get('study', 0)} study, {fb.get('image', 0)} image; {len(problems)} problem(s)"
+    )
+    for i, p in enumerate(problems[:20], start=1):
+        print(f"{i:4d}. {p}")
+    if len(problems) > 20:
+        print(f"      ... and {len(problems) - 20} more")
+    return 1 if (a.strict and problems) else 0
