@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The main job on synthetic data: synth -> folds -> preprocess -> baseline / small learner ->
+# study classifier folds -> merge -> submission.csv -> validate -> score, side by side.
+# Every step skips work that is already done, so an interrupted demo resumes.
+#   scripts/demo.sh DIR STUDIES SCALE SEED SIZE
+set -euo pipefail
+cd "$(dirname "$0")/.."
+D="${1:-demo}"; STUDIES="${2:-300}"; SCALE="${3:-0.25}"; SEED="${4:-0}"; SIZE="${5:-128}"
+FOLDS="${DEMO_FOLDS:-0 1 2 3 4}"
+STUDY_CONFIG="${DEMO_STUDY_CONFIG:-tiny_cpu}"
+PY=".venv/bin/python"
+siim() { echo "+ siimcovid $*" >&2; "$PY" -m siimcovid "$@"; }
+mkdir -p "$D/subs" "$D/preds" "$D/scores"
+
+[ -f "$D/data/synth.json" ] || siim synth --out "$D/data" --studies "$STUDIES" --seed "$SEED" --scale "$SCALE"
+[ -f "$D/data/folds.csv" ] || siim folds --data "$D/data" --k 5 --seed 42
+# preprocess resumes by itself (finished images are skipped); exit 1 = some files failed, listed in errors.csv
+siim preprocess --data "$D/data" --out "$D/pre" --size "$SIZE" || echo "preprocess: see $D/pre/errors.csv" >&2
+
+siim baseline --data "$D/data" --out "$D/subs/baseline.csv"
+siim learner --data "$D/data" --pre "$D/pre" --size "$SIZE" --out "$D/subs/learner.csv" \
+  --image-preds "$D/preds/learner_image.csv" --study-preds "$D/preds/learner_study.csv"
+
+#STUDY#
+
+for sub in "$D"/subs/*.csv; do
+  name=$(basename "$sub" .csv)
+  siim validate-submission --data "$D/data" "$sub"
+  siim score "$sub" --truth "$D/data" > "$D/scores/$name.json"
+done
+cp "$D/subs/$(ls "$D/subs" | grep -q '^pipeline.csv$' && echo pipeline || echo learner).csv" "$D/submission.csv"
+
+"$PY" - "$D/scores" <<'PY'
+import json, sys
+from pathlib import Path
+rows = [(p.stem, json.loads(p.read_text())) for p in sorted(Path(sys.argv[1]).glob("*.json"))]
+cls = ["negative", "typical", "indeterminate", "atypical", "opacity", "none"]
+print(f"\n{'submission':<12}{'score':>8}{'study':>8}{'image':>8}  " + "".join(f"{c[:8]:>9}" for c in cls))
+for name, s in rows:
+    aps = "".join(f"{(s['ap'][c] if s['ap'][c] is not None else float('nan')):9.3f}" for c in cls)
+    print(f"{name:<12}{s['score']:8.3f}{s['study_map']:8.3f}{s['image_map']:8.3f}  {aps}")
+PY
+echo "submission: $D/submission.csv"
