@@ -1,0 +1,595 @@
+"""The preprocess stage: every train and test DICOM -> 8-bit PNGs at one or more sizes + meta.csv.
+
+Layout (docs/contracts.md, "Preprocess output")::
+
+    OUT/images/<S>/<split>/<image_id>.png   OUT/meta.csv   OUT/errors.csv
+    OUT/folds.csv   OUT/preprocess.json   OUT/records.jsonl (resume journal)
+
+Images are converted by :func:`siimcovid.dicom.convert` in child processes: dicomsdl can
+segfault on a bad file, so a worker that dies costs only the file it held, which is retried
+with the safe decoder (pydicom) in a fresh worker; if that fails too the file goes to
+``errors.csv`` with the reason. A finished image is journalled (``records.jsonl``) right
+after its PNGs are written (atomically), so a re-run after a lost session skips it.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from collections import Counter, deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .boxes import Resize
+from .data import (
+    DataFormatError,
+    IMAGE_CSV,
+    SAMPLE_SUBMISSION,
+    STUDY_CSV,
+    read_image_csv,
+    read_study_csv,
+    scan_dicoms,
+)
+from .dicom import DECODERS, NO_VOI_RANGES, DicomError, DisplayConfig
+from .folds import FOLDS_CSV, folds_for_data, read_folds, save_folds
+from .log import get_logger, run_header
+
+META_CSV = "meta.csv"
+ERRORS_CSV = "errors.csv"
+JOURNAL = "records.jsonl"
+SUMMARY_JSON = "preprocess.json"
+ERROR_COLUMNS = ["dicom", "image_id", "stage", "reason"]
+
+
+@dataclass
+class PreprocessConfig:
+    data: str
+    out: str
+    sizes: list[int] = field(default_factory=lambda: [512])
+    workers: int = 0  # 0 = one per CPU core
+    keep_aspect: bool = False
+    decoder: str = "auto"
+    reduce_j2k: bool = True  # decode JPEG 2000 at reduced resolution when the output is small
+    no_voi_range: str = "percentile"
+    percentiles: tuple[float, float] = (0.5, 99.5)
+    splits: tuple[str, ...] = ("train", "test")
+    limit: int = 0  # process at most this many images (0 = all); for smoke runs
+    timeout: float = 600.0  # seconds one image may take before its worker is killed
+    png_compression: int | None = None  # None = OpenCV's default (measured fastest and smallest at 1024 px)
+    n_folds: int = 5
+    seed: int = 42
+    tfrecords: bool = False
+    progress: bool = True
+    # Test hook for the crash handling: image_id -> "fast" (the worker kills itself with SIGSEGV
+    # while the fast decoders are allowed) or "always". Not exposed on the command line.
+    fault_injection: dict[str, str] = field(default_factory=dict)
+
+    def display(self) -> DisplayConfig:
+        return DisplayConfig(no_voi_range=self.no_voi_range, percentiles=tuple(self.percentiles))
+
+    def pixel_key(self) -> str:
+        """Fingerprint of everything that changes pixels: a journalled image is reused only
+        when it was made with the same settings."""
+        d = {"keep_aspect": self.keep_aspect, "reduce_j2k": self.reduce_j2k, "display": asdict(self.display())}
+        return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def image_path(out: str | Path, size: int, split: str, image_id: str) -> Path:
+    return Path(out) / "images" / str(size) / split / f"{image_id}.png"
+
+
+# ---------------------------------------------------------------------------------------
+# Index: which DICOMs to convert, with their labels
+# ---------------------------------------------------------------------------------------
+
+
+def build_index(data_dir: str | Path, splits: Sequence[str] = ("train", "test")) -> tuple[pd.DataFrame, list[dict]]:
+    """One row per DICOM to convert: image_id, study_id, series_id, split, path, dicom (relative),
+    boxes (xyxy, original pixels), study_label (-1 for test). Problems that are not worth
+    stopping for (a CSV row without a file, a file without a CSV row) come back as error rows."""
+    data_dir = Path(data_dir)
+    frames, errors = [], []
+    if "train" in splits:
+        if not (data_dir / "train").is_dir():
+            get_logger().warning("%s: no train/ folder; converting test only", data_dir)
+        else:
+            dicoms = scan_dicoms(data_dir / "train")
+            images = read_image_csv(data_dir / IMAGE_CSV)
+            studies = read_study_csv(data_dir / STUDY_CSV)
+            df = dicoms.merge(images[["image_id", "boxes"]], on="image_id", how="outer", indicator=True)
+            for r in df[df["_merge"] == "right_only"].itertuples():
+                errors.append({"dicom": "", "image_id": r.image_id, "stage": "index",
+                               "reason": f"listed in {IMAGE_CSV} but no train/<study>/<series>/{r.image_id}.dcm found"})
+            for r in df[df["_merge"] == "left_only"].itertuples():
+                errors.append({"dicom": str(Path(r.path).relative_to(data_dir)), "image_id": r.image_id, "stage": "index",
+                               "reason": f"DICOM not listed in {IMAGE_CSV} (no labels); skipped"})
+            df = df[df["_merge"] == "both"].drop(columns="_merge")
+            labels = dict(zip(studies["study_id"], studies["label"]))
+            df["study_label"] = df["study_id"].map(labels)
+            nolabel = df["study_label"].isna()
+            for r in df[nolabel].itertuples():
+                errors.append({"dicom": str(Path(r.path).relative_to(data_dir)), "image_id": r.image_id, "stage": "index",
+                               "reason": f"study {r.study_id} has no row in {STUDY_CSV}; skipped"})
+            df = df[~nolabel].copy()
+            df["study_label"] = df["study_label"].astype(int)
+            df["split"] = "train"
+            frames.append(df)
+    if "test" in splits and (data_dir / "test").is_dir():
+        df = scan_dicoms(data_dir / "test")
+        df["boxes"] = [[] for _ in range(len(df))]
+        df["study_label"] = -1
+        df["split"] = "test"
+        frames.append(df)
+    if not frames:
+        raise FileNotFoundError(f"{data_dir}: neither train/ nor test/ holds DICOMs for splits {list(splits)}")
+    index = pd.concat(frames, ignore_index=True)
+    index["dicom"] = [str(Path(p).relative_to(data_dir)) for p in index["path"]]
+    dup = index["image_id"].duplicated(keep="first")
+    for r in index[dup].itertuples():
+        errors.append({"dicom": r.dicom, "image_id": r.image_id, "stage": "index",
+                       "reason": "image id seen twice (another file with the same name); second copy skipped"})
+    index = index[~dup].reset_index(drop=True)
+    return index[["image_id", "study_id", "series_id", "split", "path", "dicom", "boxes", "study_label"]], errors
+
+
+def load_or_make_folds(data_dir: str | Path, out_dir: str | Path, n_folds: int = 5, seed: int = 42) -> pd.DataFrame:
+    """DATA/folds.csv if the data set ships one, else the one a previous run wrote to OUT, else
+    computed (patient-grouped, k=5, seed 42). Always copied to OUT/folds.csv."""
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    for src in (data_dir / FOLDS_CSV, out_dir / FOLDS_CSV):
+        if src.is_file():
+            folds = read_folds(src)
+            if src != out_dir / FOLDS_CSV:
+                shutil.copyfile(src, out_dir / FOLDS_CSV)
+            get_logger().info("folds: %s (%d studies)", src, len(folds))
+            return folds
+    get_logger().info("folds: none in %s; computing k=%d seed=%d (patient-grouped)", data_dir, n_folds, seed)
+    folds = folds_for_data(data_dir, n_folds=n_folds, seed=seed)
+    save_folds(folds, out_dir / FOLDS_CSV)
+    return folds
+
+
+# ---------------------------------------------------------------------------------------
+# Work done in a child process
+# ---------------------------------------------------------------------------------------
+
+
+def _write_png(path: Path, img: np.ndarray, compression: int | None) -> None:
+    """Write atomically: a session killed mid-write never leaves a PNG that looks finished."""
+    import cv2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    params = [] if compression is None else [cv2.IMWRITE_PNG_COMPRESSION, int(compression)]
+    ok, buf = cv2.imencode(".png", img, params)
+    if not ok:
+        raise OSError(f"{path}: PNG encoding failed")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(buf.tobytes())
+    os.replace(tmp, path)
+
+
+def process_one(task: dict, cfg: PreprocessConfig) -> dict:
+    """Convert one DICOM and write its PNGs. Never raises: returns ok + record, or the error."""
+    from . import dicom
+
+    t0 = time.perf_counter()
+    fault = cfg.fault_injection.get(task["image_id"])
+    if fault == "always" or (fault == "fast" and not task.get("skip")):
+        os.kill(os.getpid(), signal.SIGSEGV)
+    try:
+        conv = dicom.convert(task["path"], cfg.sizes, keep_aspect=cfg.keep_aspect, decoder=cfg.decoder,
+                             display=cfg.display(), reduce_j2k=cfg.reduce_j2k, skip=tuple(task.get("skip", ())))
+        t1 = time.perf_counter()
+        for size, img in conv.images.items():
+            _write_png(image_path(cfg.out, size, task["split"], task["image_id"]), img, cfg.png_compression)
+        timings = dict(conv.timings, write=time.perf_counter() - t1, total=time.perf_counter() - t0)
+        return {"ok": True, "record": {
+            "image_id": task["image_id"], "split": task["split"], "orig_h": conv.orig_h, "orig_w": conv.orig_w,
+            "photometric": conv.photometric, "transfer_syntax": conv.transfer_syntax,
+            "bits_stored": conv.bits_stored, "voi": conv.voi, "decoder": conv.decoder, "reduce": conv.reduce,
+            "sizes": sorted(conv.images), "pixel_key": cfg.pixel_key(), "fallbacks": conv.fallbacks,
+        }, "timings": timings}
+    except DicomError as exc:
+        return {"ok": False, "stage": exc.stage, "reason": exc.reason}
+    except BaseException as exc:  # anything else is still this file's problem, not the batch's
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        return {"ok": False, "stage": "convert", "reason": f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"}
+
+
+def _warm_imports() -> None:
+    """Import the decoders up front so the first image's time is the image's."""
+    import importlib
+
+    for name in ("pydicom", "pydicom.pixels", "pydicom.encaps", "dicomsdl", "PIL.Image", "PIL.Jpeg2KImagePlugin",
+                 "pylibjpeg", "openjpeg", "libjpeg", "jpeg_ls", "rle"):
+        try:
+            importlib.import_module(name)
+        except ImportError:  # a missing codec shows up per file, with the file's name
+            pass
+
+
+def _worker_loop(conn, cfg: PreprocessConfig) -> None:
+    import warnings
+
+    import cv2
+
+    cv2.setNumThreads(1)  # parallelism comes from the worker processes
+    warnings.simplefilter("ignore")  # pydicom warns on the 12-hex "UIDs" of the real data
+    _warm_imports()
+    while True:
+        try:
+            task = conn.recv()
+        except EOFError:
+            return
+        if task is None:
+            return
+        conn.send(process_one(task, cfg))
+
+
+# ---------------------------------------------------------------------------------------
+# A crash-tolerant worker pool
+# ---------------------------------------------------------------------------------------
+
+
+def _mp_context():
+    import multiprocessing as mp
+
+    if sys.platform.startswith("linux"):
+        ctx = mp.get_context("forkserver")
+        # Workers fork from a server that already imported the heavy modules: a respawn
+        # after a crash costs milliseconds, and the parent's threads are never forked.
+        ctx.set_forkserver_preload(["siimcovid.dicom", "siimcovid.preprocess"])
+        return ctx
+    return mp.get_context("spawn")
+
+
+class _Worker:
+    def __init__(self, ctx, cfg: PreprocessConfig):
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker_loop, args=(child, cfg), daemon=True)
+        self.proc.start()
+        child.close()
+        self.task: dict | None = None
+        self.started = 0.0
+
+    def send(self, task: dict) -> None:
+        self.task, self.started = task, time.monotonic()
+        self.conn.send(task)
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(None)
+        except (OSError, BrokenPipeError):
+            pass
+        self.proc.join(timeout=2)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join()
+        self.conn.close()
+
+
+def _death_reason(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            return f"worker killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"worker killed by signal {-exitcode}"
+    return f"worker exited with status {exitcode}"
+
+
+def run_pool(tasks: Sequence[dict], cfg: PreprocessConfig, n_workers: int, on_result) -> None:
+    """Run ``process_one`` over tasks in ``n_workers`` child processes; ``on_result(task, result)``
+    is called in this process for every task exactly once. A worker that dies or hangs past
+    ``cfg.timeout`` is replaced; its task is retried once with the fast decoders skipped."""
+    from multiprocessing.connection import wait
+
+    ctx = _mp_context()
+    queue = deque(dict(t) for t in tasks)
+    workers = [_Worker(ctx, cfg) for _ in range(max(1, min(n_workers, len(queue))))] if queue else []
+
+    def crashed(w: _Worker, why: str) -> None:
+        task = w.task
+        w.task = None
+        if not task.get("skip"):
+            task = dict(task, skip=["dicomsdl", "pillow"], first_failure=why)
+            queue.appendleft(task)  # retry now, with the safe decoder, in a fresh worker
+        else:
+            on_result(task, {"ok": False, "stage": "decode",
+                             "reason": f"{task.get('first_failure', why)} on the first try; retried with "
+                                       f"pydicom only: {why}"})
+        respawn(w)
+
+    def respawn(w: _Worker) -> None:
+        try:
+            w.proc.kill()
+        except Exception:
+            pass
+        w.proc.join(timeout=5)
+        w.conn.close()
+        workers[workers.index(w)] = _Worker(ctx, cfg)
+
+    try:
+        while queue or any(w.task is not None for w in workers):
+            for w in workers:
+                if w.task is None and queue:
+                    task = queue.popleft()
+                    try:
+                        w.send(task)
+                    except (OSError, BrokenPipeError):  # died while idle: not this task's fault
+                        w.task = None
+                        queue.appendleft(task)
+                        respawn(w)
+            busy = [w for w in workers if w.task is not None]
+            ready = set(wait([w.conn for w in busy] + [w.proc.sentinel for w in busy], timeout=1.0))
+            now = time.monotonic()
+            for w in busy:
+                if w.conn in ready or w.proc.sentinel in ready:
+                    try:
+                        if w.conn.poll():
+                            result = w.conn.recv()
+                            task, w.task = w.task, None
+                            on_result(task, result)
+                            continue
+                    except (EOFError, OSError):
+                        pass
+                    if not w.proc.is_alive():
+                        w.proc.join(timeout=1)
+                        crashed(w, _death_reason(w.proc.exitcode))
+                elif now - w.started > cfg.timeout:
+                    crashed(w, f"timed out after {cfg.timeout:.0f} s (worker killed)")
+    finally:
+        for w in workers:
+            w.stop()
+
+
+# ---------------------------------------------------------------------------------------
+# The stage
+# ---------------------------------------------------------------------------------------
+
+
+def read_journal(out: str | Path) -> dict[str, dict]:
+    """image_id -> last record; a line cut short by a killed session is ignored."""
+    path = Path(out) / JOURNAL
+    records: dict[str, dict] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+                records[rec["image_id"]] = rec
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+    return records
+
+
+def is_done(rec: dict | None, cfg: PreprocessConfig, split: str) -> bool:
+    if not rec or rec.get("pixel_key") != cfg.pixel_key() or not set(cfg.sizes) <= set(rec.get("sizes", [])):
+        return False
+    return all(image_path(cfg.out, s, split, rec["image_id"]).is_file() for s in cfg.sizes)
+
+
+def _boxes_json(boxes: Iterable, ndigits: int = 4) -> str:
+    return json.dumps([[round(float(v), ndigits) for v in b] for b in boxes])
+
+
+def build_meta(index: pd.DataFrame, records: dict[str, dict], folds: pd.DataFrame | None,
+               cfg: PreprocessConfig) -> pd.DataFrame:
+    """meta.csv rows for every indexed image with a finished record (columns per contract)."""
+    rows = []
+    fold_of = dict(zip(folds["study_id"].astype(str), folds["fold"].astype(int))) if folds is not None else {}
+    for r in index.itertuples(index=False):
+        rec = records.get(r.image_id)
+        if not is_done(rec, cfg, r.split):
+            continue
+        row = {
+            "image_id": r.image_id, "study_id": r.study_id, "series_id": r.series_id, "split": r.split,
+            "dicom": r.dicom, "orig_h": rec["orig_h"], "orig_w": rec["orig_w"], "photometric": rec["photometric"],
+            "transfer_syntax": rec["transfer_syntax"], "bits_stored": rec["bits_stored"],
+            "keep_aspect": bool(cfg.keep_aspect), "boxes": _boxes_json(r.boxes),
+        }
+        for s in cfg.sizes:
+            plan = Resize.plan(rec["orig_h"], rec["orig_w"], s, cfg.keep_aspect)
+            row[f"boxes_{s}"] = _boxes_json(plan.to_resized(r.boxes) if len(r.boxes) else [], 3)
+        row["study_label"] = int(r.study_label)
+        row["fold"] = int(fold_of.get(r.study_id, -1)) if r.split == "train" else -1
+        row.update({"voi": rec["voi"], "decoder": rec["decoder"], "reduce": rec["reduce"]})
+        rows.append(row)
+    cols = ["image_id", "study_id", "series_id", "split", "dicom", "orig_h", "orig_w", "photometric",
+            "transfer_syntax", "bits_stored", "keep_aspect", "boxes", *[f"boxes_{s}" for s in cfg.sizes],
+            "study_label", "fold", "voi", "decoder", "reduce"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def read_meta(out: str | Path) -> pd.DataFrame:
+    """meta.csv with the box columns parsed back to lists of [x0, y0, x1, y1]."""
+    df = pd.read_csv(Path(out) / META_CSV, dtype={"image_id": str, "study_id": str, "series_id": str})
+    for c in [c for c in df.columns if c == "boxes" or c.startswith("boxes_")]:
+        df[c] = df[c].map(json.loads)
+    return df
+
+
+def run(cfg: PreprocessConfig) -> dict:
+    """The whole stage; returns the summary also written to preprocess.json."""
+    log = get_logger()
+    t_start = time.time()
+    cfg.sizes = sorted({int(s) for s in cfg.sizes})
+    if not cfg.sizes or min(cfg.sizes) < 8:
+        raise ValueError(f"sizes must be >= 8 px, got {cfg.sizes}")
+    if cfg.decoder not in DECODERS:
+        raise ValueError(f"decoder must be one of {DECODERS}, got {cfg.decoder!r}")
+    if cfg.no_voi_range not in NO_VOI_RANGES:
+        raise ValueError(f"no_voi_range must be one of {NO_VOI_RANGES}, got {cfg.no_voi_range!r}")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    n_workers = cfg.workers or os.cpu_count() or 1
+    run_header("preprocess", dict(asdict(cfg), workers_used=n_workers), out)
+
+    index, errors = build_index(cfg.data, cfg.splits)
+    folds = load_or_make_folds(cfg.data, out, cfg.n_folds, cfg.seed) if (index["split"] == "train").any() else None
+    if cfg.limit:
+        index = index.iloc[: cfg.limit].reset_index(drop=True)
+    records = read_journal(out)
+    todo = [r for r in index.itertuples(index=False) if not is_done(records.get(r.image_id), cfg, r.split)]
+    n_skipped = len(index) - len(todo)
+    log.info("preprocess: %d images indexed, %d already done, %d to convert with %d worker(s), sizes %s",
+             len(index), n_skipped, len(todo), n_workers, cfg.sizes)
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(todo), unit="img", desc="preprocess", disable=not cfg.progress, smoothing=0.05)
+    stage_time: Counter = Counter()
+    n_ok = n_retried = 0
+    new_errors: list[dict] = []
+    t_pool = time.time()
+    with open(out / JOURNAL, "a") as journal:
+        def on_result(task: dict, res: dict) -> None:
+            nonlocal n_ok, n_retried
+            if res["ok"]:
+                rec = res["record"]
+                if task.get("skip"):
+                    rec["fallbacks"] = [f"crash: {task.get('first_failure')}"] + rec["fallbacks"]
+                    n_retried += 1
+                journal.write(json.dumps(rec) + "\n")
+                journal.flush()
+                records[rec["image_id"]] = rec
+                stage_time.update(res["timings"])
+                n_ok += 1
+            else:
+                new_errors.append({"dicom": task["dicom"], "image_id": task["image_id"],
+                                   "stage": res["stage"], "reason": res["reason"]})
+                bar.set_postfix(failed=len(new_errors), refresh=False)
+            bar.update(1)
+
+        tasks = [{"path": r.path, "dicom": r.dicom, "image_id": r.image_id, "split": r.split} for r in todo]
+        run_pool(tasks, cfg, n_workers, on_result)
+    bar.close()
+    pool_seconds = time.time() - t_pool
+
+    meta = build_meta(index, records, folds, cfg)
+    meta.to_csv(out / META_CSV, index=False)
+    errors = errors + new_errors
+    pd.DataFrame(errors, columns=ERROR_COLUMNS).to_csv(out / ERRORS_CSV, index=False)
+    if cfg.tfrecords:
+        from .tfrecords import write_tfrecords
+
+        write_tfrecords(out, meta, cfg.sizes)
+
+    busy = sum(stage_time[k] for k in ("read", "decode", "voi", "resize", "write"))
+    summary = {
+        "config": asdict(cfg),
+        "workers": n_workers,
+        "counts": {
+            "indexed": int(len(index)), "skipped_done": int(n_skipped), "converted": n_ok,
+            "failed": len(new_errors), "index_problems": len(errors) - len(new_errors),
+            "retried_after_crash": n_retried, "meta_rows": int(len(meta)),
+            "transfer_syntax": meta["transfer_syntax"].value_counts().to_dict(),
+            "photometric": meta["photometric"].value_counts().to_dict(),
+            "voi": meta["voi"].value_counts().to_dict(),
+            "decoder": meta["decoder"].value_counts().to_dict(),
+            "errors_by_stage": Counter(e["stage"] for e in errors),
+        },
+        "timing": {
+            "seconds": round(time.time() - t_start, 2),
+            "convert_seconds": round(pool_seconds, 2),
+            "images_per_second": round(n_ok / pool_seconds, 3) if n_ok and pool_seconds > 0 else None,
+            "worker_seconds": {k: round(v, 2) for k, v in stage_time.items()},
+            "decode_share": round(stage_time["decode"] / busy, 3) if busy else None,
+        },
+    }
+    (out / SUMMARY_JSON).write_text(json.dumps(summary, indent=2, default=str))
+    log.info("preprocess: %d converted, %d skipped (done before), %d failed%s, %d index problems; meta.csv %d rows; %.1f s",
+             n_ok, n_skipped, len(new_errors), f" (see {out / ERRORS_CSV})" if new_errors else "",
+             summary["counts"]["index_problems"], len(meta), summary["timing"]["seconds"])
+    return summary
+
+
+def cli(argv: list[str]) -> int:
+    """DICOM -> 8-bit images + meta.csv (exit 0 when every image converted, 1 when some failed)."""
+    ap = argparse.ArgumentParser(prog="python -m siimcovid preprocess", description=cli.__doc__)
+    ap.add_argument("--data", default=None, help="competition folder (default: found by sample_submission.csv)")
+    ap.add_argument("--out", required=True, help="output folder (created; re-runs resume)")
+    ap.add_argument("--size", type=int, action="append", dest="sizes", help="output size in px; repeat for several (default 512)")
+    ap.add_argument("--workers", type=int, default=0, help="worker processes (default: one per core)")
+    ap.add_argument("--keep-aspect", action="store_true", help="letterbox instead of stretching to a square")
+    ap.add_argument("--decoder", choices=DECODERS, default="auto",
+                    help="auto = dicomsdl (child process) / reduced-resolution OpenJPEG, pydicom as fallback")
+    ap.add_argument("--no-reduce", action="store_true", help="always decode JPEG 2000 at full resolution")
+    ap.add_argument("--no-voi-range", choices=NO_VOI_RANGES, default="percentile",
+                    help="grey range for files with neither VOI LUT nor window")
+    ap.add_argument("--percentiles", type=float, nargs=2, default=(0.5, 99.5), metavar=("LO", "HI"))
+    ap.add_argument("--split", choices=("train", "test", "all"), default="all")
+    ap.add_argument("--limit", type=int, default=0, help="convert at most N images (smoke runs)")
+    ap.add_argument("--timeout", type=float, default=600.0, help="seconds per image before its worker is killed")
+    ap.add_argument("--k", type=int, default=5, help="folds when no folds.csv exists")
+    ap.add_argument("--seed", type=int, default=42, help="fold seed when no folds.csv exists")
+    ap.add_argument("--tfrecords", action="store_true", help="also write TFRecord shards (needs tensorflow)")
+    ap.add_argument("--no-progress", action="store_true")
+    a = ap.parse_args(argv)
+    try:
+        from .data import find_data_dir
+
+        data = find_data_dir(a.data) if a.data is None or not (Path(a.data) / SAMPLE_SUBMISSION).exists() else Path(a.data)
+        cfg = PreprocessConfig(
+            data=str(data), out=a.out, sizes=a.sizes or [512], workers=a.workers, keep_aspect=a.keep_aspect,
+            decoder=a.decoder, reduce_j2k=not a.no_reduce, no_voi_range=a.no_voi_range,
+            percentiles=tuple(a.percentiles), splits=("train", "test") if a.split == "all" else (a.split,),
+            limit=a.limit, timeout=a.timeout, n_folds=a.k, seed=a.seed, tfrecords=a.tfrecords,
+            progress=not a.no_progress,
+        )
+        summary = run(cfg)
+    except (FileNotFoundError, DataFormatError, ValueError) as exc:
+        print(f"preprocess: {exc}", file=sys.stderr)
+        return 2
+    c = summary["counts"]
+    print(f"preprocess: {c['converted']} converted, {c['skipped_done']} already done, {c['failed']} failed, "
+          f"{c['index_problems']} index problems -> {cfg.out}")
+    return 1 if c["failed"] else 0
+
+
+def example_grid(out: str | Path, size: int | None = None, per_group: int = 1, cols: int = 4):
+    """A matplotlib figure: ``per_group`` output images for each (photometric, transfer syntax),
+    boxes of ``boxes_<size>`` drawn, titled with what the file was. For the notebook."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    from .dicom import ts_name
+
+    meta = read_meta(out)
+    size = size or min(int(c.split("_")[1]) for c in meta.columns if c.startswith("boxes_"))
+    # prefer images with boxes so the frame of the boxes can be checked by eye
+    meta = meta.assign(_n=meta["boxes"].map(len)).sort_values(["_n", "image_id"], ascending=[False, True])
+    picks = meta.groupby(["photometric", "transfer_syntax"], sort=True).head(per_group)
+    rows = max(1, -(-len(picks) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.2 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, r in zip(axes.ravel(), picks.itertuples()):
+        import cv2
+
+        img = cv2.imread(str(image_path(out, size, r.split, r.image_id)), cv2.IMREAD_UNCHANGED)
+        ax.imshow(img, cmap="gray", vmin=0, vmax=255)
+        for x0, y0, x1, y1 in getattr(r, f"boxes_{size}"):
+            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color="red", lw=1.5))
+        ax.set_title(f"{ts_name(r.transfer_syntax)} MONO{r.photometric[-1]}\n{r.voi}, {r.decoder}", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def parse_sizes(value) -> list[int]:
+    """Sizes from a notebook parameter: 512, [512, 1024], "[512, 1024]" or "512,1024"
+    (papermill's ``-p sizes "[128]"`` passes a string)."""
+    if isinstance(value, str):
+        text = value.strip().strip("[]()")
+        return [int(v) for v in text.replace(",", " ").split()]
+    if isinstance(value, (int, np.integer)):
+        return [int(value)]
+    return [int(v) for v in value]
