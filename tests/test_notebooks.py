@@ -38,3 +38,43 @@ def test_parameters_first_then_bootstrap(src):
     doc_boot = re.search(r"```python\n# %%\n(.*?)```", BOOTSTRAP_DOC, re.S).group(1).strip()
     # the wheels kernel cannot install wheels it has not built yet: it stops before that line
     assert doc_boot.startswith(boot), f"{src.name}: bootstrap cell differs from docs/notebooks.md"
+
+
+@pytest.fixture(scope="session")
+def tiny_competition(tmp_path_factory):
+    """A 30-study synthetic competition folder at 1/16 size, shared by the notebook runs."""
+    from siimcovid.synthetic import cli as synth
+
+    d = tmp_path_factory.mktemp("competition")
+    assert synth(["--out", str(d), "--studies", "30", "--seed", "3", "--scale", "0.0625", "--no-progress"]) == 0
+    return d
+
+
+def _papermill(name, run_dir, **params):
+    import papermill as pm
+
+    return pm.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"), str(run_dir / f"{name}.out.ipynb"),
+                               parameters=params, cwd=str(run_dir), progress_bar=False, kernel_name="python3")
+
+
+@pytest.fixture(scope="session")
+def preprocessed(tiny_competition, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pre")
+    _papermill("preprocess", out, data_dir=str(tiny_competition), out_dir=str(out / "pre"), sizes=[64],
+               workers=1, n_folds=2)
+    return out / "pre"
+
+
+def test_preprocess_notebook_runs_under_papermill(preprocessed, tiny_competition):
+    import pandas as pd
+
+    meta = pd.read_csv(preprocessed / "meta.csv")
+    n_dicoms = len(list(tiny_competition.rglob("*.dcm")))
+    errors = pd.read_csv(preprocessed / "errors.csv")
+    assert len(meta) + len(errors) == n_dicoms and len(errors) == 0
+    assert set(meta["split"]) == {"train", "test"}
+    for r in meta.itertuples():
+        assert (preprocessed / "images" / "64" / r.split / f"{r.image_id}.png").exists()
+    nb = json.loads((preprocessed.parent / "preprocess.out.ipynb").read_text())
+    images = [o for c in nb["cells"] for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert images, "the notebook should show its example grid"
