@@ -1,0 +1,225 @@
+"""Study predictions: hflip TTA, image -> study aggregation, study mAP, and the fold merge.
+
+``python -m siimcovid study-merge --work W/<exp>`` reads every ``fold*/`` below it and writes
+``oof_study.csv``, ``test_study.csv`` (study_id + four probabilities, the study predictions CSV
+of docs/contracts.md) and ``scores.json`` (OOF study mAP and per-class AP, TTA on and off,
+per fold, and the prior-only baseline's study mAP on the same studies).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..data import STUDY_CLASSES
+from ..log import get_logger
+
+if TYPE_CHECKING:
+    from .config import StudyConfig
+
+PROB_COLS = [f"p_{c}" for c in STUDY_CLASSES]
+TTA_COLS = [f"p_{c}_tta" for c in STUDY_CLASSES]
+STUDY_COLS = list(STUDY_CLASSES)  # column names of the study predictions CSV
+OOF_CSV, TEST_CSV = "oof.csv", "test.csv"
+
+
+# --------------------------------------------------------------------------- prediction
+def predict_probs(model, paths: Sequence[str], size: int, batch_size: int, hflip: bool = False) -> np.ndarray:
+    """(N, 4) class probabilities for the PNGs at ``paths`` (mirrored when ``hflip``)."""
+    from .dataset import make_predict_dataset
+
+    if len(paths) == 0:
+        return np.zeros((0, len(STUDY_CLASSES)), np.float32)
+    ds = make_predict_dataset(list(paths), size, batch_size, hflip=hflip)
+    out = model.predict(ds, verbose=0)
+    probs = out["cls"] if isinstance(out, dict) else out
+    return np.asarray(probs, dtype=np.float32)
+
+
+def predict_frame(model, df: pd.DataFrame, cfg: "StudyConfig", tta: bool | None = None) -> pd.DataFrame:
+    """image_id, study_id, fold, p_* (plain) and p_*_tta (mean of plain and hflip; equal to the
+    plain columns when TTA is off)."""
+    tta = cfg.tta_hflip if tta is None else tta
+    plain = predict_probs(model, df["path"].tolist(), cfg.image_size, cfg.batch_size)
+    flipped = predict_probs(model, df["path"].tolist(), cfg.image_size, cfg.batch_size, hflip=True) if tta else plain
+    out = pd.DataFrame({"image_id": df["image_id"].to_numpy(), "study_id": df["study_id"].to_numpy(),
+                        "fold": df["fold"].to_numpy() if "fold" in df else -1})
+    out[PROB_COLS] = plain
+    out[TTA_COLS] = (plain + flipped) / 2.0
+    if "study_label" in df:
+        out["study_label"] = df["study_label"].to_numpy()
+    return out
+
+
+def hflip_tta(predict_fn, images: np.ndarray) -> np.ndarray:
+    """Mean of ``predict_fn(images)`` and ``predict_fn`` on the mirrored images (NHWC)."""
+    return (np.asarray(predict_fn(images)) + np.asarray(predict_fn(images[:, :, ::-1, :]))) / 2.0
+
+
+# --------------------------------------------------------------------------- aggregation + metric
+def aggregate_study(df: pd.DataFrame, cols: Sequence[str], how: str = "mean") -> pd.DataFrame:
+    """Image rows -> one row per study (mean or max of each column), rows renormalised to 1."""
+    if how not in ("mean", "max"):
+        raise ValueError(f"study aggregation must be mean or max, got {how!r}")
+    g = df.groupby("study_id", sort=True)[list(cols)]
+    out = g.mean() if how == "mean" else g.max()
+    vals = out.to_numpy(dtype=np.float64)
+    out[list(cols)] = vals / np.clip(vals.sum(axis=1, keepdims=True), 1e-12, None)
+    return out.reset_index()
+
+
+def study_ap(study_ids: Sequence[str], probs: np.ndarray, labels: Sequence[int]) -> dict[str, float]:
+    """Per-class AP (the competition's study part: one 0 0 1 1 detection per class and study)
+    and ``map``, computed with ``siimcovid.metric``."""
+    from ..metric import FULL_BOX, average_precision
+
+    probs = np.asarray(probs, dtype=np.float64)
+    labels = np.asarray(labels, dtype=int)
+    ids = list(study_ids)
+    if probs.shape != (len(ids), len(STUDY_CLASSES)) or len(labels) != len(ids):
+        raise ValueError(f"study_ap: {len(ids)} ids, probs {probs.shape}, {len(labels)} labels")
+    ap = {}
+    for k, cls in enumerate(STUDY_CLASSES):
+        dets = [(sid, float(p), *FULL_BOX) for sid, p in zip(ids, probs[:, k])]
+        truths = {sid: [FULL_BOX] for sid, y in zip(ids, labels) if y == k}
+        ap[cls] = average_precision(dets, truths)
+    vals = [v for v in ap.values() if not math.isnan(v)]
+    ap["map"] = float(np.mean(vals)) if vals else math.nan
+    return ap
+
+
+def study_map_from_images(df: pd.DataFrame, cols: Sequence[str], how: str = "mean") -> dict[str, float]:
+    """Image predictions with ``study_label`` -> study APs."""
+    agg = aggregate_study(df, cols, how)
+    labels = df.groupby("study_id", sort=True)["study_label"].first().reindex(agg["study_id"])
+    return study_ap(agg["study_id"], agg[list(cols)].to_numpy(), labels.to_numpy())
+
+
+def prior_baseline(study_ids: Sequence[str], labels: Sequence[int], priors: np.ndarray | None = None) -> dict[str, float]:
+    """APs of the prior-only submission (every study gets the same class probabilities)."""
+    labels = np.asarray(labels, dtype=int)
+    if priors is None:
+        priors = np.bincount(labels, minlength=len(STUDY_CLASSES)) / max(len(labels), 1)
+    probs = np.tile(np.asarray(priors, dtype=np.float64), (len(labels), 1))
+    return study_ap(study_ids, probs, labels)
+
+
+# --------------------------------------------------------------------------- merge
+def fold_dirs(work: str | os.PathLike) -> list[Path]:
+    work = Path(work)
+    dirs = sorted(p for p in work.glob("fold*") if p.is_dir() and p.name[4:].isdigit())
+    if not dirs:
+        dirs = sorted({p.parent for p in work.rglob(OOF_CSV) if p.parent.name.startswith("fold")})
+    return dirs
+
+
+def read_pred_csv(path: Path) -> pd.DataFrame:
+    df = pd.read_csv(path, dtype={"image_id": str, "study_id": str})
+    missing = {"image_id", "study_id", *PROB_COLS} - set(df.columns)
+    if missing:
+        raise ValueError(f"{path}: missing columns {sorted(missing)}")
+    if not set(TTA_COLS) <= set(df.columns):
+        df[TTA_COLS] = df[PROB_COLS].to_numpy()
+    return df
+
+
+def merge(work: str | os.PathLike, how: str = "mean", use_tta: bool = True, out_dir: str | os.PathLike | None = None) -> dict:
+    """Merge the folds found under ``work``; write oof_study.csv, test_study.csv, scores.json."""
+    work = Path(work)
+    out_dir = Path(out_dir) if out_dir else work
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dirs = fold_dirs(work)
+    if not dirs:
+        raise FileNotFoundError(f"{work}: no fold*/ with {OOF_CSV} (run study-train first)")
+    log = get_logger()
+    oofs, tests, per_fold, problems = [], [], {}, []
+    for d in dirs:
+        if not (d / OOF_CSV).exists():
+            problems.append(f"{d}: no {OOF_CSV} (fold unfinished?)")
+            continue
+        oof = read_pred_csv(d / OOF_CSV)
+        if "study_label" not in oof:
+            problems.append(f"{d / OOF_CSV}: no study_label column")
+            continue
+        oofs.append(oof)
+        per_fold[d.name] = {
+            "map": study_map_from_images(oof, PROB_COLS, how)["map"],
+            "map_tta": study_map_from_images(oof, TTA_COLS, how)["map"],
+            "n_images": len(oof),
+        }
+        if (d / TEST_CSV).exists():
+            t = read_pred_csv(d / TEST_CSV)
+            t["source"] = d.name
+            tests.append(t)
+    for p in problems:
+        log.warning(p)
+    if not oofs:
+        raise FileNotFoundError(f"{work}: no readable {OOF_CSV}: {problems}")
+    oof = pd.concat(oofs, ignore_index=True)
+    dup = oof["image_id"].duplicated()
+    if dup.any():
+        log.warning("%d images appear in several folds' OOF; averaging them", int(dup.sum()))
+        oof = oof.groupby(["image_id", "study_id"], as_index=False).agg(
+            {**{c: "mean" for c in PROB_COLS + TTA_COLS}, "study_label": "first", "fold": "first"})
+    ap_plain = study_map_from_images(oof, PROB_COLS, how)
+    ap_tta = study_map_from_images(oof, TTA_COLS, how)
+    cols = TTA_COLS if use_tta else PROB_COLS
+    st = aggregate_study(oof, cols, how)
+    labels = oof.groupby("study_id", sort=True)["study_label"].first().reindex(st["study_id"]).to_numpy()
+    prior = prior_baseline(st["study_id"], labels)
+    oof_study = pd.DataFrame({"study_id": st["study_id"], "study_label": labels})
+    oof_study[STUDY_COLS] = st[cols].to_numpy()
+    oof_study.to_csv(out_dir / "oof_study.csv", index=False)
+
+    # test: mean over folds of each fold's study-level predictions
+    test_study = pd.DataFrame(columns=["study_id", *STUDY_COLS])
+    if tests:
+        t = pd.concat(tests, ignore_index=True)
+        per = [aggregate_study(g, cols, how).set_index("study_id") for _, g in t.groupby("source")]
+        mean = sum(per) / len(per) if len(per) > 1 else per[0]
+        test_study = pd.DataFrame({"study_id": mean.index})
+        test_study[STUDY_COLS] = mean[cols].to_numpy()
+    test_study.to_csv(out_dir / "test_study.csv", index=False)
+
+    scores = {
+        "work": str(work), "folds": per_fold, "n_folds": len(oofs), "aggregation": how, "use_tta": use_tta,
+        "n_oof_images": len(oof), "n_oof_studies": len(st), "n_test_studies": len(test_study),
+        "n_test_folds": len(tests),
+        "oof_study_map": ap_plain["map"], "oof_study_map_tta": ap_tta["map"],
+        "ap": {c: ap_plain[c] for c in STUDY_CLASSES}, "ap_tta": {c: ap_tta[c] for c in STUDY_CLASSES},
+        "prior_baseline_study_map": prior["map"], "problems": problems,
+    }
+    (out_dir / "scores.json").write_text(json.dumps(scores, indent=2, default=float))
+    return scores
+
+
+def format_scores(s: dict) -> str:
+    lines = [f"{s['n_folds']} fold(s), {s['n_oof_studies']} OOF studies ({s['n_oof_images']} images), "
+             f"{s['n_test_studies']} test studies from {s['n_test_folds']} fold(s)"]
+    lines.append(f"OOF study mAP  no TTA {s['oof_study_map']:.4f}   hflip TTA {s['oof_study_map_tta']:.4f}   "
+                 f"prior-only baseline {s['prior_baseline_study_map']:.4f}")
+    for c in STUDY_CLASSES:
+        lines.append(f"  {c:<14} AP {s['ap'][c]:.4f}   TTA {s['ap_tta'][c]:.4f}")
+    for k, v in s["folds"].items():
+        lines.append(f"  {k}: mAP {v['map']:.4f}  TTA {v['map_tta']:.4f}  ({v['n_images']} images)")
+    return "\n".join(lines)
+
+
+def cli(argv: list[str]) -> int:
+    """Merge study-classifier folds: OOF study mAP with TTA on/off, test_study.csv."""
+    ap = argparse.ArgumentParser(prog="python -m siimcovid study-merge", description=cli.__doc__)
+    ap.add_argument("--work", required=True, help="the experiment folder holding fold*/ (W/<exp>), or any parent")
+    ap.add_argument("--out", default=None, help="where to write (default: --work)")
+    ap.add_argument("--agg", default="mean", choices=["mean", "max"], help="image -> study aggregation")
+    ap.add_argument("--no-tta", action="store_true", help="write plain (not hflip-TTA) probabilities")
+    a = ap.parse_args(argv)
+    scores = merge(a.work, how=a.agg, use_tta=not a.no_tta, out_dir=a.out)
+    print(format_scores(scores))
+    print(f"wrote {Path(a.out or a.work) / 'oof_study.csv'}, test_study.csv, scores.json")
+    return 0
