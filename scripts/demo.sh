@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 D="${1:-demo}"; STUDIES="${2:-300}"; SCALE="${3:-0.25}"; SEED="${4:-0}"; SIZE="${5:-128}"
 FOLDS="${DEMO_FOLDS:-0 1 2 3 4}"
-STUDY_CONFIG="${DEMO_STUDY_CONFIG:-tiny_cpu}"
+STUDY_CONFIG="${DEMO_STUDY_CONFIG:-demo_cpu}"
 PY=".venv/bin/python"
 siim() { echo "+ siimcovid $*" >&2; "$PY" -m siimcovid "$@"; }
 mkdir -p "$D/subs" "$D/preds" "$D/scores"
@@ -21,14 +21,24 @@ siim baseline --data "$D/data" --out "$D/subs/baseline.csv"
 siim learner --data "$D/data" --pre "$D/pre" --size "$SIZE" --out "$D/subs/learner.csv" \
   --image-preds "$D/preds/learner_image.csv" --study-preds "$D/preds/learner_study.csv"
 
-#STUDY#
+# Study classifier, one run per fold (what the five train-study-fold-k kernels do on Kaggle), on a tiny
+# local SavedModel standing in for the TF Hub EfficientNetV2 (no downloads here). Re-runs resume.
+[ -f "$D/tiny_hub/saved_model.pb" ] || siim study-train --make-tiny-hub "$D/tiny_hub" --tiny-width 16
+# shellcheck disable=SC2086
+siim study-train --config "$STUDY_CONFIG" --preprocess "$D/pre" --workdir "$D/study" \
+  --set hub_handle="$D/tiny_hub" --set verbose=0 --fold $FOLDS
+siim study-merge --work "$D/study/$STUDY_CONFIG"
+# The pipeline's submission: study rows from the trained folds, image rows from the best image-level
+# component so far (the small learner; the detectors are the next stage).
+siim make-submission --data "$D/data" --study "$D/study/$STUDY_CONFIG/test_study.csv" \
+  --image "$D/preds/learner_image.csv" --out "$D/subs/pipeline.csv"
 
 for sub in "$D"/subs/*.csv; do
   name=$(basename "$sub" .csv)
   siim validate-submission --data "$D/data" "$sub"
   siim score "$sub" --truth "$D/data" > "$D/scores/$name.json"
 done
-cp "$D/subs/$(ls "$D/subs" | grep -q '^pipeline.csv$' && echo pipeline || echo learner).csv" "$D/submission.csv"
+cp "$D/subs/pipeline.csv" "$D/submission.csv"
 
 "$PY" - "$D/scores" <<'PY'
 import json, sys

@@ -78,3 +78,25 @@ def test_preprocess_notebook_runs_under_papermill(preprocessed, tiny_competition
     nb = json.loads((preprocessed.parent / "preprocess.out.ipynb").read_text())
     images = [o for c in nb["cells"] for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert images, "the notebook should show its example grid"
+
+
+def test_train_study_notebook_trains_two_folds_and_merges(preprocessed, tmp_path):
+    import pandas as pd
+
+    work = tmp_path / "study"
+    _papermill("train-study", tmp_path, config="tiny_cpu", folds=[0, 1], preprocess=str(preprocessed),
+               workdir=str(work), make_tiny_hub=str(tmp_path / "tiny_hub"), merge=True,
+               overrides={"epochs": 1, "steps_per_epoch": 2, "verbose": 0})
+    exp = work / "tiny_cpu"
+    for k in (0, 1):
+        assert (exp / f"fold{k}" / "best.weights.h5").exists()
+        oof = pd.read_csv(exp / f"fold{k}" / "oof.csv")
+        assert set(oof["fold"]) == {k}
+    test = pd.read_csv(exp / "test_study.csv")
+    meta = pd.read_csv(preprocessed / "meta.csv")
+    assert set(test["study_id"]) == set(meta.loc[meta["split"] == "test", "study_id"])
+    assert list(test.columns) == ["study_id", "negative", "typical", "indeterminate", "atypical"]
+    scores = json.loads((exp / "scores.json").read_text())
+    assert scores["n_folds"] == 2 and scores["n_oof_studies"] == meta.loc[meta["split"] == "train", "study_id"].nunique()
+    assert 0.0 <= scores["oof_study_map"] <= 1.0 and 0.0 <= scores["oof_study_map_tta"] <= 1.0
+    assert set(scores["ap"]) == {"negative", "typical", "indeterminate", "atypical"} and not scores["problems"]
