@@ -193,7 +193,7 @@ def score_submission(
     ValueError when no submission id has ground truth. Returns a JSON-ready dict: score,
     study_map, image_map, ap (six classes, None when skipped), n_truth, n_detections,
     skipped_classes, row counts."""
-    from .submission import SubmissionError, labels_for, parse_prediction_string, row_kind
+    from .submission import SubmissionError, parse_row
 
     missing_cols = {"id", "PredictionString"} - set(submission_df.columns)
     if missing_cols:
@@ -211,15 +211,10 @@ def score_submission(
             problems.append(f"{where}: id repeats row {seen[row_id]}")
             continue
         seen[row_id] = i + 1
-        kind = row_kind(row_id)
-        if kind is None:
-            problems.append(f"{where}: id ends neither in {STUDY_SUFFIX} nor {IMAGE_SUFFIX}")
+        parsed = parse_row(row_id, s, where, problems)
+        if parsed is None:
             continue
-        try:
-            preds = parse_prediction_string(s, source=where, labels=labels_for(kind))
-        except SubmissionError as exc:
-            problems.extend(exc.problems)
-            continue
+        kind, preds = parsed
         key = strip_suffix(row_id, STUDY_SUFFIX if kind == "study" else IMAGE_SUFFIX)
         if key not in (studies if kind == "study" else images):
             without_truth[kind] += 1

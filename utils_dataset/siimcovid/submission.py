@@ -191,6 +191,25 @@ def labels_for(kind: str) -> tuple[str, ...]:
     return STUDY_CLASSES if kind == "study" else IMAGE_CLASSES
 
 
+def parse_row(row_id: str, s: object, where: str, problems: list[str], *, allow_empty: bool = True):
+    """One submission row -> (kind, predictions), or None with the row's problems appended.
+
+    The single place a row's id kind and PredictionString are checked, for the scorer and
+    the validator alike (the validator passes ``allow_empty=False``: Kaggle rejects it)."""
+    kind = row_kind(row_id)
+    if kind is None:
+        problems.append(f"{where}: id ends neither in {STUDY_SUFFIX} nor {IMAGE_SUFFIX}")
+        return None
+    if not allow_empty and _is_empty(s):
+        problems.append(f"{where}: empty PredictionString")
+        return None
+    try:
+        return kind, parse_prediction_string(s, source=where, labels=labels_for(kind))
+    except SubmissionError as exc:
+        problems.extend(exc.problems)
+        return None
+
+
 def check_predictions(
     preds: Sequence[Prediction], kind: str, *, image_hw: tuple[int, int] | None = None
 ) -> list[str]:
@@ -476,19 +495,11 @@ def validate_submission(
             problems.extend(dicom_problems)
 
     for n, row_id, s in rows:
-        kind = row_kind(row_id)
         where = f"line {n} ({row_id})"
-        if kind is None:
-            problems.append(f"{where}: id ends neither in {STUDY_SUFFIX} nor {IMAGE_SUFFIX}")
+        parsed = parse_row(row_id, s, where, problems, allow_empty=False)
+        if parsed is None:
             continue
-        if _is_empty(s):
-            problems.append(f"{where}: empty PredictionString")
-            continue
-        try:
-            preds = parse_prediction_string(s, source=where, labels=labels_for(kind))
-        except SubmissionError as exc:
-            problems.extend(exc.problems)
-            continue
+        kind, preds = parsed
         hw = sizes.get(strip_suffix(row_id, IMAGE_SUFFIX)) if kind == "image" else None
         problems.extend(f"{where}: {p}" for p in check_predictions(preds, kind, image_hw=hw))
     return problems
