@@ -86,3 +86,18 @@ def test_dataset_dir_fills_user(tmp_path):
     meta = json.loads((d / "dataset-metadata.json").read_text())
     assert meta["id"] == "alice/siimcovid-utils" and 6 <= len(meta["title"]) <= 50
     assert (d / "siimcovid" / "__init__.py").exists()
+
+
+def test_inference_kernel_is_offline_and_linked_to_its_inputs(kernels):
+    by = {k.slug: k for k in kernels}
+    k = by["siimcovid-inference"]
+    m = k.metadata
+    assert m["enable_internet"] is False and m["enable_gpu"] is True  # code competition: internet off
+    assert m["competition_sources"] == ["siim-covid19-detection"]
+    assert {f"alice/siimcovid-train-study-fold-{f}" for f in range(5)} <= set(m["kernel_sources"])
+    assert {"alice/siimcovid-preprocess", "alice/siimcovid-wheels"} <= set(m["kernel_sources"])
+    assert "alice/siimcovid-utils" in m["dataset_sources"]
+    assert m["model_sources"] == by["siimcovid-train-study-fold-0"].metadata["model_sources"]
+    assert k.notebook.name == m["code_file"] == "inference.ipynb" and k.notebook.exists()
+    # every kernel source is itself one of the rendered kernels
+    assert {s.split("/", 1)[1] for s in m["kernel_sources"]} <= set(by)

@@ -4,7 +4,6 @@ crashes survived, resume, and the benchmark's smoke run."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import cv2

@@ -1,7 +1,6 @@
 """Study classifier: configs and the tf.data pipeline (mask alignment after augmentation)."""
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 
 import numpy as np

@@ -6,7 +6,6 @@ credentials exist, so this module never imports it: it drives the ``kaggle`` com
 """
 from __future__ import annotations
 
-import copy
 import json
 import os
 import shutil

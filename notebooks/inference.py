@@ -1,0 +1,91 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # siimcovid inference (code-competition kernel)
+# Internet off, at most 9 hours, writes `/kaggle/working/submission.csv` for the test set the kernel
+# sees (the hidden one when it runs as a submission). Steps, all in `siimcovid.inference`:
+# test DICOMs -> PNGs (`pre_test/`, same pixel settings as the train preprocess run); every study
+# fold found (`fold*/` with `config.json` + `best.weights.h5`) predicts the test images with hflip
+# TTA, folds averaged, images -> study; the small learner fitted on the preprocess kernel's train
+# images gives the image rows (boxes in original pixels); `build_submission`, then validation.
+# A fold that cannot load is reported and skipped; no fold at all -> class priors (said loudly);
+# a test DICOM that fails gets a fallback row and a line in `pre_test/errors.csv`.
+
+# %% tags=["parameters"]
+data_dir = None  # competition folder; None = found under /kaggle/input by sample_submission.csv
+train_pre = None  # preprocess kernel output (meta.csv + images/<S>/train); None = found by meta.csv
+study_work = None  # folder(s) holding fold*/ (list or one path); None = search /kaggle/input
+out_dir = None  # None = /kaggle/working on Kaggle, ./work/inference locally
+size = None  # learner image size (images/<S>/); None = the smallest in train_pre
+limit = 0  # convert at most this many test images (0 = all; smoke runs only)
+exp = None  # only the folds of this experiment (config name), None = every fold found
+hub = None  # backbone SavedModel folder for every fold, None = resolve each fold's hub_handle
+batch_size = None  # prediction batch, None = each fold's training batch
+tta = None  # hflip TTA on/off, None = as each fold was configured
+workers = 0  # preprocess worker processes (0 = one per CPU core)
+threads = 0  # TensorFlow threads (0 = TF default)
+seed = 0
+learner = {}  # other LearnerConfig fields of the image learner, e.g. {"patch_iter": 50}
+
+# %%
+import glob, sys
+try:
+    import siimcovid
+except ImportError:  # on Kaggle: the utils dataset is mounted somewhere under /kaggle/input
+    hits = sorted(glob.glob("/kaggle/input/**/siimcovid/__init__.py", recursive=True))
+    if not hits:
+        raise RuntimeError("add the siimcovid utils dataset to this kernel's dataset_sources")
+    sys.path.insert(0, hits[0].rsplit("/siimcovid/", 1)[0])
+    import siimcovid
+from siimcovid.kaggle import install_offline_wheels
+install_offline_wheels()  # no-op locally; on Kaggle installs the wheels kernel's output without internet
+
+# %%
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from siimcovid.inference import config_from_params, format_summary, plot_test_predictions, run
+
+cfg = config_from_params(data=data_dir, train_pre=train_pre, study_work=study_work, out=out_dir, size=size,
+                         limit=limit, exp=exp, hub=hub, batch_size=batch_size, tta=tta, workers=workers,
+                         threads=threads, seed=seed, learner=learner)
+summary = run(cfg)
+out = Path(summary["out"])
+print(format_summary(summary))
+
+# %% [markdown]
+# Study folds (used or skipped, with the reason) and the test DICOMs that failed to convert.
+
+# %%
+pd.DataFrame.from_dict(summary["study"]["folds"], orient="index")
+
+# %%
+pd.read_csv(out / "pre_test" / "errors.csv")
+
+# %% [markdown]
+# The submission, and a few test images with the image rows' boxes (score >= 0.3) drawn in the
+# preprocessed frame. With ground truth (synthetic sets: `DATA/truth`) the metric's result too.
+
+# %%
+sub = pd.read_csv(out / "submission.csv")
+print(f"{len(sub)} rows, {sub['id'].str.endswith('_study').sum()} study rows")
+sub.head()
+
+# %%
+fig = plot_test_predictions(out, n=4)
+
+# %%
+if summary["score"] is not None:
+    print(json.dumps({k: summary["score"][k] for k in ("score", "study_map", "image_map", "ap")}, indent=1))
