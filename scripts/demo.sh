@@ -28,10 +28,12 @@ siim learner --data "$D/data" --pre "$D/pre" --size "$SIZE" --out "$D/subs/learn
 siim study-train --config "$STUDY_CONFIG" --preprocess "$D/pre" --workdir "$D/study" \
   --set hub_handle="$D/tiny_hub" --set verbose=0 --fold $FOLDS
 siim study-merge --work "$D/study/$STUDY_CONFIG"
-# The pipeline's submission: study rows from the trained folds, image rows from the best image-level
-# component so far (the small learner; the detectors are the next stage).
-siim make-submission --data "$D/data" --study "$D/study/$STUDY_CONFIG/test_study.csv" \
-  --image "$D/preds/learner_image.csv" --out "$D/subs/pipeline.csv"
+# The pipeline's submission, made the way the Kaggle inference kernel makes it: test DICOMs only ->
+# PNGs, the five folds' study predictions (hflip TTA) averaged, image rows from the best image-level
+# component so far (the small learner; the detectors are the next stage), validated.
+siim infer --data "$D/data" --train-pre "$D/pre" --study-work "$D/study" --exp "$STUDY_CONFIG" \
+  --out "$D/infer" || echo "infer: see $D/infer/inference.json" >&2
+cp "$D/infer/submission.csv" "$D/subs/pipeline.csv"
 
 for sub in "$D"/subs/*.csv; do
   name=$(basename "$sub" .csv)
