@@ -251,3 +251,23 @@ def test_cli_makes_tiny_hub_and_prints_config(tmp_path, capsys):
     assert main(["study-train", "--config", "tiny_cpu", "--fold", "3", "--set", "image_size=96", "--print-config"]) == 0
     cfg = json.loads(capsys.readouterr().out.split("\n", 1)[1])
     assert (cfg["fold"], cfg["image_size"], cfg["name"]) == (3, 96, "tiny_cpu")
+
+
+def test_sm_encoder_weights_load_from_a_local_h5(tmp_path, monkeypatch):
+    """Internet-off kernels get ImageNet encoder weights from a mounted .h5 (found by name)."""
+    import efficientnet.tfkeras as efn
+
+    enc = efn.EfficientNetB0(include_top=False, weights=None, input_shape=(64, 64, 3))
+    stem = enc.get_layer("stem_conv").get_weights()[0]
+    stem_new = np.random.default_rng(0).normal(size=stem.shape).astype(np.float32)
+    enc.get_layer("stem_conv").set_weights([stem_new])
+    (tmp_path / "weights").mkdir()
+    h5 = tmp_path / "weights" / "effb0_notop.h5"
+    enc.save_weights(str(h5))
+    monkeypatch.setenv("SIIM_INPUT", str(tmp_path))
+    for ref in (str(h5), "effb0_notop.h5"):  # a path, or a file name found under the input roots
+        model = M.build_model(C.load_config("tiny_fpn_cpu", sets=[f"sm_encoder_weights={ref}", "aux_seg=false"]))
+        got = model.get_layer("fpn_efficientnetb0").get_layer("stem_conv").get_weights()[0]
+        np.testing.assert_allclose(got, stem_new)
+    with pytest.raises(FileNotFoundError, match="missing.h5"):
+        M.resolve_encoder_weights("missing.h5")

@@ -35,7 +35,7 @@ class StudyConfig:
     hub_handle: str = TFHUB_EFFV2_L  # URL, local SavedModel folder, or found under /kaggle/input
     hub_pooled_key: str = "default"  # for hub models that return a dict of outputs
     sm_backbone: str = "efficientnetb5"
-    sm_encoder_weights: str | None = None  # "imagenet" downloads: only with internet on
+    sm_encoder_weights: str | None = None  # None, "imagenet" (downloads), or a local .h5 path / file name
     pyramid_filters: int = 128
     decoder_filters: int = 64  # hub aux decoder width
     aux_seg: bool = True

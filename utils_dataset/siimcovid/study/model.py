@@ -201,6 +201,23 @@ def _sm_drop_connect(factory, name: str, rate: float):
         factory._models_update[name] = entry
 
 
+def resolve_encoder_weights(weights: str | None) -> Path | None:
+    """``sm_encoder_weights``: None (random init), "imagenet" (downloaded by segmentation_models:
+    internet on), or a local ``.h5`` file -- a path, or a file name found under the search roots
+    (/kaggle/input, SIIM_INPUT), which is how an internet-off Kaggle kernel gets ImageNet weights."""
+    if weights in (None, "", "none", "imagenet"):
+        return None
+    p = Path(weights)
+    if p.is_file():
+        return p
+    from ..paths import find_input
+
+    try:
+        return find_input(p.name, hint=p.parent if str(p.parent) not in ("", ".") else None) / p.name
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"sm_encoder_weights {weights!r}: not a file and {exc}") from exc
+
+
 def build_sm_model(cfg: "StudyConfig"):
     import segmentation_models as sm
 
@@ -210,9 +227,14 @@ def build_sm_model(cfg: "StudyConfig"):
     names = sm.get_available_backbone_names()
     if cfg.sm_backbone not in names:
         raise ValueError(f"sm backbone {cfg.sm_backbone!r} unknown; sm backbones: {', '.join(names)}")
+    weights = cfg.sm_encoder_weights
+    local = resolve_encoder_weights(weights)
     with _sm_drop_connect(sm.Backbones, cfg.sm_backbone, cfg.drop_path):
         fpn = sm.FPN(cfg.sm_backbone, input_shape=(size, size, 3), classes=1, activation="sigmoid",
-                     encoder_weights=cfg.sm_encoder_weights, pyramid_block_filters=cfg.pyramid_filters)
+                     encoder_weights=None if local else weights, pyramid_block_filters=cfg.pyramid_filters)
+    if local:
+        # The efficientnet/classification_models .h5 files name their layers as sm's encoder does.
+        fpn.load_weights(str(local), by_name=True, skip_mismatch=True)
     try:
         top = fpn.get_layer("top_activation").output
     except ValueError:
