@@ -18,6 +18,7 @@ mkdir -p "$D/subs" "$D/preds" "$D/scores"
 siim preprocess --data "$D/data" --out "$D/pre" --size "$SIZE" || echo "preprocess: see $D/pre/errors.csv" >&2
 
 siim baseline --data "$D/data" --out "$D/subs/baseline.csv"
+siim baseline --data "$D/data" --out "$D/subs/oracle.csv" --oracle   # the truth: must score 1.000
 siim learner --data "$D/data" --pre "$D/pre" --size "$SIZE" --out "$D/subs/learner.csv" \
   --image-preds "$D/preds/learner_image.csv" --study-preds "$D/preds/learner_study.csv"
 

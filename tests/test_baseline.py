@@ -103,6 +103,20 @@ def test_prior_submission_content(synth_data, tmp_path):
     assert list(pd.read_csv(tmp_path / "i.csv").columns) == ["image_id", "boxes", "none"]
 
 
+def test_oracle_scores_one_and_needs_truth(synth_data, tmp_path):
+    from siimcovid import metric
+
+    out = tmp_path / "oracle.csv"
+    assert baseline.cli_baseline(["--data", str(synth_data), "--out", str(out), "--oracle"]) == 0
+    result = metric.score_submission(pd.read_csv(out, dtype=str, keep_default_na=False),
+                                     data.read_study_csv(synth_data / "truth" / "test_study_level.csv"),
+                                     data.read_image_csv(synth_data / "truth" / "test_image_level.csv"))
+    assert result["score"] == pytest.approx(1.0)
+    (tmp_path / "nodata").mkdir()
+    with pytest.raises(FileNotFoundError, match="truth"):
+        baseline.oracle_predictions(tmp_path / "nodata")
+
+
 def test_prior_helpers_reject_empty_input():
     with pytest.raises(ValueError):
         baseline.class_priors(pd.DataFrame({"label": []}))

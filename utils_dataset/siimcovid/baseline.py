@@ -85,6 +85,27 @@ def prior_predictions(data_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame,
     return study, image, info
 
 
+def oracle_predictions(data_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """The ground truth of a synthetic set (DATA/truth/) written as predictions: through
+    make-submission and score it must give 1.0, so it checks the writing and scoring path
+    (box formatting, ids, original-pixel frame) end to end."""
+    data_dir = Path(data_dir)
+    truth = data_dir / "truth"
+    if not truth.is_dir():
+        raise FileNotFoundError(f"{truth}: no ground truth (only synthetic sets have truth/)")
+    studies = read_study_csv(truth / "test_study_level.csv")
+    images = read_image_csv(truth / "test_image_level.csv")
+    study = pd.DataFrame({"study_id": studies["study_id"]})
+    for k, cls in enumerate(STUDY_CLASSES):
+        study[cls] = (studies["label"] == k).astype(float)
+    image = pd.DataFrame({
+        "image_id": images["image_id"],
+        "boxes": [json.dumps([[*map(float, b), 1.0] for b in boxes]) for boxes in images["boxes"]],
+        "none": [0.0 if boxes else 1.0 for boxes in images["boxes"]],
+    })
+    return study, image, {"oracle": str(truth)}
+
+
 def write_submission(data_dir: Path, study: pd.DataFrame, image: pd.DataFrame, out: Path,
                      image_sizes: dict | None = None) -> tuple[pd.DataFrame, list[str]]:
     """build_submission over sample_submission.csv, written to ``out``."""
@@ -104,6 +125,8 @@ def cli_baseline(argv: list[str]) -> int:
     ap.add_argument("--out", default="submission.csv")
     ap.add_argument("--study-preds", default=None, help="also write the study predictions CSV here")
     ap.add_argument("--image-preds", default=None, help="also write the image predictions CSV here")
+    ap.add_argument("--oracle", action="store_true",
+                    help="write the ground truth of a synthetic set (DATA/truth) instead: must score 1.0")
     a = ap.parse_args(argv)
     from .data import find_data_dir
     from .log import get_logger, run_header
@@ -111,7 +134,7 @@ def cli_baseline(argv: list[str]) -> int:
     run_header("baseline", vars(a))
     try:
         data_dir = find_data_dir(a.data)
-        study, image, info = prior_predictions(data_dir)
+        study, image, info = (oracle_predictions if a.oracle else prior_predictions)(data_dir)
     except (FileNotFoundError, ValueError) as exc:
         print(f"baseline: {exc}")
         return 2
@@ -122,7 +145,8 @@ def cli_baseline(argv: list[str]) -> int:
     sub, problems = write_submission(data_dir, study, image, Path(a.out))
     for p in problems:
         get_logger().warning("baseline: %s", p)
-    print(f"wrote {a.out}: {len(sub)} rows; priors {info['priors']}, none {info['none_fraction']}")
+    what = f"oracle from {info['oracle']}" if a.oracle else f"priors {info['priors']}, none {info['none_fraction']}"
+    print(f"wrote {a.out}: {len(sub)} rows; {what}")
     return 1 if problems else 0
 
 
