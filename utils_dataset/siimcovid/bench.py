@@ -1,4 +1,4 @@
-"""Benchmarks: ``python -m siimcovid bench preprocess``.
+"""Benchmarks: ``python -m siimcovid bench preprocess`` and ``bench study-input``.
 
 Writes (or reuses) a synthetic set of full-size DICOMs, ``--per-syntax`` of each transfer
 syntax, then in one run measures:
@@ -184,6 +184,166 @@ def format_report(s: dict) -> str:
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- bench study-input
+# Throughput the EfficientNetV2-L 512 px config would consume: ASSUMPTIONS, not measurements.
+# TPU: Tan & Le 2021 (EfficientNetV2, Table 7) report EffNetV2-L trained on ImageNet-1k (350 epochs,
+# progressive sizes up to ~384 px) in ~24 h on 32 TPUv3 cores = 16 chips: 1.28e6 * 350 / 86400 s
+# ~ 5200 img/s, ~325 img/s per v3 chip; x (384/512)^2 for 512 px ~ 180, x 197/123 (v5e vs v3 bf16
+# peak TFLOPS) ~ 290 img/s per v5e chip; we assume ~240 per chip (hub layer + aux decoder + Keras fit
+# are less tuned) -> ~1900 img/s for v5e-8.
+# GPU: the same paper gives ~98 ms per batch of 16 at 480 px for EffNetV2-L inference on a V100
+# (~160 img/s); training ~3x inference and x (480/512)^2 -> ~48 img/s per V100; a T4 trains
+# convnets at roughly 1/4 of a V100 (65 vs 125 fp16 TFLOPS, 320 vs 900 GB/s) -> ~12 img/s, ~24 for 2.
+ASSUMED_DEMAND = {
+    "tpu_v5e_8": {"img_s": 1900.0, "host_vcpus": None,
+                  "basis": "EffNetV2 paper: ~5200 img/s on 16 TPUv3 chips (ImageNet, <=384 px) -> 512 px, "
+                           "x1.6 v5e/v3 peak, x~0.8 for our model; 8 chips"},
+    "2xT4": {"img_s": 24.0, "host_vcpus": 4,
+             "basis": "EffNetV2 paper: 98 ms / 16 images at 480 px on V100 (inference) -> training x3, 512 px, "
+                      "T4 ~ V100/4; 2 GPUs; Kaggle GPU kernels have 4 vCPUs"},
+}
+STUDY_INPUT_MODES = {
+    # name -> config overrides; "aug" keeps the config's flips / shift-scale-rotate / brightness-contrast
+    "no_aug": dict(hflip=False, shift=0.0, scale=0.0, rotate=0.0, brightness=0.0, contrast=0.0, randaug_n=0),
+    "aug": dict(randaug_n=0),
+    "aug+randaug": {},
+}
+
+
+def make_study_input_set(out: str | Path, size: int = 512, images: int = 64, scale: float = 0.25,
+                         seed: int = 0) -> Path:
+    """A synthetic preprocess output with PNGs and TFRecord shards at ``size`` (reused when present)."""
+    import warnings
+
+    from . import preprocess, synthetic
+
+    out = Path(out)
+    pre = out / "pre"
+    if (pre / "meta.csv").is_file() and list((pre / "tfrecords" / str(size)).glob("*.tfrec")) \
+            and (pre / "images" / str(size)).is_dir():
+        return pre
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if synthetic.cli(["--out", str(out / "data"), "--studies", str(images), "--seed", str(seed),
+                          "--scale", str(scale), "--no-progress"]) != 0:
+            raise RuntimeError(f"bench study-input: synth into {out / 'data'} failed")
+        rc = preprocess.cli(["--data", str(out / "data"), "--out", str(pre), "--size", str(size), "--tfrecords",
+                             "--k", "2", "--no-progress"])
+    if rc not in (0, 1):  # 1 = some images failed, the rest is usable
+        raise RuntimeError(f"bench study-input: preprocess into {pre} failed (exit {rc})")
+    return pre
+
+
+def _time_batches(ds, warm: int, n: int) -> float:
+    """Seconds for ``n`` batches after ``warm`` (graph build, first reads, autotune ramp-up)."""
+    it = iter(ds)
+    for _ in range(warm):
+        next(it)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        next(it)
+    return time.perf_counter() - t0
+
+
+def bench_study_input(out: str | Path, pre: str | Path | None = None, size: int = 512, images: int = 64,
+                      pipeline_config: str = "effv2l_hub_512", model_config: str = "tiny_cpu",
+                      batch_size: int = 16, batches: int = 8, steps: int = 3, hub: str | None = None,
+                      scale: float = 0.25) -> dict:
+    """images/s of the study tf.data training pipeline (PNG vs TFRecord, augmentation off / on /
+    with RandAugment, augmentation settings of ``pipeline_config``) and of one training step of
+    ``model_config``'s model at ``size`` on this machine, with their ratio; plus the assumed demand
+    of an EfficientNetV2-L 512 px run on a TPU v5e-8 / 2 x T4 and the host cores it would need."""
+    from dataclasses import replace
+
+    import siimcovid  # noqa: F401  (TF env before TensorFlow)
+    import tensorflow as tf
+
+    from .study.config import load_config
+    from .study.dataset import load_meta, make_train_dataset, onehot
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    pre = Path(pre) if pre else make_study_input_set(out, size, images, scale)
+    load_before = os.getloadavg()[0]
+    metas = {fmt: load_meta(pre, size, "train", input_format=fmt) for fmt in ("png", "tfrecord")}
+    n_img = len(metas["png"])
+    base = load_config(pipeline_config, sets=[f"image_size={size}", f"batch_size={batch_size}"])
+    pipeline = []
+    for fmt, meta in metas.items():
+        for mode, over in STUDY_INPUT_MODES.items():
+            cfg = replace(base, input_format=fmt, **over)
+            ds = make_train_dataset(meta, onehot(meta["study_label"].to_numpy()), cfg, size, training=True)
+            sec = _time_batches(ds, warm=2, n=batches)
+            pipeline.append({"format": fmt, "augment": mode, "img_s": batches * batch_size / sec})
+
+    # one training step of the model, fed from memory (input cost excluded)
+    from .study.model import build_model, compile_model, export_tiny_savedmodel
+
+    mcfg = load_config(model_config, sets=[f"image_size={size}", f"batch_size={batch_size}"])
+    if mcfg.model == "hub":
+        handle = hub or mcfg.hub_handle
+        if not (Path(handle) / "saved_model.pb").is_file() and not handle.startswith(("http://", "https://")):
+            handle = str(export_tiny_savedmodel(out / "tiny_hub", width=16))
+        mcfg = replace(mcfg, hub_handle=handle)
+    tf.keras.utils.set_random_seed(0)
+    import tf_keras
+
+    tf_keras.mixed_precision.set_global_policy("float32" if mcfg.mixed_precision in ("off", "auto") else mcfg.mixed_precision)
+    model = build_model(mcfg)
+    compile_model(model, mcfg, steps_per_epoch=100)
+    x, y = next(iter(make_train_dataset(metas["png"], onehot(metas["png"]["study_label"].to_numpy()),
+                                        replace(mcfg, input_format="png"), size, training=True)))
+    model.train_on_batch(x, y)  # build + trace
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        model.train_on_batch(x, y)
+    step_s = (time.perf_counter() - t0) / steps
+    model_img_s = batch_size / step_s
+
+    cpus = os.cpu_count() or 1
+    for r in pipeline:
+        r["ratio_to_model"] = r["img_s"] / model_img_s
+    worst = {fmt: min(r["img_s"] for r in pipeline if r["format"] == fmt and r["augment"] == "aug+randaug")
+             for fmt in metas}
+    demand = {}
+    for name, a in ASSUMED_DEMAND.items():
+        per_core = {fmt: v / cpus for fmt, v in worst.items()}
+        demand[name] = {**a, "cores_needed": {fmt: a["img_s"] / pc for fmt, pc in per_core.items()}}
+    summary = {
+        "size": size, "images": n_img, "pre": str(pre), "batch_size": batch_size, "batches": batches,
+        "cpus": cpus, "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "pipeline_config": pipeline_config, "randaug": [base.randaug_n, base.randaug_m], "pipeline": pipeline,
+        "model": {"config": model_config, "model": mcfg.model, "handle": mcfg.hub_handle if mcfg.model == "hub"
+                  else mcfg.sm_backbone, "params": int(model.count_params()), "steps": steps,
+                  "step_s": step_s, "img_s": model_img_s},
+        "assumed_demand_effv2l_hub_512": demand,
+    }
+    (out / "bench_study_input.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def format_study_input(s: dict) -> str:
+    m = s["model"]
+    lines = [f"bench study-input: {s['images']} train images at {s['size']} px ({s['pre']}), batch {s['batch_size']}, "
+             f"{s['batches']} timed batches, {s['cpus']} CPU(s), load average {s['load_avg_1min'][0]} -> "
+             f"{s['load_avg_1min'][1]}",
+             f"augmentation of {s['pipeline_config']}; RandAugment n={s['randaug'][0]} m={s['randaug'][1]}", "",
+             f"{'input':<9} {'augment':<12} {'img/s':>8} {'x model step':>12}"]
+    for r in s["pipeline"]:
+        lines.append(f"{r['format']:<9} {r['augment']:<12} {r['img_s']:>8.1f} {r['ratio_to_model']:>11.2f}x")
+    lines += ["", f"model step ({m['config']}: {m['model']} {Path(str(m['handle'])).name}, {m['params']:,} params, "
+                  f"from memory): {m['step_s']:.3f} s/step = {m['img_s']:.1f} img/s on this machine",
+              "  (ratio > 1: the pipeline outruns this model here; both share the same cores when training)", "",
+              "effv2l_hub_512 demand -- ASSUMPTION, not a measurement (basis in bench.py ASSUMED_DEMAND):"]
+    for name, d in s["assumed_demand_effv2l_hub_512"].items():
+        cores = ", ".join(f"{fmt} {c:.1f}" for fmt, c in d["cores_needed"].items())
+        host = f"; host has {d['host_vcpus']} vCPUs" if d["host_vcpus"] else ""
+        lines.append(f"  {name}: ~{d['img_s']:.0f} img/s -> host cores needed at this machine's per-core "
+                     f"aug+randaug rate: {cores}{host}")
+        lines.append(f"    basis: {d['basis']}")
+    return "\n".join(lines)
+
+
 def cli(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m siimcovid bench", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="what", required=True)
@@ -194,7 +354,25 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--workers", type=int, default=None, help="largest worker count for the scaling table (default: cores)")
     p.add_argument("--scale", type=float, default=1.0, help="image size relative to the real median 2544 x 3028")
     p.add_argument("--repeats", type=int, default=2, help="time each file this often, keep the best")
+    q = sub.add_parser("study-input", help="study tf.data pipeline (PNG / TFRecord, augmentation) vs a training step")
+    q.add_argument("--out", default="work/bench_study_input", help="folder for the synthetic set and bench_study_input.json")
+    q.add_argument("--pre", default=None, help="an existing preprocess output with PNGs and --tfrecords at --size")
+    q.add_argument("--size", type=int, default=512)
+    q.add_argument("--images", type=int, default=64, help="synthetic studies to generate when --pre is not given")
+    q.add_argument("--scale", type=float, default=0.25, help="synthetic DICOM size relative to the real data")
+    q.add_argument("--pipeline-config", default="effv2l_hub_512", help="study config whose augmentation is timed")
+    q.add_argument("--config", default="tiny_cpu", help="study config whose model step is timed")
+    q.add_argument("--hub", default=None, help="hub SavedModel folder for a hub config (default: a tiny one)")
+    q.add_argument("--batch-size", type=int, default=16)
+    q.add_argument("--batches", type=int, default=8, help="timed pipeline batches per setting")
+    q.add_argument("--steps", type=int, default=3, help="timed training steps")
     a = ap.parse_args(argv)
+    if a.what == "study-input":
+        s = bench_study_input(a.out, a.pre, a.size, a.images, a.pipeline_config, a.config, a.batch_size, a.batches,
+                              a.steps, a.hub, a.scale)
+        print(format_study_input(s))
+        print(f"\n(saved {Path(a.out) / 'bench_study_input.json'})")
+        return 0
     s = bench_preprocess(a.out, a.per_syntax, a.size, a.workers, a.scale, a.repeats)
     print(format_report(s))
     print(f"\n(saved {Path(a.out) / 'bench.json'})")

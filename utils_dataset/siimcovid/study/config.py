@@ -30,6 +30,8 @@ class StudyConfig:
     study_agg: str = "mean"  # image -> study probabilities: mean | max
     max_boxes: int = 16  # boxes per image kept for the mask (the data has at most 8)
     cache: bool = False  # cache decoded images in memory (small sets / big RAM)
+    # png: images/<S>/<split>/*.png; tfrecord: tfrecords/<S>/*.tfrec (preprocess --tfrecords; TPU kernels)
+    input_format: str = "png"
     # --- model ---
     model: str = "hub"  # hub | sm_fpn
     hub_handle: str = TFHUB_EFFV2_L  # URL, local SavedModel folder, or found under /kaggle/input
@@ -190,6 +192,8 @@ def validate(cfg: StudyConfig) -> None:
     problems = []
     if cfg.model not in ("hub", "sm_fpn"):
         problems.append(f"model must be hub or sm_fpn, got {cfg.model!r}")
+    if cfg.input_format not in ("png", "tfrecord"):
+        problems.append(f"input_format must be png or tfrecord, got {cfg.input_format!r}")
     if cfg.study_agg not in ("mean", "max"):
         problems.append(f"study_agg must be mean or max, got {cfg.study_agg!r}")
     if cfg.schedule not in ("cosine", "constant"):

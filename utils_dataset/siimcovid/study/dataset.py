@@ -5,6 +5,11 @@ flips / shift-scale-rotate / brightness-contrast / RandAugment), so a TPU host o
 feeds the model without Python in the loop. Geometric ops move the image and its mask with
 one transform matrix (bilinear for the image, nearest for the mask), so the mask stays on the
 boxes.
+
+Two sources feed the same graph: PNG files (``images/<S>/<split>/<id>.png``, ``df["path"]``) or
+the TFRecord shards of ``preprocess --tfrecords`` (``tfrecords/<S>/*.tfrec``, ``df["shard"]`` and
+``df["shard_pos"]`` set by ``load_meta(..., input_format="tfrecord")``). Each source only yields
+(PNG bytes, boxes, class target, mask known); decoding, mask painting and augmentation are shared.
 """
 from __future__ import annotations
 
@@ -28,23 +33,34 @@ if TYPE_CHECKING:
     from .config import StudyConfig
 
 META_CSV = "meta.csv"
+INPUT_FORMATS = ("png", "tfrecord")
+SHUFFLE_BUFFER = 1024  # encoded records held for shuffling TFRecords (~250 kB each at 512 px)
 UNKNOWN_MASK = -1.0  # seg target value meaning "no mask for this image" (test pseudo-labels)
 
 
 # --------------------------------------------------------------------------- metadata
-def image_sizes(pre_dir: str | os.PathLike) -> list[int]:
-    root = Path(pre_dir) / "images"
+def _input_root(input_format: str) -> str:
+    if input_format not in INPUT_FORMATS:
+        raise ValueError(f"input_format must be one of {INPUT_FORMATS}, got {input_format!r}")
+    return "images" if input_format == "png" else "tfrecords"
+
+
+def image_sizes(pre_dir: str | os.PathLike, input_format: str = "png") -> list[int]:
+    root = Path(pre_dir) / _input_root(input_format)
     return sorted(int(p.name) for p in root.iterdir() if p.is_dir() and p.name.isdigit()) if root.is_dir() else []
 
 
-def pick_src_size(pre_dir: str | os.PathLike, image_size: int, src_size: int | None = None) -> int:
-    """The images/<S>/ folder to read: the one asked for, else the smallest S >= image_size."""
-    sizes = image_sizes(pre_dir)
+def pick_src_size(pre_dir: str | os.PathLike, image_size: int, src_size: int | None = None,
+                  input_format: str = "png") -> int:
+    """The images/<S>/ (or tfrecords/<S>/) folder to read: the one asked for, else the smallest S >= image_size."""
+    sizes = image_sizes(pre_dir, input_format)
+    root = Path(pre_dir) / _input_root(input_format)
     if not sizes:
-        raise FileNotFoundError(f"{Path(pre_dir) / 'images'}: no images/<size>/ folders (run preprocess)")
+        hint = "run preprocess" + (" --tfrecords" if input_format == "tfrecord" else "")
+        raise FileNotFoundError(f"{root}: no {root.name}/<size>/ folders ({hint})")
     if src_size is not None:
         if src_size not in sizes:
-            raise FileNotFoundError(f"{Path(pre_dir) / 'images' / str(src_size)}: not there; sizes found {sizes}")
+            raise FileNotFoundError(f"{root / str(src_size)}: not there; sizes found {sizes}")
         return src_size
     bigger = [s for s in sizes if s >= image_size]
     return bigger[0] if bigger else sizes[-1]
@@ -62,10 +78,40 @@ def parse_box_cell(cell: object, source: str) -> list[list[float]]:
     return [[float(v) for v in b] for b in boxes]
 
 
-def load_meta(pre_dir: str | os.PathLike, src_size: int, split: str | None = None) -> pd.DataFrame:
+def tfrecord_index(folder: str | os.PathLike) -> pd.DataFrame:
+    """image_id, shard (file path), shard_pos (record number) of every record in ``folder``/*.tfrec.
+
+    Parses only the image ids (no PNG decode): one sequential read of the shards."""
+    import tensorflow as tf
+
+    files = sorted(str(p) for p in Path(folder).glob("*.tfrec"))
+    if not files:
+        raise FileNotFoundError(f"{folder}: no *.tfrec shards (run preprocess --tfrecords)")
+    spec = {"image_id": tf.io.FixedLenFeature([], tf.string)}
+    rows = []
+    for f in files:
+        try:
+            ids = [r.numpy().decode() for r in tf.data.TFRecordDataset(f).map(
+                lambda x: tf.io.parse_single_example(x, spec)["image_id"])]
+        except tf.errors.OpError as exc:
+            raise ValueError(f"{f}: unreadable TFRecord shard ({type(exc).__name__}: {exc.message})") from exc
+        rows += [(i, f, k) for k, i in enumerate(ids)]
+    index = pd.DataFrame(rows, columns=["image_id", "shard", "shard_pos"])
+    dup = index[index["image_id"].duplicated(keep=False)]
+    if len(dup):
+        raise ValueError(f"{folder}: image {dup['image_id'].iloc[0]} is in several records "
+                         f"({sorted(set(dup['shard'].head(4)))}); rebuild the shards (preprocess --tfrecords)")
+    return index
+
+
+def load_meta(pre_dir: str | os.PathLike, src_size: int, split: str | None = None,
+              input_format: str = "png") -> pd.DataFrame:
     """meta.csv rows (of one split) with ``path`` to the S-pixel PNG and ``boxes_src`` (S frame).
 
-    Rows whose PNG is missing are dropped and logged (the batch goes on)."""
+    ``input_format="tfrecord"`` also sets ``shard`` / ``shard_pos`` (where the row's record is in
+    tfrecords/<S>/) and checks records instead of PNG files. Rows whose PNG (record) is missing
+    are dropped and logged (the batch goes on)."""
+    _input_root(input_format)
     pre_dir = Path(pre_dir)
     meta_path = pre_dir / META_CSV
     if not meta_path.exists():
@@ -84,11 +130,22 @@ def load_meta(pre_dir: str | os.PathLike, src_size: int, split: str | None = Non
     df["path"] = [str(pre_dir / "images" / str(src_size) / s / f"{i}.png") for s, i in zip(df["split"], df["image_id"])]
     col = f"boxes_{src_size}"
     df["boxes_src"] = [parse_box_cell(c, f"{meta_path} image {i}") for c, i in zip(df[col], df["image_id"])]
-    exists = df["path"].map(os.path.exists)
-    if not exists.all():
-        get_logger().warning("%s: %d of %d PNGs missing, skipped (e.g. %s)", pre_dir, int((~exists).sum()),
-                             len(df), df.loc[~exists, "path"].iloc[0])
+    if input_format == "tfrecord":
+        folder = pre_dir / "tfrecords" / str(src_size)
+        index = tfrecord_index(folder)
+        df = df.drop(columns=["shard", "shard_pos"], errors="ignore").merge(index, on="image_id", how="left")
+        exists = df["shard"].notna()
+        if not exists.all():
+            get_logger().warning("%s: %d of %d meta.csv images have no record, skipped (e.g. %s)", folder,
+                                 int((~exists).sum()), len(df), df.loc[~exists, "image_id"].iloc[0])
+    else:
+        exists = df["path"].map(os.path.exists)
+        if not exists.all():
+            get_logger().warning("%s: %d of %d PNGs missing, skipped (e.g. %s)", pre_dir, int((~exists).sum()),
+                                 len(df), df.loc[~exists, "path"].iloc[0])
     df = df[exists].reset_index(drop=True)
+    if input_format == "tfrecord":
+        df["shard_pos"] = df["shard_pos"].astype(int)
     df.attrs["src_size"] = src_size
     return df
 
@@ -300,14 +357,93 @@ def augment(image: "tf.Tensor", mask: "tf.Tensor", cfg: "StudyConfig") -> tuple[
     return image, mask
 
 
-def decode(path: "tf.Tensor", size: int) -> "tf.Tensor":
-    """PNG (8-bit grey) -> (size, size, 1) float32 in [0, 1]."""
+def decode_bytes(data: "tf.Tensor", size: int) -> "tf.Tensor":
+    """Encoded PNG (8-bit grey) -> (size, size, 1) float32 in [0, 1]."""
     import tensorflow as tf
 
-    img = tf.io.decode_png(tf.io.read_file(path), channels=1)
+    img = tf.io.decode_png(data, channels=1)
     img = tf.image.convert_image_dtype(img, tf.float32)
-    img = tf.image.resize(img, [size, size], method="bilinear", antialias=True)
+    # Same-size antialiased resizing is ~2/3 of decode+resize time at 512 px and changes nothing
+    # to speak of: skip it when the stored size is the training size (the common case).
+    same = tf.reduce_all(tf.shape(img)[:2] == size)
+    img = tf.cond(same, lambda: img,
+                  lambda: tf.image.resize(img, [size, size], method="bilinear", antialias=True))
     return tf.ensure_shape(tf.clip_by_value(img, 0.0, 1.0), [size, size, 1])
+
+
+def decode(path: "tf.Tensor", size: int) -> "tf.Tensor":
+    """PNG file (8-bit grey) -> (size, size, 1) float32 in [0, 1]."""
+    import tensorflow as tf
+
+    return decode_bytes(tf.io.read_file(path), size)
+
+
+# --------------------------------------------------------------------------- TFRecord source
+def _record_spec() -> dict:
+    import tensorflow as tf
+
+    return {"image": tf.io.FixedLenFeature([], tf.string), "image_id": tf.io.FixedLenFeature([], tf.string),
+            "boxes": tf.io.VarLenFeature(tf.float32)}
+
+
+def _record_rows(df: pd.DataFrame, training: bool, seed: int) -> "tf.data.Dataset":
+    """(serialized record, row index into ``df``) for the records of ``df``'s rows.
+
+    A record's row comes from a dense (shard, position) -> row grid built from ``df["shard"]`` /
+    ``df["shard_pos"]`` (plain constant tensors, no lookup-table resource, so the pipeline
+    distributes under any tf.distribute strategy); records of rows not in ``df`` (the other folds,
+    boxed-only filtering) are dropped. Not training: shards in sorted order, read sequentially,
+    so the output order is ``df`` sorted by (shard, shard_pos) (see :func:`record_order`)."""
+    import tensorflow as tf
+
+    if "shard" not in df.columns or "shard_pos" not in df.columns:
+        raise ValueError("TFRecord input needs df from load_meta(..., input_format='tfrecord') (shard, shard_pos)")
+    if df["image_id"].duplicated().any():
+        raise ValueError(f"TFRecord input: image {df.loc[df['image_id'].duplicated(), 'image_id'].iloc[0]} "
+                         "appears twice in the rows to read")
+    files = sorted(df["shard"].unique())
+    file_idx = df["shard"].map({f: k for k, f in enumerate(files)}).to_numpy(np.int64)
+    pos = df["shard_pos"].to_numpy(np.int64)
+    grid = np.full((len(files), int(pos.max()) + 1), -1, np.int64)
+    grid[file_idx, pos] = np.arange(len(df))
+    grid_t = tf.constant(grid)
+    n_pos = grid.shape[1]
+
+    def per_file(k, f):
+        def row_of(p, rec):
+            r = tf.cond(p < n_pos, lambda: grid_t[k, tf.minimum(p, n_pos - 1)], lambda: tf.constant(-1, tf.int64))
+            return rec, r
+        return tf.data.TFRecordDataset(f).enumerate().map(row_of)
+
+    files_ds = tf.data.Dataset.from_tensor_slices((np.arange(len(files), dtype=np.int64), np.asarray(files, str)))
+    if training:
+        files_ds = files_ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+        ds = files_ds.interleave(per_file, cycle_length=min(len(files), 16), block_length=1,
+                                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+    else:
+        ds = files_ds.flat_map(per_file)
+    return ds.filter(lambda rec, r: r >= 0)
+
+
+def record_order(df: pd.DataFrame) -> np.ndarray:
+    """Row positions of ``df`` in the order a non-training TFRecord pipeline yields them."""
+    files = sorted(df["shard"].unique())
+    file_idx = df["shard"].map({f: k for k, f in enumerate(files)}).to_numpy()
+    return np.lexsort((df["shard_pos"].to_numpy(), file_idx))
+
+
+def _parse_record(rec: "tf.Tensor", row: "tf.Tensor", ids: "tf.Tensor") -> tuple["tf.Tensor", "tf.Tensor"]:
+    """-> (PNG bytes, (K, 4) boxes in the S frame); fails loudly if the record is not ``ids[row]``
+    (shards rewritten after load_meta indexed them)."""
+    import tensorflow as tf
+
+    ex = tf.io.parse_single_example(rec, _record_spec())
+    check = tf.debugging.assert_equal(ex["image_id"], tf.gather(ids, row),
+                                      message="TFRecord shard changed since load_meta indexed it")
+    with tf.control_dependencies([check]):
+        data = tf.identity(ex["image"])
+    boxes = tf.reshape(tf.sparse.to_dense(ex["boxes"]), [-1, 4])
+    return data, boxes
 
 
 # --------------------------------------------------------------------------- datasets
@@ -316,28 +452,51 @@ def make_train_dataset(df: pd.DataFrame, targets: np.ndarray, cfg: "StudyConfig"
                        batch_size: int | None = None) -> "tf.data.Dataset":
     """(image (S, S, 3) in [0, 1], {"cls": (4,), "seg": (S, S, 1)}) batches.
 
-    ``targets``: (N, 4) class targets (one-hot or soft). ``mask_known`` False marks rows whose
-    mask is unknown (test pseudo-labels): their seg target is UNKNOWN_MASK and the loss skips it.
-    ``training`` shuffles, repeats and augments."""
+    ``targets``: (N, 4) class targets (one-hot or soft), row-aligned with ``df``. ``mask_known``
+    False marks rows whose mask is unknown (test pseudo-labels): their seg target is
+    UNKNOWN_MASK and the loss skips it. ``training`` shuffles, repeats and augments.
+    Rows with ``shard`` / ``shard_pos`` (``cfg.input_format == "tfrecord"``) are read from the
+    TFRecord shards, others from ``df["path"]``; targets of TFRecord rows are found by row index
+    (so noisy-student soft targets, keyed by image_id in ``df``, work with both)."""
     import tensorflow as tf
 
     n = len(df)
     if n == 0:
         raise ValueError("make_train_dataset: no images")
     size = cfg.image_size
-    boxes = boxes_tensor(df["boxes_src"].tolist(), size / src_size, cfg.max_boxes)
+    scale = size / src_size
     known = np.ones(n, dtype=bool) if mask_known is None else np.asarray(mask_known, dtype=bool)
-    ds = tf.data.Dataset.from_tensor_slices((df["path"].to_numpy(str), boxes, targets.astype(np.float32), known))
-
-    def load(path, bx, target, kn):
-        return decode(path, size), paint_mask_tf(bx, size, size), target, kn
-
+    targets = np.asarray(targets, dtype=np.float32)
+    if len(targets) != n or len(known) != n:
+        raise ValueError(f"make_train_dataset: {n} rows, {len(targets)} targets, {len(known)} mask flags")
     opts = tf.data.Options()
     opts.deterministic = not training
-    ds = ds.with_options(opts)
-    if training:
-        ds = ds.shuffle(n, seed=cfg.seed, reshuffle_each_iteration=True)
-    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
+
+    if cfg.input_format == "tfrecord":
+        # source: records of df's rows -> (PNG bytes, boxes in the training frame, target, known)
+        ids_t = tf.constant(df["image_id"].to_numpy(str))
+        targets_t, known_t = tf.constant(targets), tf.constant(known)
+        ds = _record_rows(df, training, cfg.seed).with_options(opts)
+        if training:
+            ds = ds.shuffle(min(n, SHUFFLE_BUFFER), seed=cfg.seed, reshuffle_each_iteration=True)
+
+        def read(rec, row):
+            data, bx = _parse_record(rec, row, ids_t)
+            return data, bx[:cfg.max_boxes] * scale, tf.gather(targets_t, row), tf.gather(known_t, row)
+    else:
+        boxes = boxes_tensor(df["boxes_src"].tolist(), scale, cfg.max_boxes)
+        ds = tf.data.Dataset.from_tensor_slices((df["path"].to_numpy(str), boxes, targets, known)).with_options(opts)
+        if training:
+            ds = ds.shuffle(n, seed=cfg.seed, reshuffle_each_iteration=True)
+
+        def read(path, bx, target, kn):
+            return tf.io.read_file(path), bx, target, kn
+
+    # shared from here on: (PNG bytes, boxes, target, known) -> decoded, masked, augmented batches
+    def load(data, bx, target, kn):
+        return decode_bytes(data, size), paint_mask_tf(bx, size, size), target, kn
+
+    ds = ds.map(lambda *a: load(*read(*a)), num_parallel_calls=tf.data.AUTOTUNE)
     if cfg.cache:
         ds = ds.cache()
     if training:
@@ -358,16 +517,33 @@ def make_train_dataset(df: pd.DataFrame, targets: np.ndarray, cfg: "StudyConfig"
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def make_predict_dataset(paths: list[str] | np.ndarray, size: int, batch_size: int, hflip: bool = False) -> "tf.data.Dataset":
-    """Images only, in order; ``hflip`` mirrors every image (TTA)."""
+def _predict_batches(ds: "tf.data.Dataset", size: int, batch_size: int, hflip: bool) -> "tf.data.Dataset":
+    """PNG bytes -> model inputs; shared by both sources."""
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices(np.asarray(paths, dtype=str))
-
-    def load(p):
-        img = decode(p, size)
+    def load(data):
+        img = decode_bytes(data, size)
         if hflip:
             img = tf.image.flip_left_right(img)
         return tf.image.grayscale_to_rgb(img)
 
     return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def make_predict_dataset(paths: list[str] | np.ndarray, size: int, batch_size: int, hflip: bool = False) -> "tf.data.Dataset":
+    """Images only, in order; ``hflip`` mirrors every image (TTA)."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices(np.asarray(paths, dtype=str)).map(tf.io.read_file)
+    return _predict_batches(ds, size, batch_size, hflip)
+
+
+def make_predict_records(df: pd.DataFrame, size: int, batch_size: int,
+                         hflip: bool = False) -> tuple["tf.data.Dataset", np.ndarray]:
+    """Images of ``df``'s rows from the TFRecord shards -> (dataset, order): the i-th image
+    yielded is row ``order[i]`` of ``df`` (shard order, not df order)."""
+    import tensorflow as tf
+
+    ids_t = tf.constant(df["image_id"].to_numpy(str))
+    ds = _record_rows(df, training=False, seed=0).map(lambda rec, row: _parse_record(rec, row, ids_t)[0])
+    return _predict_batches(ds, size, batch_size, hflip), record_order(df)

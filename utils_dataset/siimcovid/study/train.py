@@ -194,12 +194,13 @@ def train_fold(cfg: StudyConfig) -> dict:
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
 
     pre = find_input("meta.csv", hint=cfg.preprocess)
-    src = pick_src_size(pre, cfg.image_size, cfg.src_size)
-    meta = load_meta(pre, src)
+    src = pick_src_size(pre, cfg.image_size, cfg.src_size, cfg.input_format)
+    meta = load_meta(pre, src, input_format=cfg.input_format)
     train, val = train_val_split(meta, cfg.fold, cfg.positive_boxed_only)
     test = meta[meta["split"] == "test"].reset_index(drop=True)
     rows, targets, known, info = student_targets(train, test, cfg)
-    info.update(preprocess=str(pre), src_size=src, n_val=len(val), n_test=len(test), n_rows=len(rows))
+    info.update(preprocess=str(pre), src_size=src, input_format=cfg.input_format, n_val=len(val), n_test=len(test),
+                n_rows=len(rows))
     log.info("data: %s", info)
 
     steps = cfg.steps_per_epoch or max(1, len(rows) // cfg.batch_size)

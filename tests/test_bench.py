@@ -1,0 +1,30 @@
+"""Smoke test of ``python -m siimcovid bench study-input`` at 64 px on a handful of images
+(synth + preprocess with TFRecords, both input routes, three augmentation settings, a tiny
+hub model step); ~25 s on 2 cores."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import siimcovid  # noqa: F401  (before TensorFlow)
+
+pytest.importorskip("tensorflow")
+
+
+def test_bench_study_input_smoke(tmp_path, capsys):
+    from siimcovid.__main__ import main
+
+    out = tmp_path / "b"
+    assert main(["bench", "study-input", "--out", str(out), "--size", "64", "--images", "12", "--scale", "0.0625",
+                 "--batch-size", "4", "--batches", "2", "--steps", "1"]) == 0
+    text = capsys.readouterr().out
+    s = json.loads((out / "bench_study_input.json").read_text())
+    assert {(r["format"], r["augment"]) for r in s["pipeline"]} == {
+        (f, a) for f in ("png", "tfrecord") for a in ("no_aug", "aug", "aug+randaug")}
+    assert all(r["img_s"] > 0 and r["ratio_to_model"] > 0 for r in s["pipeline"])
+    assert s["model"]["img_s"] > 0 and s["model"]["params"] > 0 and s["size"] == 64
+    assert (out / "pre" / "tfrecords" / "64").is_dir() and (out / "tiny_hub" / "saved_model.pb").is_file()
+    demand = s["assumed_demand_effv2l_hub_512"]
+    assert set(demand) == {"tpu_v5e_8", "2xT4"} and all(d["cores_needed"]["tfrecord"] > 0 for d in demand.values())
+    assert "ASSUMPTION" in text and "tfrecord" in text and "img/s" in text
