@@ -271,3 +271,22 @@ def test_sm_encoder_weights_load_from_a_local_h5(tmp_path, monkeypatch):
         np.testing.assert_allclose(got, stem_new)
     with pytest.raises(FileNotFoundError, match="missing.h5"):
         M.resolve_encoder_weights("missing.h5")
+
+
+def test_merge_defaults_to_the_folds_own_aggregation(round1, tmp_path):
+    import shutil
+
+    exp = round1["work"] / "r1"
+    assert E.configured_agg(E.fold_dirs(exp)) == "mean"
+    copy = tmp_path / "r1max"
+    shutil.copytree(exp, copy)
+    for k in (0, 1):
+        cfg = json.loads((copy / f"fold{k}" / "config.json").read_text())
+        (copy / f"fold{k}" / "config.json").write_text(json.dumps({**cfg, "study_agg": "max"}))
+    assert E.configured_agg(E.fold_dirs(copy)) == "max"
+    assert E.cli(["--work", str(copy)]) == 0
+    assert json.loads((copy / "scores.json").read_text())["aggregation"] == "max"
+    cfg = json.loads((copy / "fold1" / "config.json").read_text())
+    (copy / "fold1" / "config.json").write_text(json.dumps({**cfg, "study_agg": "mean"}))
+    with pytest.raises(ValueError, match="disagree"):
+        E.configured_agg(E.fold_dirs(copy))

@@ -236,15 +236,29 @@ def format_scores(s: dict) -> str:
     return "\n".join(lines)
 
 
+def configured_agg(dirs: Sequence[Path]) -> str:
+    """The folds' own ``study_agg`` (the rule their best epoch was chosen with), else "mean"."""
+    aggs = set()
+    for d in dirs:
+        cfg = Path(d) / "config.json"
+        if cfg.exists():
+            aggs.add(json.loads(cfg.read_text()).get("study_agg", "mean"))
+    if len(aggs) > 1:
+        raise ValueError(f"folds disagree on study_agg {sorted(aggs)}: pass --agg")
+    return aggs.pop() if aggs else "mean"
+
+
 def cli(argv: list[str]) -> int:
     """Merge study-classifier folds: OOF study mAP with TTA on/off, test_study.csv."""
     ap = argparse.ArgumentParser(prog="python -m siimcovid study-merge", description=cli.__doc__)
     ap.add_argument("--work", required=True, help="the experiment folder holding fold*/ (W/<exp>), or any parent")
     ap.add_argument("--out", default=None, help="where to write (default: --work)")
-    ap.add_argument("--agg", default="mean", choices=["mean", "max"], help="image -> study aggregation")
+    ap.add_argument("--agg", default=None, choices=["mean", "max"],
+                    help="image -> study aggregation (default: the folds' study_agg, else mean)")
     ap.add_argument("--no-tta", action="store_true", help="write plain (not hflip-TTA) probabilities")
     a = ap.parse_args(argv)
-    scores = merge(a.work, how=a.agg, use_tta=not a.no_tta, out_dir=a.out)
+    how = a.agg or configured_agg(fold_dirs(a.work))
+    scores = merge(a.work, how=how, use_tta=not a.no_tta, out_dir=a.out)
     print(format_scores(scores))
     print(f"wrote {Path(a.out or a.work) / 'oof_study.csv'}, test_study.csv, scores.json")
     return 0
