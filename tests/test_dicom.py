@@ -57,6 +57,49 @@ def test_fast_path_equals_full_array_reference(files, ts, style):
     assert got.voi == {"mono2_none": "percentile", "mono2_lut": "lut"}.get(style, "window")
 
 
+FAST = dicom.DisplayConfig(exact=False)
+
+
+@pytest.mark.parametrize("ts", ["explicit", "rle", "jpeg_lossless"])
+@pytest.mark.parametrize("style", list(STYLES))
+def test_shrinking_is_bit_exact_by_default(files, ts, style):
+    path = files[(ts, style)]
+    ref = dicom.reference_convert(path, 40)  # 72 x 96 -> 40 x 40: area averaging
+    assert np.array_equal(dicom.convert(path, [40]).images[40], ref)
+
+
+@pytest.mark.parametrize("style", list(STYLES))
+def test_fast_voi_is_close_on_a_radiograph(tmp_path, style):
+    """Resizing stored values before the VOI table differs from the reference where the table
+    is not linear over the averaged pixels (a clipping window edge, a curved VOI LUT): tiny for
+    a linear range, larger (still under a grey level on average) for the test windows."""
+    from siimcovid.synthetic import render_study_image
+
+    phot, bits, kw = STYLES[style]
+    img = render_study_image(np.random.default_rng(1), 576, 768, "typical", [(100, 250, 300, 500)])
+    stored = np.rint(np.clip(img, 0, 1) * (2**bits - 1)).astype(np.uint16)
+    if phot == "MONOCHROME1":
+        stored = (2**bits - 1) - stored
+    p = _write(tmp_path / f"{style}.dcm", "explicit", style, pixels=stored)
+    ref = dicom.reference_convert(p, 128)
+    fast = dicom.convert(p, [128], display=FAST).images[128]
+    diff = np.abs(fast.astype(int) - ref.astype(int))
+    linear = not kw  # percentile range: one linear ramp, clipping only the 0.5 % tails
+    assert diff.mean() < (0.1 if linear else 0.3), (diff.mean(), diff.max())
+    assert np.mean(diff > 1) < (0.005 if linear else 0.06)
+
+
+def test_fast_voi_looks_up_the_small_image_only(monkeypatch, files):
+    seen = []
+    real = dicom.apply_lut
+    monkeypatch.setattr(dicom, "apply_lut", lambda img, lut, off: seen.append(img.shape) or real(img, lut, off))
+    dicom.convert(files[("explicit", "mono1_window")], [40, 24], display=FAST)
+    assert seen == [(40, 40), (24, 24)]
+    seen.clear()
+    dicom.convert(files[("explicit", "mono1_window")], [40, 24])
+    assert seen == [(H, W)]  # exact: one full-resolution lookup shared by both sizes
+
+
 def test_window_values_by_hand(tmp_path):
     stored = np.tile(np.arange(0, 4096, 64, dtype=np.uint16), (4, 1))  # 4 x 64
     p2 = write_dicom(tmp_path / "w2.dcm", stored, study_id="s", series_id="r", image_id="w2",

@@ -106,7 +106,7 @@ def bench_preprocess(out: str | Path, per_syntax: int = 2, size: int = 1024, max
 
     import cv2
 
-    from .preprocess import PreprocessConfig, _warm_imports, process_one
+    from .preprocess import PreprocessConfig, _warm_imports, image_path, process_one
 
     warnings.simplefilter("ignore")
     cv2.setNumThreads(1)
@@ -117,34 +117,49 @@ def bench_preprocess(out: str | Path, per_syntax: int = 2, size: int = 1024, max
     png_dir = out / "naive"
     png_dir.mkdir(parents=True, exist_ok=True)
     cfg = PreprocessConfig(data=str(out), out=str(out / "project"), sizes=[size], progress=False)
+    # the opt-in "fast VOI" route (stored values resized before the VOI table), timed beside it
+    fast_cfg = PreprocessConfig(data=str(out), out=str(out / "project_fast"), sizes=[size], progress=False,
+                                exact=False)
 
     naive = {ts: 0.0 for ts in SYNTAXES}
     ours = {ts: 0.0 for ts in SYNTAXES}
+    fast = {ts: 0.0 for ts in SYNTAXES}
     decode = {ts: 0.0 for ts in SYNTAXES}
+    fast_diff: dict[str, list[float]] = {ts: [] for ts in SYNTAXES}
+    fast_max = {ts: 0 for ts in SYNTAXES}
     decoders: dict[str, str] = {}
     naive_convert(files[0]["path"], size, png_dir / "warm.png")
-    process_one({"path": files[0]["path"], "image_id": "warm", "split": "bench"}, cfg)
+    for c in (cfg, fast_cfg):
+        process_one({"path": files[0]["path"], "image_id": "warm", "split": "bench"}, c)
     load_before = os.getloadavg()[0]
     for f in files:
         # The files are known-good synthetic ones, so dicomsdl may run in this process here.
         task = {"path": f["path"], "image_id": f["image_id"], "split": "bench"}
-        tn, to = [], []
+        tn, to, tf = [], [], []
         for _ in range(repeats):
             t0 = time.perf_counter()
             naive_convert(f["path"], size, png_dir / f"{f['image_id']}.png")
             tn.append(time.perf_counter() - t0)
-            res = process_one(task, cfg)
-            if not res["ok"]:
-                raise RuntimeError(f"bench: {f['path']}: {res['reason']}")
-            to.append(res["timings"])
+            for c, times in ((cfg, to), (fast_cfg, tf)):
+                res = process_one(task, c)
+                if not res["ok"]:
+                    raise RuntimeError(f"bench: {f['path']}: {res['reason']}")
+                times.append(res["timings"])
         best = min(to, key=lambda t: t["total"])
         naive[f["syntax"]] += min(tn)
         ours[f["syntax"]] += best["total"]
+        fast[f["syntax"]] += min(t["total"] for t in tf)
         decode[f["syntax"]] += best["decode"]
         decoders[f["syntax"]] = res["record"]["decoder"]
+        a, b = (cv2.imread(str(image_path(c.out, size, "bench", f["image_id"])), cv2.IMREAD_GRAYSCALE).astype(int)
+                for c in (cfg, fast_cfg))
+        fast_diff[f["syntax"]].append(float(np.abs(a - b).mean()))
+        fast_max[f["syntax"]] = max(fast_max[f["syntax"]], int(np.abs(a - b).max()))
     n = per_syntax
     rows = [{"syntax": ts, "naive_img_s": n / naive[ts], "project_img_s": n / ours[ts], "ratio": naive[ts] / ours[ts],
-             "decode_share": decode[ts] / ours[ts], "decoder": decoders.get(ts)} for ts in SYNTAXES]
+             "decode_share": decode[ts] / ours[ts], "decoder": decoders.get(ts),
+             "fast_img_s": n / fast[ts], "fast_ratio": naive[ts] / fast[ts],
+             "fast_mean_diff": float(np.mean(fast_diff[ts])), "fast_max_diff": fast_max[ts]} for ts in SYNTAXES]
     total_naive, total_ours = sum(naive.values()), sum(ours.values())
     scaling = []
     for k in range(1, max_workers + 1):
@@ -155,7 +170,8 @@ def bench_preprocess(out: str | Path, per_syntax: int = 2, size: int = 1024, max
         "repeats": repeats, "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "per_syntax_rows": rows,
         "mix": {"naive_img_s": len(files) / total_naive, "project_img_s": len(files) / total_ours,
-                "ratio": total_naive / total_ours, "decode_share": sum(decode.values()) / total_ours},
+                "ratio": total_naive / total_ours, "decode_share": sum(decode.values()) / total_ours,
+                "fast_img_s": len(files) / sum(fast.values()), "fast_ratio": total_naive / sum(fast.values())},
         "scaling": [dict(x, speedup=x["img_s"] / scaling[0]["img_s"]) for x in scaling],
     }
     (out / "bench.json").write_text(json.dumps(summary, indent=2))
@@ -173,12 +189,17 @@ def format_report(s: dict) -> str:
     lines = [f"bench preprocess: {s['images']} images ({s['per_syntax']} per syntax, {s['image_hw'][0]} x "
              f"{s['image_hw'][1]}), output {s['size']} px PNG, {s['cpus']} CPU(s), best of {s['repeats']}, "
              f"load average {s['load_avg_1min'][0]} -> {s['load_avg_1min'][1]}", "",
-             f"{'syntax':<14} {'naive img/s':>11} {'project img/s':>13} {'ratio':>6} {'decode share':>12}  decoder"]
+             f"{'syntax':<14} {'naive img/s':>11} {'project img/s':>13} {'ratio':>6} {'decode share':>12}  "
+             f"{'fast-voi img/s':>14} {'ratio':>6} {'|diff| mean/max':>15}  decoder"]
     for r in s["per_syntax_rows"]:
         lines.append(f"{r['syntax']:<14} {r['naive_img_s']:>11.2f} {r['project_img_s']:>13.2f} {r['ratio']:>5.1f}x "
-                     f"{r['decode_share']:>11.0%}  {r['decoder']}")
+                     f"{r['decode_share']:>11.0%}  {r['fast_img_s']:>14.2f} {r['fast_ratio']:>5.1f}x "
+                     f"{r['fast_mean_diff']:>10.2f}/{r['fast_max_diff']:<4d}  {r['decoder']}")
     m = s["mix"]
-    lines.append(f"{'mix':<14} {m['naive_img_s']:>11.2f} {m['project_img_s']:>13.2f} {m['ratio']:>5.1f}x {m['decode_share']:>11.0%}")
+    lines.append(f"{'mix':<14} {m['naive_img_s']:>11.2f} {m['project_img_s']:>13.2f} {m['ratio']:>5.1f}x "
+                 f"{m['decode_share']:>11.0%}  {m['fast_img_s']:>14.2f} {m['fast_ratio']:>5.1f}x")
+    lines.append("(project = default, bit-exact with pydicom's full-array route; fast-voi = `preprocess --fast-voi`,"
+                 " |diff| in grey levels against the default output)")
     lines += ["", "scaling (whole set, wall clock incl. process overhead):"]
     lines += [f"  {x['workers']} worker(s): {x['img_s']:.2f} img/s ({x['speedup']:.2f}x)" for x in s["scaling"]]
     return "\n".join(lines)

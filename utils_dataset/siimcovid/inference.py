@@ -54,7 +54,7 @@ WEIGHTS = "best.weights.h5"
 FOLD_CONFIG = "config.json"
 FOLD_RE = re.compile(r"^fold\d+$")
 # Pixel settings copied from the train preprocess run (preprocess.json) so test images match.
-PIXEL_KEYS = ("keep_aspect", "decoder", "reduce_j2k", "no_voi_range", "percentiles")
+PIXEL_KEYS = ("keep_aspect", "decoder", "reduce_j2k", "no_voi_range", "percentiles", "exact")
 
 
 @dataclass
