@@ -444,7 +444,7 @@ def render_study_image(
     x = (xx + 0.5) / w
 
     def soft(d: np.ndarray, k: float) -> np.ndarray:  # smooth step, d > 0 inside
-        return 1.0 / (1.0 + np.exp(-k * d))
+        return 1.0 / (1.0 + np.exp(np.clip(-k * d, -60.0, 60.0)))  # clipped: no overflow far outside
 
     # Body (soft tissue) with a rounded outline; shoulders narrower at the top.
     body_half = an.body_half * (0.85 + 0.15 * soft(y - 0.15, 25))
