@@ -209,3 +209,30 @@ def test_notebook_runs_under_papermill(world):
     nb = json.loads((run_dir / "inference.out.ipynb").read_text())
     images = [o for c in nb["cells"] for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert images, "the notebook should show test images with their boxes"
+
+
+def test_finds_every_input_in_a_kaggle_shaped_layout(world, tmp_path, monkeypatch):
+    """The kernel's defaults (every path None) against the nested /kaggle/input layout: the
+    competition, the preprocess kernel's output, the fold kernel's output and the backbone are all
+    found by their marker files; the fold's training-machine hub path does not exist here."""
+    inp = tmp_path / "input"
+    comp = inp / "competitions" / "siim-covid19-detection"
+    shutil.copytree(world["data"], comp, ignore=shutil.ignore_patterns("truth"))
+    shutil.copytree(world["pre"], inp / "notebooks" / "alice" / "siimcovid-preprocess")
+    fold = inp / "notebooks" / "alice" / "siimcovid-train-study-fold-0" / "tiny_cpu" / "fold0"
+    shutil.copytree(world["good"], fold)
+    cfg = json.loads((fold / "config.json").read_text())
+    (fold / "config.json").write_text(json.dumps({**cfg, "hub_handle": "/nowhere/tiny_hub"}))
+    shutil.copytree(world["hub"], inp / "models" / "google" / "efficientnet-v2" / "tensorFlow2" / "tiny" / "1")
+    monkeypatch.setenv("SIIM_INPUT", str(inp))
+    out = tmp_path / "working"
+    summary = I.run(I.config_from_params(data=None, train_pre=None, study_work=None, out=str(out), size=None,
+                                         limit=0, exp=None, hub=None, batch_size=None, tta=None, workers=1,
+                                         threads=0, seed=0, learner=LEARNER))
+    assert Path(summary["data"]) == comp
+    assert Path(summary["train_pre"]) == inp / "notebooks" / "alice" / "siimcovid-preprocess"
+    assert [Path(d) for d in summary["fold_dirs"]] == [fold]
+    sub = pd.read_csv(out / "submission.csv", dtype=str, keep_default_na=False)
+    assert sub["id"].tolist() == _sample(comp)["id"].tolist()
+    assert summary["study"]["used"] == [str(fold)] and not summary["study"]["skipped"]
+    assert summary["study"]["n_studies_model"] == len(read_study_csv(world["data"] / "truth" / "test_study_level.csv"))
