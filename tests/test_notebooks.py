@@ -4,6 +4,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,3 +101,18 @@ def test_train_study_notebook_trains_two_folds_and_merges(preprocessed, tmp_path
     assert scores["n_folds"] == 2 and scores["n_oof_studies"] == meta.loc[meta["split"] == "train", "study_id"].nunique()
     assert 0.0 <= scores["oof_study_map"] <= 1.0 and 0.0 <= scores["oof_study_map_tta"] <= 1.0
     assert set(scores["ap"]) == {"negative", "typical", "indeterminate", "atypical"} and not scores["problems"]
+
+
+def test_train_study_notebook_trains_the_sm_fpn_aux_model(preprocessed, tmp_path):
+    """The same notebook with the segmentation-models FPN (EfficientNet-B0 encoder) and its mask loss."""
+    import pandas as pd
+
+    work = tmp_path / "study"
+    _papermill("train-study", tmp_path, config="tiny_fpn_cpu", fold=1, preprocess=str(preprocessed),
+                    workdir=str(work), overrides={"epochs": 1, "steps_per_epoch": 2, "batch_size": 8, "verbose": 0})
+    d = work / "tiny_fpn_cpu" / "fold1"
+    history = pd.read_csv(d / "history.csv")
+    assert {"cls_loss", "seg_loss"} <= set(history.columns), history.columns.tolist()
+    assert np.isfinite(history[["cls_loss", "seg_loss"]].to_numpy()).all()
+    assert json.loads((d / "config.json").read_text())["model"] == "sm_fpn"
+    assert set(pd.read_csv(d / "oof.csv")["fold"]) == {1}
