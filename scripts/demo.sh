@@ -12,7 +12,19 @@ PY=".venv/bin/python"
 siim() { echo "+ siimcovid $*" >&2; "$PY" -m siimcovid "$@"; }
 mkdir -p "$D/subs" "$D/preds" "$D/scores"
 
-[ -f "$D/data/synth.json" ] || siim synth --out "$D/data" --studies "$STUDIES" --seed "$SEED" --scale "$SCALE"
+if [ -f "$D/data/synth.json" ]; then
+  # Resuming: the folder must hold the set that was asked for, or every later step would mix sets.
+  "$PY" - "$D/data/synth.json" "$STUDIES" "$SEED" "$SCALE" <<'PY' || exit 2
+import json, sys
+c = json.load(open(sys.argv[1]))["config"]
+want = {"studies": int(sys.argv[2]), "seed": int(sys.argv[3]), "scale": float(sys.argv[4])}
+have = {k: type(v)(c[k]) for k, v in want.items()}
+if have != want:
+    sys.exit(f"demo: {sys.argv[1]} holds {have}, not {want}: use another DEMO=folder or `make clean-demo`")
+PY
+else
+  siim synth --out "$D/data" --studies "$STUDIES" --seed "$SEED" --scale "$SCALE"
+fi
 [ -f "$D/data/folds.csv" ] || siim folds --data "$D/data" --k 5 --seed 42
 # preprocess resumes by itself (finished images are skipped); exit 1 = some files failed, listed in errors.csv
 siim preprocess --data "$D/data" --out "$D/pre" --size "$SIZE" || echo "preprocess: see $D/pre/errors.csv" >&2
