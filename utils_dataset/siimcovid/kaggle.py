@@ -166,7 +166,8 @@ KAGGLE_WHEELS = (
     "segmentation-models==1.0.1", "efficientnet==1.0.0", "image-classifiers==1.0.0",
     "tensorflow-hub==0.16.1", "pydicom==3.0.2", "pylibjpeg==2.1.0", "pylibjpeg-libjpeg==2.5.0",
     "pylibjpeg-openjpeg==2.6.0", "pylibjpeg-rle==2.2.0", "pyjpegls==1.5.1", "dicomsdl==0.109.4",
-    "ensemble-boxes==1.0.9", "mmengine==0.10.7", "mmdet==3.3.0",
+    "ensemble-boxes==1.0.9", "mmengine==0.10.7", "mmdet==3.3.0", "addict==2.4.0", "yapf==0.43.0",
+    "terminaltables==3.1.10",
 )
 
 
