@@ -46,11 +46,11 @@ install_offline_wheels()  # no-op locally; on Kaggle installs the wheels kernel'
 import pandas as pd
 
 from siimcovid.data import find_data_dir
-from siimcovid.paths import on_kaggle, working_dir
+from siimcovid.paths import working_dir
 from siimcovid.preprocess import PreprocessConfig, example_grid, parse_sizes, read_meta, run
 
 data = find_data_dir(data_dir)
-out = out_dir or str(working_dir("work") if on_kaggle() else working_dir("work/preprocess"))
+out = out_dir or str(working_dir("work/preprocess"))  # /kaggle/working on Kaggle
 cfg = PreprocessConfig(data=str(data), out=out, sizes=parse_sizes(sizes), workers=workers, keep_aspect=keep_aspect,
                        decoder=decoder, limit=limit, tfrecords=tfrecords, n_folds=n_folds, seed=seed)
 summary = run(cfg)

@@ -25,6 +25,12 @@ def test_bench_study_input_smoke(tmp_path, capsys):
     assert all(r["img_s"] > 0 and r["ratio_to_model"] > 0 for r in s["pipeline"])
     assert s["model"]["img_s"] > 0 and s["model"]["params"] > 0 and s["size"] == 64
     assert (out / "pre" / "tfrecords" / "64").is_dir() and (out / "tiny_hub" / "saved_model.pb").is_file()
+    for r in s["pipeline"]:
+        assert r["ratio_to_model"] == pytest.approx(r["img_s"] / s["model"]["img_s"])
     demand = s["assumed_demand_effv2l_hub_512"]
-    assert set(demand) == {"tpu_v5e_8", "2xT4"} and all(d["cores_needed"]["tfrecord"] > 0 for d in demand.values())
+    assert set(demand) == {"tpu_v5e_8", "2xT4"}
+    for fmt in ("png", "tfrecord"):  # cores = demand / (slowest aug+randaug rate per core here)
+        per_core = min(r["img_s"] for r in s["pipeline"] if r["format"] == fmt and r["augment"] == "aug+randaug") / s["cpus"]
+        for d in demand.values():
+            assert d["cores_needed"][fmt] == pytest.approx(d["img_s"] / per_core)
     assert "ASSUMPTION" in text and "tfrecord" in text and "img/s" in text

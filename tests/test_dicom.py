@@ -47,11 +47,16 @@ def files(tmp_path_factory):
 def test_fast_path_equals_full_array_reference(files, ts, style):
     path = files[(ts, style)]
     ref = dicom.reference_display(path)
-    for decoder in ("auto", "dicomsdl", "pydicom"):
+    full = dicom.resize_to(ref, H, W, 128, False)
+    decoders = ("auto", "dicomsdl", "pydicom") + (("pillow",) if ts.startswith("j2k") else ())
+    for decoder in decoders:
         # size > image: no resize, so the comparison is pixel for pixel at full resolution
         got = dicom.convert(path, [128], decoder=decoder, reduce_j2k=False)
-        assert got.orig_h == H and got.orig_w == W
-        full = dicom.resize_to(ref, H, W, 128, False)
+        # the decoder asked for did the work (a silent fallback would leave it untested)
+        assert got.fallbacks == [], (decoder, got.fallbacks)
+        if decoder != "auto":
+            assert got.decoder.startswith({"pillow": "pillow-r0"}.get(decoder, decoder)), (decoder, got.decoder)
+        assert got.orig_h == H and got.orig_w == W and got.reduce == 0
         assert np.array_equal(got.images[128], full), (decoder, got.decoder)
         assert got.photometric == STYLES[style][0]
     assert got.voi == {"mono2_none": "percentile", "mono2_lut": "lut"}.get(style, "window")
@@ -167,12 +172,22 @@ def test_pillow_j2k_full_resolution_is_exact_and_reduced_is_close(tmp_path, ts):
     assert abs(float(got.images[64].mean()) - float(ref.mean())) < 2.0
 
 
+def test_unknown_no_voi_range_is_refused(files):
+    bad = dicom.DisplayConfig(no_voi_range="histogram")
+    path = files[("explicit", "mono2_none")]  # neither VOI LUT nor window: the mode is used
+    with pytest.raises(ValueError, match="no_voi_range"):
+        dicom.convert(path, [32], display=bad)
+    with pytest.raises(ValueError, match="no_voi_range"):
+        dicom.reference_display(path, bad)
+
+
 def test_choose_reduce():
     assert dicom.choose_reduce(2544, 3028, (1024, 1024), 5) == 1
     assert dicom.choose_reduce(2544, 3028, (512, 512), 5) == 2
     assert dicom.choose_reduce(2544, 3028, (256, 256), 5) == 3
     assert dicom.choose_reduce(2544, 3028, (256, 256), 1) == 1  # capped by the wavelet levels
     assert dicom.choose_reduce(500, 600, (512, 512), 5) == 0
+    assert dicom.reduced_shape(2544, 3027, 2) == (636, 757)  # OpenJPEG rounds odd sizes up
 
 
 def test_keep_aspect_letterboxes(files):
@@ -230,6 +245,7 @@ def test_missing_codec_names_the_syntax(files, monkeypatch):
 def _raises_with(path, **kw):
     with pytest.raises(dicom.DicomError) as ei:
         dicom.convert(path, [32], **kw)
+    assert str(path) in str(ei.value)  # the message names the file
     return ei.value
 
 

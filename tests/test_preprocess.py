@@ -24,6 +24,7 @@ CONTRACT_COLUMNS = ["image_id", "study_id", "series_id", "split", "dicom", "orig
                     "transfer_syntax", "bits_stored", "keep_aspect", "boxes", "boxes_32", "boxes_48",
                     "study_label", "fold"]
 BAD = {"empty": "empty file", "notdicom": "not a DICOM file", "truncated": "truncated", "nopixels": "no Pixel Data"}
+BAD_STAGE = {"empty": {"read"}, "notdicom": {"read"}, "truncated": {"read", "header"}, "nopixels": {"header"}}
 
 
 @pytest.fixture(scope="module")
@@ -125,9 +126,12 @@ def test_bad_files_reported_not_fatal(result):
     errors = pd.read_csv(Path(cfg.out) / "errors.csv")
     assert list(errors.columns) == ["dicom", "image_id", "stage", "reason"]
     got = dict(zip(errors["image_id"], errors["reason"]))
+    stage = dict(zip(errors["image_id"], errors["stage"]))
     assert set(got) == set(BAD)
     for name, words in BAD.items():
         assert words in got[name], got[name]
+        assert stage[name] in BAD_STAGE[name], (name, stage[name])
+        assert errors.set_index("image_id").loc[name, "dicom"].endswith(f"/{name}.dcm")  # names the file
     assert summary["counts"]["failed"] == len(BAD)
     assert all(errors["dicom"].str.startswith("test/"))
 
@@ -181,10 +185,99 @@ def test_cli_exit_status_and_keep_aspect(data, tmp_path):
     assert main(["preprocess", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]) == 2
 
 
-def test_bench_smoke(tmp_path):
-    from siimcovid.bench import bench_preprocess, format_report
+def test_index_problems_are_recorded_not_fatal(data, tmp_path):
+    """A CSV row without its DICOM, a DICOM without a CSV row, a study without a label and a
+    second file with a taken image id each become one "index" error row naming the file; the
+    rest is indexed."""
+    import shutil
 
-    s = bench_preprocess(tmp_path, per_syntax=1, size=32, max_workers=1, scale=0.02)
-    assert {r["syntax"] for r in s["per_syntax_rows"]} == {"explicit", "rle", "jpeg_lossless", "jpegls", "j2k", "j2k_lossy"}
-    assert all(r["naive_img_s"] > 0 and r["project_img_s"] > 0 and 0 <= r["decode_share"] <= 1 for r in s["per_syntax_rows"])
-    assert "ratio" in format_report(s) and (tmp_path / "bench.json").is_file()
+    from siimcovid.preprocess import build_index
+
+    root = tmp_path / "d"
+    shutil.copytree(data, root)
+    full, errors = build_index(root)
+    assert errors == [] and len(full)
+    train = full[full["split"] == "train"].reset_index(drop=True)
+    gone, other = train.iloc[0], train.iloc[1]
+    Path(gone["path"]).unlink()  # listed in train_image_level.csv, file removed
+    stray = Path(other["path"]).with_name("stray.dcm")  # a file no CSV lists
+    shutil.copyfile(other["path"], stray)
+    twin_dir = root / "test" / "twinstudy" / "twinseries"  # same image id as a train file
+    twin_dir.mkdir(parents=True)
+    shutil.copyfile(other["path"], twin_dir / f"{other['image_id']}.dcm")
+    studies = pd.read_csv(root / "train_study_level.csv")
+    unlabelled = train[~train["study_id"].isin([gone["study_id"], other["study_id"]])].iloc[0]
+    studies[studies["id"] != f"{unlabelled['study_id']}_study"].to_csv(root / "train_study_level.csv", index=False)
+
+    index, errors = build_index(root)
+    reasons = {e["image_id"]: e for e in errors}
+    assert all(e["stage"] == "index" for e in errors)
+    assert "train_image_level.csv but no" in reasons[gone["image_id"]]["reason"]
+    assert reasons["stray"]["dicom"] == str(stray.relative_to(root)) and "not listed" in reasons["stray"]["reason"]
+    assert "has no row in train_study_level.csv" in reasons[unlabelled["image_id"]]["reason"]
+    assert reasons[other["image_id"]]["dicom"].startswith("test/twinstudy/") and "seen twice" in reasons[other["image_id"]]["reason"]
+    lost = {gone["image_id"], "stray"} | set(train.loc[train["study_id"] == unlabelled["study_id"], "image_id"])
+    assert set(index["image_id"]) == set(full["image_id"]) - lost
+    assert index["image_id"].is_unique
+    assert index.set_index("image_id").loc[other["image_id"], "split"] == "train"  # the first copy is kept
+
+
+def test_tfrecords_hold_the_pngs_and_boxes(result, tmp_path):
+    """write_tfrecords: one record per meta row, fold-grouped shard names, the PNG bytes as
+    written and boxes_<S> flattened; a missing PNG stops it before any shard is written."""
+    tf = pytest.importorskip("tensorflow")
+    import shutil
+
+    from siimcovid.tfrecords import write_tfrecords
+
+    cfg, _ = result
+    meta = read_meta(cfg.out)
+    paths = write_tfrecords(cfg.out, meta, [32], per_shard=4)
+    assert sum(int(p.stem.rsplit("-", 1)[1]) for p in paths) == len(meta)
+    for p in paths:
+        assert p.name.startswith("test-") or p.name.split("-")[1][0] == "f"
+    spec = {"image": tf.io.FixedLenFeature([], tf.string), "image_id": tf.io.FixedLenFeature([], tf.string),
+            "fold": tf.io.FixedLenFeature([], tf.int64), "boxes": tf.io.VarLenFeature(tf.float32)}
+    seen = {}
+    for p in paths:
+        recs = [tf.io.parse_single_example(r, spec) for r in tf.data.TFRecordDataset(str(p))]
+        assert len(recs) == int(p.stem.rsplit("-", 1)[1])
+        for ex in recs:
+            seen[ex["image_id"].numpy().decode()] = ex
+    assert set(seen) == set(meta["image_id"])
+    for r in meta.itertuples():
+        ex = seen[r.image_id]
+        assert ex["image"].numpy() == image_path(cfg.out, 32, r.split, r.image_id).read_bytes()
+        assert int(ex["fold"]) == r.fold
+        assert np.allclose(tf.sparse.to_dense(ex["boxes"]).numpy(), np.ravel(r.boxes_32), atol=1e-3)
+
+    # a missing PNG is named, and the shards already there are left alone
+    out = tmp_path / "copy"
+    shutil.copytree(cfg.out, out)
+    victim = meta.iloc[0]
+    image_path(out, 32, victim["split"], victim["image_id"]).unlink()
+    before = sorted(p.name for p in (out / "tfrecords" / "32").iterdir())
+    with pytest.raises(FileNotFoundError, match=f"{victim['image_id']}.png"):
+        write_tfrecords(out, meta, [32], per_shard=4)
+    assert sorted(p.name for p in (out / "tfrecords" / "32").iterdir()) == before
+
+
+def test_bench_smoke(tmp_path):
+    from siimcovid.bench import SYNTAXES, bench_preprocess, format_report
+
+    s = bench_preprocess(tmp_path, per_syntax=1, size=32, max_workers=2, scale=0.02, repeats=1)
+    rows = s["per_syntax_rows"]
+    assert [r["syntax"] for r in rows] == list(SYNTAXES) and s["images"] == len(SYNTAXES)
+    for r in rows:
+        assert r["naive_img_s"] > 0 and r["project_img_s"] > 0 and r["fast_img_s"] > 0, r
+        assert 0 <= r["decode_share"] <= 1 and r["ratio"] == pytest.approx(r["project_img_s"] / r["naive_img_s"])
+        assert 0 <= r["fast_mean_diff"] <= r["fast_max_diff"] <= 255 and r["decoder"]
+    # every file went through both routes and the naive recipe, each leaving its PNG
+    for sub in ("project", "project_fast"):
+        assert len(list((tmp_path / sub / "images" / "32" / "bench").glob("bench*.png"))) == len(SYNTAXES)
+    assert len(list((tmp_path / "naive").glob("bench*.png"))) == len(SYNTAXES)
+    assert [x["workers"] for x in s["scaling"]] == [1, 2] and s["scaling"][0]["speedup"] == 1.0
+    assert all(x["img_s"] > 0 for x in s["scaling"])
+    assert json.loads((tmp_path / "bench.json").read_text()) == json.loads(json.dumps(s))
+    report = format_report(s)
+    assert all(ts in report for ts in SYNTAXES) and "2 worker(s)" in report

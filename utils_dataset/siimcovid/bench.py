@@ -8,6 +8,8 @@ syntax, then in one run measures:
 * the project's path (``siimcovid.preprocess.process_one``: decode, LUT, resize, PNG) in one
   process, per syntax, with the share of the time spent decoding, interleaved with the
   baseline file by file and best of ``--repeats`` so other load on the machine hits both alike;
+* the same path with ``--fast-voi`` (stored values resized before the VOI table), timed beside
+  it, and how far its PNGs are from the default (bit-exact) ones in grey levels;
 * the project's path with 1..N workers on the whole set (scaling).
 """
 from __future__ import annotations
@@ -26,6 +28,8 @@ SYNTAXES = ("explicit", "rle", "jpeg_lossless", "jpegls", "j2k", "j2k_lossy")
 def make_bench_set(out: str | Path, per_syntax: int = 2, scale: float = 1.0, seed: int = 0) -> list[dict]:
     """Full-size DICOMs, the same few radiographs written in every transfer syntax (so the
     syntaxes compare on equal content); styles vary photometric, bits, window / VOI LUT."""
+    from dataclasses import replace
+
     from .synthetic import DicomStyle, encode_display, render_study_image, write_dicom
 
     out = Path(out)
@@ -48,8 +52,7 @@ def make_bench_set(out: str | Path, per_syntax: int = 2, scale: float = 1.0, see
         disp = render_study_image(rng, h, w, "typical", [(0.1 * w, 0.5 * h, 0.4 * w, 0.85 * h)])
         style = styles[i % len(styles)]
         for ts in SYNTAXES:
-            style_ts = DicomStyle(**{**style.__dict__, "transfer_syntax": ts})
-            stored, kwargs = encode_display(disp, style_ts)
+            stored, kwargs = encode_display(disp, replace(style, transfer_syntax=ts))
             image_id = f"bench{i:02d}{ts}"
             path = out / ts / f"{image_id}.dcm"
             write_dicom(path, stored, study_id=f"study{i:02d}", series_id=f"series{i:02d}", image_id=image_id, **kwargs)
@@ -75,27 +78,22 @@ def naive_convert(path: str | Path, size: int, out_png: str | Path) -> None:
     cv2.imwrite(str(out_png), img)
 
 
-def _pool_run(files: list[dict], out: Path, size: int, workers: int, reduce_j2k: bool = True,
-              repeat: int = 1) -> tuple[float, list[dict]]:
-    """Wall seconds of the last pass and its per-image results (earlier passes warm the caches)."""
+def _pool_wall(files: list[dict], out: Path, size: int, workers: int) -> float:
+    """Wall seconds for ``run_pool`` to convert ``files`` with ``workers`` processes, worker
+    start-up included (a one-file warm-up run first loads the forkserver's imports)."""
     from .preprocess import PreprocessConfig, run_pool
 
-    cfg = PreprocessConfig(data=str(out), out=str(out), sizes=[size], workers=workers, reduce_j2k=reduce_j2k,
-                           progress=False)
-    results: list[dict] = []
+    cfg = PreprocessConfig(data=str(out), out=str(out), sizes=[size], workers=workers, progress=False)
     tasks = [{"path": f["path"], "dicom": f["path"], "image_id": f["image_id"], "split": "bench"} for f in files]
 
     def on_result(task, res):
         if not res["ok"]:
-            raise RuntimeError(f"bench: {task['path']} failed: {res['reason']}")
-        results.append(dict(res, syntax=task["image_id"][7:]))
+            raise RuntimeError(f"bench: {task['path']} failed: {res['stage']}: {res['reason']}")
 
-    # Warm the worker (imports, first-call costs) on one file, then time the whole set.
-    run_pool(tasks[:1], cfg, 1, lambda t, r: None)
+    run_pool(tasks[:1], cfg, 1, on_result)
     t0 = time.perf_counter()
-    run_pool(tasks * repeat, cfg, workers, on_result)
-    wall = (time.perf_counter() - t0) / repeat
-    return wall, results[-len(tasks):]
+    run_pool(tasks, cfg, workers, on_result)
+    return time.perf_counter() - t0
 
 
 def bench_preprocess(out: str | Path, per_syntax: int = 2, size: int = 1024, max_workers: int | None = None,
@@ -140,17 +138,17 @@ def bench_preprocess(out: str | Path, per_syntax: int = 2, size: int = 1024, max
             t0 = time.perf_counter()
             naive_convert(f["path"], size, png_dir / f"{f['image_id']}.png")
             tn.append(time.perf_counter() - t0)
-            for c, times in ((cfg, to), (fast_cfg, tf)):
+            for c, runs in ((cfg, to), (fast_cfg, tf)):
                 res = process_one(task, c)
                 if not res["ok"]:
-                    raise RuntimeError(f"bench: {f['path']}: {res['reason']}")
-                times.append(res["timings"])
-        best = min(to, key=lambda t: t["total"])
+                    raise RuntimeError(f"bench: {f['path']}: {res['stage']}: {res['reason']}")
+                runs.append(res)
+        best = min((r["timings"] for r in to), key=lambda t: t["total"])
         naive[f["syntax"]] += min(tn)
         ours[f["syntax"]] += best["total"]
-        fast[f["syntax"]] += min(t["total"] for t in tf)
+        fast[f["syntax"]] += min(r["timings"]["total"] for r in tf)
         decode[f["syntax"]] += best["decode"]
-        decoders[f["syntax"]] = res["record"]["decoder"]
+        decoders[f["syntax"]] = to[-1]["record"]["decoder"]
         a, b = (cv2.imread(str(image_path(c.out, size, "bench", f["image_id"])), cv2.IMREAD_GRAYSCALE).astype(int)
                 for c in (cfg, fast_cfg))
         fast_diff[f["syntax"]].append(float(np.abs(a - b).mean()))
@@ -163,7 +161,7 @@ def bench_preprocess(out: str | Path, per_syntax: int = 2, size: int = 1024, max
     total_naive, total_ours = sum(naive.values()), sum(ours.values())
     scaling = []
     for k in range(1, max_workers + 1):
-        wall, _ = _pool_run(files, out / "project", size, k)
+        wall = _pool_wall(files, out / "project", size, k)
         scaling.append({"workers": k, "img_s": len(files) / wall})
     summary = {
         "size": size, "images": len(files), "per_syntax": n, "image_hw": _hw(files[0]["path"]), "cpus": os.cpu_count(),

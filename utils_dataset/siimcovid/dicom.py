@@ -8,8 +8,8 @@ Two paths that must agree:
   applies modality LUT + VOI as one lookup table built by running pydicom's own functions
   over every possible stored value (exactly the full-array result, far cheaper).
 * :func:`reference_convert` is the slow, obvious path (pydicom ``pixel_array``, full-array
-  ``apply_modality_lut`` + ``apply_voi_lut``); tests and the benchmark check the fast path
-  against it.
+  ``apply_modality_lut`` + ``apply_voi_lut``); the tests check the fast path against it
+  pixel for pixel.
 
 The grey range mapped to 0..255 never depends on the image's resolution: the VOI LUT's own
 output range, the window's output range, or, without either, robust percentiles of the
@@ -147,7 +147,7 @@ def read_dataset(path: str | os.PathLike, raw: bytes | None = None):
     rows, cols = int(ds.Rows), int(ds.Columns)
     if rows <= 0 or cols <= 0:
         raise DicomError(path, "header", f"image size {rows} x {cols}")
-    ts = str(ds.file_meta.get("TransferSyntaxUID", ""))
+    ts = transfer_syntax(ds)
     nbytes = len(ds.PixelData) if ds.PixelData is not None else 0
     if ts in UNCOMPRESSED:
         expected = rows * cols * int(ds.BitsAllocated) // 8 * int(getattr(ds, "NumberOfFrames", 1) or 1)
@@ -165,6 +165,7 @@ def read_dataset(path: str | os.PathLike, raw: bytes | None = None):
 
 
 def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line, cut to ``limit`` characters (for CSV / log rows)."""
     text = " ".join(str(exc).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -181,6 +182,7 @@ def first_frame(ds) -> bytes:
 
 
 def transfer_syntax(ds) -> str:
+    """The file's Transfer Syntax UID ("" when the file meta lacks it)."""
     return str(ds.file_meta.get("TransferSyntaxUID", ""))
 
 
@@ -279,10 +281,12 @@ def display_range(ds, modality_values: np.ndarray, counts: np.ndarray | None, cf
         ends = apply_modality_lut(np.array(stored_range(ds), dtype=np.int64), ds)
         return "bits", float(np.min(ends)), float(np.max(ends))
     if mode == "minmax":
-        assert observed is not None
+        if observed is None:
+            raise ValueError("no_voi_range 'minmax' needs the observed min / max")
         return "minmax", float(observed[0]), float(observed[1])
     if mode == "percentile":
-        assert counts is not None
+        if counts is None:
+            raise ValueError("no_voi_range 'percentile' needs the stored-value histogram")
         lo, hi = _weighted_percentiles(np.asarray(modality_values, dtype=np.float64), counts, cfg.percentiles)
         return "percentile", lo, hi
     raise ValueError(f"no_voi_range must be one of {NO_VOI_RANGES}, got {mode!r}")
@@ -373,11 +377,16 @@ def j2k_header(frame: bytes) -> dict | None:
     return info if {"precision", "levels"} <= info.keys() else None
 
 
+def reduced_shape(orig_h: int, orig_w: int, reduce: int) -> tuple[int, int]:
+    """(h, w) of a JPEG 2000 image decoded with ``reduce`` resolution levels skipped (ceil halving)."""
+    return -(-orig_h // 2**reduce), -(-orig_w // 2**reduce)
+
+
 def choose_reduce(orig_h: int, orig_w: int, out_hw: tuple[int, int], levels: int) -> int:
     """Largest number of halvings that keeps the decoded image at least ``out_hw``."""
     r = 0
     while r < levels:
-        nh, nw = -(-orig_h // 2 ** (r + 1)), -(-orig_w // 2 ** (r + 1))
+        nh, nw = reduced_shape(orig_h, orig_w, r + 1)
         if nh < out_hw[0] or nw < out_hw[1]:
             break
         r += 1
@@ -566,7 +575,7 @@ def convert(
             fallbacks.append(f"{name}: decoded shape {stored.shape} is not 2-D")
             stored = None
             continue
-        expect = (orig_h, orig_w) if reduce == 0 else (-(-orig_h // 2**reduce), -(-orig_w // 2**reduce))
+        expect = reduced_shape(orig_h, orig_w, reduce)
         if stored.shape != expect:
             fallbacks.append(f"{name}: decoded shape {stored.shape} != expected {expect}")
             stored = None
@@ -589,7 +598,10 @@ def convert(
 
 def reference_display(path: str | os.PathLike, display: DisplayConfig | None = None) -> np.ndarray:
     """Full-resolution uint8 by the obvious route: pydicom ``pixel_array`` (default plugins),
-    full-array ``apply_modality_lut`` then ``apply_voi_lut``, the same grey range rule."""
+    full-array ``apply_modality_lut`` then ``apply_voi_lut``, the same grey range rule.
+
+    The range is worked out here again on purpose (numpy percentiles over the full array, not
+    the histogram of :func:`display_range`): it is what the fast path is tested against."""
     import pydicom
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
@@ -605,13 +617,17 @@ def reference_display(path: str | os.PathLike, display: DisplayConfig | None = N
         lo, hi = (float(v) for v in np.percentile(mod, cfg.percentiles, method="inverted_cdf"))
     elif cfg.no_voi_range == "minmax":
         lo, hi = float(mod.min()), float(mod.max())
-    else:
+    elif cfg.no_voi_range == "bits":
         ends = apply_modality_lut(np.array(stored_range(ds), dtype=np.int64), ds)
         lo, hi = float(np.min(ends)), float(np.max(ends))
+    else:
+        raise ValueError(f"no_voi_range must be one of {NO_VOI_RANGES}, got {cfg.no_voi_range!r}")
     return to_uint8(voi, lo, hi, invert=str(ds.PhotometricInterpretation) == "MONOCHROME1")
 
 
 def reference_convert(path: str | os.PathLike, size: int, keep_aspect: bool = False,
                       display: DisplayConfig | None = None) -> np.ndarray:
+    """:func:`reference_display` resized like :func:`convert` (``size x size``, letterboxed when
+    ``keep_aspect``)."""
     img = reference_display(path, display)
     return resize_to(img, img.shape[0], img.shape[1], size, keep_aspect)

@@ -33,8 +33,8 @@ from .boxes import Resize
 from .data import (
     DataFormatError,
     IMAGE_CSV,
-    SAMPLE_SUBMISSION,
     STUDY_CSV,
+    find_data_dir,
     read_image_csv,
     read_study_csv,
     scan_dicoms,
@@ -96,7 +96,8 @@ def image_path(out: str | Path, size: int, split: str, image_id: str) -> Path:
 def build_index(data_dir: str | Path, splits: Sequence[str] = ("train", "test")) -> tuple[pd.DataFrame, list[dict]]:
     """One row per DICOM to convert: image_id, study_id, series_id, split, path, dicom (relative),
     boxes (xyxy, original pixels), study_label (-1 for test). Problems that are not worth
-    stopping for (a CSV row without a file, a file without a CSV row) come back as error rows."""
+    stopping for (a CSV row without a file, a file without a CSV row, a study without a label,
+    a second file with the same image id) come back as error rows (stage "index")."""
     data_dir = Path(data_dir)
     frames, errors = [], []
     if "train" in splits:
@@ -144,7 +145,7 @@ def build_index(data_dir: str | Path, splits: Sequence[str] = ("train", "test"))
 
 def load_or_make_folds(data_dir: str | Path, out_dir: str | Path, n_folds: int = 5, seed: int = 42) -> pd.DataFrame:
     """DATA/folds.csv if the data set ships one, else the one a previous run wrote to OUT, else
-    computed (patient-grouped, k=5, seed 42). Always copied to OUT/folds.csv."""
+    computed (patient-grouped, ``n_folds`` folds, ``seed``). Always copied to OUT/folds.csv."""
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     for src in (data_dir / FOLDS_CSV, out_dir / FOLDS_CSV):
         if src.is_file():
@@ -204,7 +205,7 @@ def process_one(task: dict, cfg: PreprocessConfig) -> dict:
     except BaseException as exc:  # anything else is still this file's problem, not the batch's
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
-        return {"ok": False, "stage": "convert", "reason": f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"}
+        return {"ok": False, "stage": "convert", "reason": f"{type(exc).__name__}: {dicom.one_line(exc)}"}
 
 
 def _warm_imports() -> None:
@@ -539,9 +540,7 @@ def cli(argv: list[str]) -> int:
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
     try:
-        from .data import find_data_dir
-
-        data = find_data_dir(a.data) if a.data is None or not (Path(a.data) / SAMPLE_SUBMISSION).exists() else Path(a.data)
+        data = find_data_dir(a.data)  # --data itself when it holds sample_submission.csv, else searched
         cfg = PreprocessConfig(
             data=str(data), out=a.out, sizes=a.sizes or [512], workers=a.workers, keep_aspect=a.keep_aspect,
             decoder=a.decoder, reduce_j2k=not a.no_reduce, no_voi_range=a.no_voi_range,
@@ -562,6 +561,7 @@ def cli(argv: list[str]) -> int:
 def example_grid(out: str | Path, size: int | None = None, per_group: int = 1, cols: int = 4):
     """A matplotlib figure: ``per_group`` output images for each (photometric, transfer syntax),
     boxes of ``boxes_<size>`` drawn, titled with what the file was. For the notebook."""
+    import cv2
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
@@ -577,8 +577,6 @@ def example_grid(out: str | Path, size: int | None = None, per_group: int = 1, c
     for ax in axes.ravel():
         ax.axis("off")
     for ax, r in zip(axes.ravel(), picks.itertuples()):
-        import cv2
-
         img = cv2.imread(str(image_path(out, size, r.split, r.image_id)), cv2.IMREAD_UNCHANGED)
         ax.imshow(img, cmap="gray", vmin=0, vmax=255)
         for x0, y0, x1, y1 in getattr(r, f"boxes_{size}"):

@@ -26,6 +26,9 @@ FEATURES = {
 
 
 def write_tfrecords(out: str | Path, meta: pd.DataFrame, sizes: Sequence[int], per_shard: int = 256) -> list[Path]:
+    """Rebuild ``OUT/tfrecords/<S>/`` for each size from the PNGs of ``meta``'s rows (meta.csv as
+    :func:`siimcovid.preprocess.build_meta` makes it; ``boxes_<S>`` as lists or JSON text).
+    Returns the shard paths written. Missing PNGs stop it before any shard is touched, naming them."""
     import tensorflow as tf
 
     from .preprocess import image_path
@@ -37,6 +40,11 @@ def write_tfrecords(out: str | Path, meta: pd.DataFrame, sizes: Sequence[int], p
     out = Path(out)
     written = []
     for size in sizes:
+        missing = [str(p) for p in (image_path(out, size, r.split, r.image_id) for r in meta.itertuples())
+                   if not p.is_file()]
+        if missing:  # checked up front: a shard cut short would still carry its full count in its name
+            raise FileNotFoundError(f"{out}: {len(missing)} PNG(s) of meta.csv rows missing at {size} px, "
+                                    f"e.g. {missing[:3]}; re-run preprocess (it rewrites missing PNGs)")
         folder = out / "tfrecords" / str(size)
         folder.mkdir(parents=True, exist_ok=True)
         for old in folder.glob("*.tfrec"):
@@ -49,7 +57,7 @@ def write_tfrecords(out: str | Path, meta: pd.DataFrame, sizes: Sequence[int], p
                 path = folder / f"{prefix}-{k // per_shard:03d}-{len(part)}.tfrec"
                 with tf.io.TFRecordWriter(str(path)) as w:
                     for r in part.itertuples():
-                        boxes = r._asdict()[f"boxes_{size}"]
+                        boxes = getattr(r, f"boxes_{size}")
                         boxes = json.loads(boxes) if isinstance(boxes, str) else boxes
                         ex = tf.train.Example(features=tf.train.Features(feature={
                             "image": b(image_path(out, size, r.split, r.image_id).read_bytes()),
