@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from siimcovid import baseline, data, synthetic
-from siimcovid.baseline import LearnerConfig, fit_predict, heat_to_boxes, load_preprocessed
+from siimcovid.baseline import LearnerConfig, boxes_to_original, fit_predict, heat_to_boxes, load_preprocessed
 from siimcovid.boxes import Resize, iou_matrix
 from siimcovid.metric import score_submission
 from siimcovid.submission import build_submission, parse_prediction_string
@@ -133,10 +133,16 @@ def test_heat_to_boxes_and_back_to_original_pixels():
     assert len(b) == 2
     np.testing.assert_allclose(b[0, :4], [8, 36, 24, 56])  # cells -> work pixels
     assert b[0, 4] > b[1, 4]
-    # work 64 px -> PNG 256 px letterboxed from a 600 x 300 (H x W) original -> original pixels
-    rz = Resize.plan(600, 300, 256, keep_aspect=True)
-    orig = rz.to_original(b[:, :4] * 256 / 64)
+    # work 64 px <- PNG 256 px letterboxed from a 600 x 300 (H x W) original: one scale, 600 / 256
+    # per PNG px, and 256 / 64 PNG px per work px; the letterbox pad is right of x = 128.
+    orig = boxes_to_original(b[:, :4], 600, 300, size=256, work=64, keep_aspect=True)
     np.testing.assert_allclose(orig[0], [8 * 600 / 64, 36 * 600 / 64, 24 * 600 / 64, 56 * 600 / 64])
+    # a box reaching into the pad is clipped to the original image
+    assert boxes_to_original(np.array([[30.0, 0, 40, 10]]), 600, 300, 256, 64, True)[0].tolist() == pytest.approx(
+        [30 * 600 / 64, 0, 300, 10 * 600 / 64])
+    # stretched: each axis on its own
+    np.testing.assert_allclose(boxes_to_original(np.array([[8.0, 16, 32, 64]]), 600, 300, 256, 64, False),
+                               [[8 * 300 / 64, 16 * 600 / 64, 32 * 300 / 64, 600]])
 
 
 @pytest.mark.parametrize("keep_aspect", [False, True])
@@ -172,8 +178,8 @@ def test_learner_beats_prior_baseline(tmp_path):
     ids = sample_ids(meta)
 
     train = meta[meta["split"] == "train"]
-    priors = np.bincount(train.drop_duplicates("study_id")["study_label"], minlength=4) / train["study_id"].nunique()
-    p_none = float(train["boxes"].map(lambda s: len(json.loads(s)) == 0).mean())
+    priors = baseline.class_priors(train.drop_duplicates("study_id").rename(columns={"study_label": "label"}))
+    p_none = baseline.none_fraction(train.assign(boxes=train["boxes"].map(json.loads)))
     test = meta[meta["split"] == "test"]
     prior_study = pd.DataFrame({"study_id": test["study_id"].unique()})
     for c, p in zip(data.STUDY_CLASSES, priors):

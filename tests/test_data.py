@@ -68,3 +68,45 @@ def test_scan_dicoms_maps_study_series_image(tmp_path):
         ["i1", "r1", "s1"], ["i2", "r1", "s1"], ["i3", "r9", "s2"]]
     with pytest.raises(FileNotFoundError, match="nope"):
         data.scan_dicoms(tmp_path / "nope")
+
+
+STUDY_HEADER = "id,Negative for Pneumonia,Typical Appearance,Indeterminate Appearance,Atypical Appearance\n"
+
+
+def test_study_csv_bad_rows_are_named_by_line(tmp_path):
+    p = tmp_path / "s.csv"
+    p.write_text(STUDY_HEADER + "a_study,1,0,0,0\nb_study,0,x,1,0\nc_study,0,2,-1,0\n")
+    with pytest.raises(data.DataFormatError, match=r"s\.csv: lines \[3, 4\] do not hold exactly one 1"):
+        data.read_study_csv(p)
+
+
+def test_repeated_ids_are_an_error_naming_the_file(tmp_path):
+    p = tmp_path / "s.csv"
+    p.write_text(STUDY_HEADER + "a_study,1,0,0,0\na_study,0,1,0,0\n")
+    with pytest.raises(data.DataFormatError, match=r"s\.csv: ids listed more than once, e\.g\. \['a'\]"):
+        data.read_study_csv(p)
+    q = tmp_path / "i.csv"
+    q.write_text("id,boxes,label,StudyInstanceUID\nx_image,,none 1 0 0 1 1,a\nx_image,,none 1 0 0 1 1,a\n")
+    with pytest.raises(data.DataFormatError, match=r"i\.csv: ids listed more than once"):
+        data.read_image_csv(q)
+
+
+def test_image_csv_bad_label_names_file_and_line(tmp_path):
+    q = tmp_path / "i.csv"
+    q.write_text("id,boxes,label,StudyInstanceUID\nx_image,,none 1 0 0 1 1,a\ny_image,,opacity 1 0 0 1,a\n")
+    with pytest.raises(data.DataFormatError, match=r"i\.csv row 3: 5 tokens"):
+        data.read_image_csv(q)
+
+
+def test_unreadable_csv_names_the_file(tmp_path):
+    p = tmp_path / "empty.csv"
+    p.write_text("")
+    with pytest.raises(data.DataFormatError, match=r"empty\.csv: not a readable CSV"):
+        data.read_study_csv(p)
+
+
+def test_digit_only_ids_keep_their_leading_zeros(tmp_path):
+    p = tmp_path / "i.csv"
+    p.write_text("id,boxes,label,StudyInstanceUID\n000123456789_image,,none 1 0 0 1 1,000987654321\n")
+    im = data.read_image_csv(p)
+    assert (im["image_id"][0], im["study_id"][0]) == ("000123456789", "000987654321")

@@ -40,3 +40,16 @@ def test_folds_without_patients_group_by_study():
 def test_too_few_groups_is_a_clear_error():
     with pytest.raises(ValueError, match="cannot fill 5 folds"):
         folds.make_folds(_studies(n=6), n_folds=5)
+
+
+def test_unreadable_dicom_header_is_recorded_not_fatal(tmp_path):
+    pytest.importorskip("pydicom")
+    from siimcovid.synthetic import write_dicom
+
+    good = write_dicom(tmp_path / "s" / "r" / "good.dcm", np.zeros((8, 8), np.uint16), study_id="s",
+                       series_id="r", image_id="good", patient_id="p42")
+    bad = tmp_path / "bad.dcm"
+    bad.write_bytes(b"not a dicom")
+    problems = []
+    assert folds.read_patient_ids([str(bad), str(good)], problems) == ["", "p42"]
+    assert len(problems) == 1 and "bad.dcm: cannot read PatientID" in problems[0]

@@ -279,3 +279,11 @@ def test_score_command_subprocess_skips_class_as_null(tmp_path):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["ap"]["atypical"] is None and out["skipped_classes"] == ["atypical"] and out["score"] == 1.0
+
+
+def test_repeated_truth_id_is_an_error(truth):
+    st, it = truth
+    with pytest.raises(ValueError, match="study ground truth lists s1 more than once"):
+        score_submission(sub_frame(sample_default_rows()), pd.concat([st, st.iloc[:1]]), it)
+    with pytest.raises(ValueError, match="image ground truth lists i2 more than once"):
+        score_submission(sub_frame(sample_default_rows()), st, pd.concat([it, it.iloc[[1]]]))

@@ -20,6 +20,8 @@ from siimcovid.submission import (
     format_study_prediction,
     parse_prediction_string,
     read_image_sizes,
+    read_submission,
+    split_ids,
     validate_submission,
 )
 
@@ -271,3 +273,27 @@ def test_make_submission_end_to_end(mini, tmp_path, capsys):
     assert sub.loc[sub.id == "a1_image", "PredictionString"].item() == "opacity 0.7 1 1 64 47 none 0.2 0 0 1 1"
     assert validate_submission(out, mini) == []  # clipped to the 48x64 image read from its header
     assert cli_make(args + ["--strict"]) == 1 and out.is_file()
+
+
+def test_split_ids_strips_suffixes_and_skips_unknown():
+    assert split_ids(["s1_study", "i1_image", "odd", "s2_study"]) == (["s1", "s2"], ["i1"])
+
+
+def test_unreadable_submission_names_the_file(tmp_path):
+    p = tmp_path / "sub.csv"
+    p.write_text("")
+    with pytest.raises(SubmissionError, match=r"sub\.csv: not a readable CSV"):
+        read_submission(p)
+    p.write_text('id,PredictionString\na_study,"negative 1 0 0 1 1\n')  # unclosed quote
+    with pytest.raises(SubmissionError, match=r"sub\.csv: not a readable CSV"):
+        read_submission(p)
+
+
+def test_make_submission_bad_input_file_is_named(mini, tmp_path, capsys):
+    image = tmp_path / "image.csv"
+    pd.DataFrame({"image_id": ["a1"], "boxes": ["[]"]}).to_csv(image, index=False)  # no 'none' column
+    assert cli_make(["--data", str(mini), "--image", str(image), "--out", str(tmp_path / "s.csv")]) == 2
+    assert "image.csv: missing columns ['none']" in capsys.readouterr().out
+    assert cli_make(["--data", str(mini), "--study", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "s.csv")]) == 2
+    assert "nope.csv: not found" in capsys.readouterr().out
+    assert not (tmp_path / "s.csv").exists()

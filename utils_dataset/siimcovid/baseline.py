@@ -26,17 +26,7 @@ import numpy as np
 import pandas as pd
 
 from .boxes import Resize, iou_matrix
-from .data import (
-    IMAGE_CSV,
-    SAMPLE_SUBMISSION,
-    STUDY_CLASSES,
-    STUDY_CSV,
-    STUDY_SUFFIX,
-    IMAGE_SUFFIX,
-    read_image_csv,
-    read_study_csv,
-    strip_suffix,
-)
+from .data import IMAGE_CSV, SAMPLE_SUBMISSION, STUDY_CLASSES, STUDY_CSV, read_image_csv, read_study_csv
 
 STUDY_PRED_COLUMNS = ["study_id", *STUDY_CLASSES]
 IMAGE_PRED_COLUMNS = ["image_id", "boxes", "none"]
@@ -62,21 +52,16 @@ def none_fraction(images: pd.DataFrame) -> float:
     return float(images["boxes"].map(len).eq(0).mean())
 
 
-def _test_ids(sample: pd.DataFrame) -> tuple[list[str], list[str]]:
-    ids = sample["id"].astype(str)
-    studies = [strip_suffix(i, STUDY_SUFFIX) for i in ids if i.endswith(STUDY_SUFFIX)]
-    images = [strip_suffix(i, IMAGE_SUFFIX) for i in ids if i.endswith(IMAGE_SUFFIX)]
-    return studies, images
-
-
 def prior_predictions(data_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """(study predictions, image predictions, info) of the prior-only baseline, in the
     "Submission inputs" format of docs/contracts.md, for every id of sample_submission.csv."""
+    from .submission import split_ids
+
     data_dir = Path(data_dir)
     priors = class_priors(read_study_csv(data_dir / STUDY_CSV))
     p_none = none_fraction(read_image_csv(data_dir / IMAGE_CSV))
     sample = pd.read_csv(data_dir / SAMPLE_SUBMISSION, dtype=str, keep_default_na=False)
-    study_ids, image_ids = _test_ids(sample)
+    study_ids, image_ids = split_ids(sample["id"])
     study = pd.DataFrame({"study_id": study_ids})
     for cls, p in zip(STUDY_CLASSES, priors):
         study[cls] = p
@@ -89,12 +74,13 @@ def oracle_predictions(data_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame
     """The ground truth of a synthetic set (DATA/truth/) written as predictions: through
     make-submission and score it must give 1.0, so it checks the writing and scoring path
     (box formatting, ids, original-pixel frame) end to end."""
-    data_dir = Path(data_dir)
-    truth = data_dir / "truth"
+    from .synthetic import TRUTH_DIR, TRUTH_IMAGE_CSV, TRUTH_STUDY_CSV
+
+    truth = Path(data_dir) / TRUTH_DIR
     if not truth.is_dir():
-        raise FileNotFoundError(f"{truth}: no ground truth (only synthetic sets have truth/)")
-    studies = read_study_csv(truth / "test_study_level.csv")
-    images = read_image_csv(truth / "test_image_level.csv")
+        raise FileNotFoundError(f"{truth}: no ground truth (only synthetic sets have {TRUTH_DIR}/)")
+    studies = read_study_csv(truth / TRUTH_STUDY_CSV)
+    images = read_image_csv(truth / TRUTH_IMAGE_CSV)
     study = pd.DataFrame({"study_id": studies["study_id"]})
     for k, cls in enumerate(STUDY_CLASSES):
         study[cls] = (studies["label"] == k).astype(float)
@@ -138,10 +124,10 @@ def cli_baseline(argv: list[str]) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"baseline: {exc}")
         return 2
-    if a.study_preds:
-        study.to_csv(a.study_preds, index=False)
-    if a.image_preds:
-        image.to_csv(a.image_preds, index=False)
+    for path, frame in ((a.study_preds, study), (a.image_preds, image)):
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            frame.to_csv(path, index=False)
     sub, problems = write_submission(data_dir, study, image, Path(a.out))
     for p in problems:
         get_logger().warning("baseline: %s", p)
@@ -250,9 +236,9 @@ def heat_summary(heat: np.ndarray) -> np.ndarray:
 
 
 def image_features(work: np.ndarray, thumb: int) -> np.ndarray:
+    """(N, work, work) -> (N, thumb * thumb) z-scored thumbnails."""
     z = _standardize(work)
-    t = _pool(z, work.shape[1] // thumb).reshape(len(z), -1)
-    return t
+    return _pool(z, work.shape[1] // thumb).reshape(len(z), -1)
 
 
 # ---------------------------------------------------------------------------------------
@@ -443,28 +429,35 @@ def load_preprocessed(pre_dir: str | Path, size: int | None = None) -> tuple[pd.
     return meta, int(size), images
 
 
+def boxes_to_original(boxes_work: np.ndarray, orig_h: int, orig_w: int, size: int, work: int,
+                      keep_aspect: bool) -> np.ndarray:
+    """(K, 4) boxes on the ``work`` px learner image -> ORIGINAL pixels, through the two
+    resizes that made it: original -> ``size`` px PNG (preprocess) -> ``work`` px (stretched)."""
+    to_work = Resize.plan(size, size, work)
+    png = Resize.plan(orig_h, orig_w, size, keep_aspect)
+    return png.to_original(to_work.to_original(boxes_work, clip_to_image=False))
+
+
 def fit_predict(meta: pd.DataFrame, images: Sequence[np.ndarray], size: int, cfg: LearnerConfig,
                 study_labels: dict[str, int] | None = None) -> tuple[pd.DataFrame, pd.DataFrame, SmallLearner]:
     """Fit on the train rows of ``meta`` and predict its test rows -> (study predictions,
     image predictions with boxes in ORIGINAL pixels), the contracts' Submission inputs."""
-    import json as _json
-
     train = meta.index[meta["split"] == "train"].to_numpy()
     test = meta.index[meta["split"] == "test"].to_numpy()
     if len(train) == 0 or len(test) == 0:
         raise ValueError(f"learner: need train and test rows, got {len(train)} train and {len(test)} test")
     work = to_work(images, cfg.work)
-    scale = cfg.work / size
+    png_to_work = Resize.plan(size, size, cfg.work)  # to_work stretches the square PNG
     col = f"boxes_{size}" if f"boxes_{size}" in meta.columns else None
     boxes_work = []
     for i in train:
         r = meta.loc[i]
         if col is not None:
-            b = np.asarray(_json.loads(r[col]), dtype=float).reshape(-1, 4)
+            b = np.asarray(json.loads(r[col]), dtype=float).reshape(-1, 4)
         else:
             plan = Resize.plan(int(r["orig_h"]), int(r["orig_w"]), size, _keep_aspect(r))
-            b = plan.to_resized(np.asarray(_json.loads(r["boxes"]), dtype=float).reshape(-1, 4))
-        boxes_work.append(b * scale)
+            b = plan.to_resized(np.asarray(json.loads(r["boxes"]), dtype=float).reshape(-1, 4))
+        boxes_work.append(png_to_work.to_resized(b))
     if "study_label" in meta.columns:
         labels = meta.loc[train, "study_label"].to_numpy(dtype=int)
     elif study_labels is not None:
@@ -478,12 +471,11 @@ def fit_predict(meta: pd.DataFrame, images: Sequence[np.ndarray], size: int, cfg
     rows = []
     for j, i in enumerate(test):
         r = meta.loc[i]
-        plan = Resize.plan(int(r["orig_h"]), int(r["orig_w"]), size, _keep_aspect(r))
         b = boxes[j]
-        orig = plan.to_original(b[:, :4] / scale) if len(b) else np.zeros((0, 4))
+        orig = boxes_to_original(b[:, :4], int(r["orig_h"]), int(r["orig_w"]), size, cfg.work, _keep_aspect(r))
         keep = (orig[:, 2] - orig[:, 0] > 1) & (orig[:, 3] - orig[:, 1] > 1)
         out = [[*map(lambda v: round(float(v), 1), o), round(float(s), 6)] for o, s in zip(orig[keep], b[keep, 4])]
-        rows.append({"image_id": r["image_id"], "boxes": _json.dumps(out), "none": round(float(none[j]), 6)})
+        rows.append({"image_id": r["image_id"], "boxes": json.dumps(out), "none": round(float(none[j]), 6)})
     image_preds = pd.DataFrame(rows, columns=IMAGE_PRED_COLUMNS)
     per_image = pd.DataFrame(probs, columns=list(STUDY_CLASSES))
     per_image["study_id"] = meta.loc[test, "study_id"].to_numpy()

@@ -97,18 +97,33 @@ def format_label(boxes: Sequence[Sequence[float]]) -> str:
     return " ".join(f"opacity 1 {x0:g} {y0:g} {x1:g} {y1:g}" for x0, y0, x1, y1 in boxes)
 
 
+def _read_csv(path: Path, **kwargs) -> pd.DataFrame:
+    """pandas.read_csv whose parse errors name the file (a missing file already does)."""
+    try:
+        return pd.read_csv(path, **kwargs)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataFormatError(f"{path}: not a readable CSV ({type(exc).__name__}: {exc})") from None
+
+
+def _check_unique(path: Path, ids: pd.Series) -> None:
+    dup = ids[ids.duplicated()].unique()[:5].tolist()
+    if dup:
+        raise DataFormatError(f"{path}: ids listed more than once, e.g. {dup}")
+
+
 def read_study_csv(path: str | os.PathLike) -> pd.DataFrame:
     """-> columns study_id, label (index into STUDY_CLASSES), and the four one-hot columns."""
     path = Path(path)
-    df = pd.read_csv(path)
+    df = _read_csv(path, dtype={"id": str})
     expected = ["id", *STUDY_COLUMNS]
     if list(df.columns) != expected:
         raise DataFormatError(f"{path}: header {list(df.columns)} != {expected}")
-    onehot = df[list(STUDY_COLUMNS)].to_numpy()
-    bad = np.flatnonzero(onehot.sum(axis=1) != 1)
+    onehot = df[list(STUDY_COLUMNS)].apply(pd.to_numeric, errors="coerce").to_numpy()  # text -> NaN -> bad row
+    bad = np.flatnonzero(~np.isin(onehot, (0, 1)).all(axis=1) | (onehot.sum(axis=1) != 1))
     if len(bad):
-        raise DataFormatError(f"{path}: rows {bad[:10].tolist()} do not hold exactly one 1")
+        raise DataFormatError(f"{path}: lines {(bad[:10] + 2).tolist()} do not hold exactly one 1 (and 0s)")
     out = pd.DataFrame({"study_id": df["id"].map(lambda s: strip_suffix(str(s), STUDY_SUFFIX))})
+    _check_unique(path, out["study_id"])
     out["label"] = onehot.argmax(axis=1).astype(int)
     for cls, col in zip(STUDY_CLASSES, STUDY_COLUMNS):
         out[cls] = df[col].astype(int)
@@ -118,7 +133,7 @@ def read_study_csv(path: str | os.PathLike) -> pd.DataFrame:
 def read_image_csv(path: str | os.PathLike) -> pd.DataFrame:
     """-> columns image_id, study_id, boxes (list of (x0, y0, x1, y1) in original pixels), label."""
     path = Path(path)
-    df = pd.read_csv(path, dtype={"boxes": object, "label": str})
+    df = _read_csv(path, dtype={"id": str, "boxes": object, "label": str, "StudyInstanceUID": str})
     expected = ["id", "boxes", "label", "StudyInstanceUID"]
     if list(df.columns) != expected:
         raise DataFormatError(f"{path}: header {list(df.columns)} != {expected}")
@@ -134,7 +149,9 @@ def read_image_csv(path: str | os.PathLike) -> pd.DataFrame:
                 "label": r.label,
             }
         )
-    return pd.DataFrame(rows, columns=["image_id", "study_id", "boxes", "label"])
+    out = pd.DataFrame(rows, columns=["image_id", "study_id", "boxes", "label"])
+    _check_unique(path, out["image_id"])
+    return out
 
 
 @dataclass(frozen=True)

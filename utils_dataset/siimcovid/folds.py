@@ -34,8 +34,8 @@ def make_folds(
     n_groups = df["group"].nunique()
     if n_groups < n_folds:
         raise ValueError(f"make_folds: {n_groups} groups cannot fill {n_folds} folds")
-    # Shuffle group order deterministically first: StratifiedGroupKFold's own shuffle only
-    # permutes among groups with equal class histograms.
+    # shuffle=True permutes the groups before sklearn's stable sort by class-count spread, so
+    # the seed only reorders groups of equal spread; that is still enough to change the folds.
     skf = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     fold = np.full(len(df), -1, dtype=int)
     for k, (_, idx) in enumerate(skf.split(df, df["label"], df["group"])):
@@ -60,16 +60,25 @@ def read_folds(path: str | os.PathLike) -> pd.DataFrame:
     return df
 
 
-def read_patient_ids(paths: "pd.Series") -> list[str]:
-    """PatientID of each DICOM, read from the header only ("" where it cannot be read)."""
+def read_patient_ids(paths: "pd.Series", problems: list[str] | None = None) -> list[str]:
+    """PatientID of each DICOM, read from the header only.
+
+    An unreadable file gives "" (its study is then grouped alone) and a line naming it in
+    ``problems`` (when given) and in the log; the rest goes on."""
     import pydicom
+
+    from .log import get_logger
 
     out = []
     for p in paths:
         try:
             ds = pydicom.dcmread(p, stop_before_pixels=True, specific_tags=["PatientID"])
             out.append(str(getattr(ds, "PatientID", "") or ""))
-        except Exception:
+        except Exception as exc:  # any unreadable header is recorded, never a crash
+            msg = f"{p}: cannot read PatientID ({type(exc).__name__}: {exc}); its study is grouped alone"
+            get_logger().warning("folds: %s", msg)
+            if problems is not None:
+                problems.append(msg)
             out.append("")
     return out
 
@@ -90,6 +99,7 @@ def folds_for_data(data_dir: str | os.PathLike, n_folds: int = 5, seed: int = 42
 
 
 def cli(argv: list[str]) -> int:
+    """Write folds.csv: K folds stratified on the study class, grouped by patient."""
     import argparse
 
     ap = argparse.ArgumentParser(prog="python -m siimcovid folds", description=cli.__doc__)

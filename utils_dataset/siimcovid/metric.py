@@ -41,10 +41,10 @@ import pandas as pd
 
 from .boxes import iou_matrix
 from .data import IMAGE_CLASSES, IMAGE_SUFFIX, STUDY_CLASSES, STUDY_SUFFIX, strip_suffix
+from .submission import FULL_BOX, SubmissionError, parse_row, read_submission
 
 CLASSES: tuple[str, ...] = STUDY_CLASSES + IMAGE_CLASSES
 IOU_THRESHOLD = 0.5
-FULL_BOX = (0.0, 0.0, 1.0, 1.0)
 
 Detection = tuple[Hashable, float, float, float, float, float]  # (row, conf, x0, y0, x1, y1)
 
@@ -159,22 +159,23 @@ def combine_partials(study_map: float, opacity_ap: float, none_ap: float) -> flo
     return (len(STUDY_CLASSES) * study_map + opacity_ap + none_ap) / len(CLASSES)
 
 
+def _index_truth(ids, values, suffix: str, what: str) -> dict:
+    """id (suffix stripped) -> value; a repeated id is an error (it would count its truth twice)."""
+    out: dict = {}
+    for key, value in zip(ids, values):
+        key = strip_suffix(str(key), suffix)
+        if key in out:
+            raise ValueError(f"{what} ground truth lists {key} more than once")
+        out[key] = value
+    return out
+
+
 def _truth_tables(study_truth: pd.DataFrame | None, image_truth: pd.DataFrame | None) -> tuple[dict, dict]:
     """-> ({study_id: class name}, {image_id: list of opacity boxes}) from the data.read_* frames."""
-    studies: dict[str, str] = {}
-    if study_truth is not None:
-        for sid, label in zip(study_truth["study_id"], study_truth["label"]):
-            sid = strip_suffix(str(sid), STUDY_SUFFIX)
-            if sid in studies:
-                raise ValueError(f"study ground truth lists {sid} more than once")
-            studies[sid] = STUDY_CLASSES[int(label)]
-    images: dict[str, list] = {}
-    if image_truth is not None:
-        for iid, boxes in zip(image_truth["image_id"], image_truth["boxes"]):
-            iid = strip_suffix(str(iid), IMAGE_SUFFIX)
-            if iid in images:
-                raise ValueError(f"image ground truth lists {iid} more than once")
-            images[iid] = list(boxes)
+    studies = {} if study_truth is None else _index_truth(
+        study_truth["study_id"], (STUDY_CLASSES[int(v)] for v in study_truth["label"]), STUDY_SUFFIX, "study")
+    images = {} if image_truth is None else _index_truth(
+        image_truth["image_id"], (list(b) for b in image_truth["boxes"]), IMAGE_SUFFIX, "image")
     return studies, images
 
 
@@ -193,8 +194,6 @@ def score_submission(
     ValueError when no submission id has ground truth. Returns a JSON-ready dict: score,
     study_map, image_map, ap (six classes, None when skipped), n_truth, n_detections,
     skipped_classes, row counts."""
-    from .submission import SubmissionError, parse_row
-
     missing_cols = {"id", "PredictionString"} - set(submission_df.columns)
     if missing_cols:
         raise SubmissionError(f"submission lacks columns {sorted(missing_cols)}")
@@ -301,7 +300,6 @@ def cli(argv: list[str]) -> int:
 
     from .data import read_image_csv, read_study_csv
     from .log import run_header
-    from .submission import SubmissionError, read_submission
 
     ap = argparse.ArgumentParser(prog="python -m siimcovid score", description=cli.__doc__)
     ap.add_argument("submission", help="submission.csv (id,PredictionString)")

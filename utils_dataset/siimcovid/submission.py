@@ -111,23 +111,31 @@ def format_image_prediction(
         a = np.zeros((0, 5))
     if a.ndim != 2 or a.shape[1] != 5:
         raise ValueError(f"boxes must have shape (N, 5) [x0, y0, x1, y1, score], got {a.shape}")
-    parts = []
-    for i, (x0, y0, x1, y1, s) in enumerate(a):
-        if not np.isfinite([x0, y0, x1, y1]).all():
-            raise ValueError(f"box {i}: coordinates not finite: {[x0, y0, x1, y1]}")
-        score = _probability(s, f"box {i} score")
-        if image_hw is not None:
-            h, w = image_hw
-            x0, x1 = min(max(x0, 0.0), w), min(max(x1, 0.0), w)
-            y0, y1 = min(max(y0, 0.0), h), min(max(y1, 0.0), h)
-        coords = [format_pixel(v) for v in (x0, y0, x1, y1)]
-        fx0, fy0, fx1, fy1 = (float(c) for c in coords)
-        if not (fx1 > fx0 and fy1 > fy0):
-            raise ValueError(f"box {i}: no area after rounding: {coords}")
-        parts.append(f"opacity {format_confidence(score)} {' '.join(coords)}")
+    parts = [_format_box(i, box, image_hw) for i, box in enumerate(a)]
     if none_prob is not None:
-        parts.append(f"none {format_confidence(_probability(none_prob, 'none'))} 0 0 1 1")
+        parts.append(_none_group(none_prob))
     return " ".join(parts)
+
+
+def _none_group(none_prob: object) -> str:
+    return f"none {format_confidence(_probability(none_prob, 'none'))} 0 0 1 1"
+
+
+def _format_box(i: int, box: Sequence[float], image_hw: tuple[int, int] | None) -> str:
+    """One [x0, y0, x1, y1, score] -> ``opacity conf x0 y0 x1 y1``; ValueError naming box ``i``."""
+    x0, y0, x1, y1, s = (float(v) for v in box)
+    if not np.isfinite([x0, y0, x1, y1]).all():
+        raise ValueError(f"box {i}: coordinates not finite: {[x0, y0, x1, y1]}")
+    score = _probability(s, f"box {i} score")
+    if image_hw is not None:
+        h, w = image_hw
+        x0, x1 = min(max(x0, 0.0), w), min(max(x1, 0.0), w)
+        y0, y1 = min(max(y0, 0.0), h), min(max(y1, 0.0), h)
+    coords = [format_pixel(v) for v in (x0, y0, x1, y1)]
+    fx0, fy0, fx1, fy1 = (float(c) for c in coords)
+    if not (fx1 > fx0 and fy1 > fy0):
+        raise ValueError(f"box {i}: no area after rounding: {coords}")
+    return f"opacity {format_confidence(score)} {' '.join(coords)}"
 
 
 # ---------------------------------------------------------------------------------------
@@ -185,6 +193,18 @@ def row_kind(row_id: str) -> str | None:
     if row_id.endswith(IMAGE_SUFFIX):
         return "image"
     return None
+
+
+def split_ids(ids: Iterable[str]) -> tuple[list[str], list[str]]:
+    """Submission ids -> (study ids, image ids), suffixes stripped, in the given order."""
+    studies, images = [], []
+    for i in map(str, ids):
+        kind = row_kind(i)
+        if kind == "study":
+            studies.append(strip_suffix(i, STUDY_SUFFIX))
+        elif kind == "image":
+            images.append(strip_suffix(i, IMAGE_SUFFIX))
+    return studies, images
 
 
 def labels_for(kind: str) -> tuple[str, ...]:
@@ -245,7 +265,10 @@ def read_submission(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise SubmissionError(f"{path}: file not found")
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise SubmissionError(f"{path}: not a readable CSV ({type(exc).__name__}: {exc})") from None
     if tuple(df.columns) != HEADER:
         raise SubmissionError(f"{path}: header {list(df.columns)} != {list(HEADER)}")
     return df
@@ -382,16 +405,15 @@ def _image_string(row_id: str, rec: Mapping, hw: tuple[int, int] | None, problem
     none_prob = rec.get("none")
     if none_prob is None or (isinstance(none_prob, float) and math.isnan(none_prob)):
         raise ValueError("'none' probability missing")
-    kept, dropped = [], []
+    parts, dropped = [], []
     for i, b in enumerate(boxes):
         try:
-            format_image_prediction(b[None, :], None, image_hw=hw)
-            kept.append(b)
+            parts.append(_format_box(i, b, hw))
         except ValueError as exc:
-            dropped.append(str(exc).replace("box 0", f"box {i}"))
+            dropped.append(str(exc))
     if dropped:
         problems.append(f"{row_id}: dropped {len(dropped)} box(es): {'; '.join(dropped)}")
-    return format_image_prediction(np.asarray(kept).reshape(-1, 5), float(none_prob), image_hw=hw)
+    return " ".join([*parts, _none_group(none_prob)])
 
 
 # ---------------------------------------------------------------------------------------
@@ -539,6 +561,21 @@ def cli_validate(argv: list[str]) -> int:
     return 0
 
 
+def _read_input_csv(path: str | os.PathLike, columns: Sequence[str], **kwargs) -> pd.DataFrame:
+    """A CSV that must hold ``columns``; any problem is a ValueError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found")
+    try:
+        df = pd.read_csv(path, **kwargs)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a readable CSV ({type(exc).__name__}: {exc})") from None
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: missing columns {missing}, got {list(df.columns)}")
+    return df
+
+
 def cli_make(argv: list[str]) -> int:
     """Write submission.csv from study and/or image prediction CSVs (see docs/contracts.md)."""
     import argparse
@@ -557,10 +594,15 @@ def cli_make(argv: list[str]) -> int:
     run_header("make-submission", vars(a))
     log = get_logger()
 
-    data_dir = find_data_dir(a.data)
-    sample = pd.read_csv(data_dir / SAMPLE_SUBMISSION, dtype=str, keep_default_na=False)
-    study = pd.read_csv(a.study, dtype={"study_id": str}) if a.study else None
-    image = pd.read_csv(a.image, dtype={"image_id": str, "boxes": str}, keep_default_na=False) if a.image else None
+    try:
+        data_dir = find_data_dir(a.data)
+        sample = _read_input_csv(data_dir / SAMPLE_SUBMISSION, ["id"], dtype=str, keep_default_na=False)
+        study = _read_input_csv(a.study, ["study_id", *STUDY_CLASSES], dtype={"study_id": str}) if a.study else None
+        image = _read_input_csv(a.image, ["image_id", "boxes", "none"], dtype={"image_id": str, "boxes": str},
+                                keep_default_na=False) if a.image else None
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"make-submission: {exc}")
+        return 2
     if image is not None:
         image["none"] = pd.to_numeric(image["none"].replace("", np.nan), errors="coerce")
     sizes: dict[str, tuple[int, int]] | None = None

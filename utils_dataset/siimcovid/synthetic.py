@@ -27,6 +27,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from .boxes import denormalize
 from .data import (
     IMAGE_CSV,
     IMAGE_SUFFIX,
@@ -38,6 +39,7 @@ from .data import (
     format_boxes_column,
     format_label,
 )
+from .submission import DEFAULT_IMAGE, DEFAULT_STUDY
 
 # Short name -> transfer syntax UID. "jpeg_lossless" (process 14, selection value 1) is
 # encoded by this module's own small encoder (:func:`encode_jpeg_lossless`): neither pydicom
@@ -51,6 +53,11 @@ TRANSFER_SYNTAXES: dict[str, str] = {
     "jpeg_lossless": "1.2.840.10008.1.2.4.70",  # JPEG Lossless, Non-Hierarchical, First-Order Prediction
 }
 PHOTOMETRICS: tuple[str, ...] = ("MONOCHROME1", "MONOCHROME2")
+
+# Ground truth of the test split, inside the set: what `score --truth` and the oracle read.
+TRUTH_DIR = "truth"
+TRUTH_STUDY_CSV = "test_study_level.csv"
+TRUTH_IMAGE_CSV = "test_image_level.csv"
 
 # Digital X-Ray Image Storage - For Presentation, as most of the real files.
 DX_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.1.1"
@@ -338,8 +345,8 @@ def _canonical_codes(lengths: np.ndarray) -> np.ndarray:
 def display_image(ds) -> np.ndarray:
     """Reference display pipeline for a written file: modality LUT, then the VOI LUT Sequence
     if present, else the first window (linear, DICOM C.11.2.1.2.1), else min-max; MONOCHROME1
-    inverted. Float in [0, 1], bright = dense. Tests and the generator use it to check that a
-    file shows what was drawn."""
+    inverted. Float in [0, 1], bright = dense. :func:`encode_display` is its inverse; tests use
+    it to check that a written file shows what was drawn."""
     from pydicom.pixels import apply_modality_lut
 
     v = apply_modality_lut(ds.pixel_array, ds).astype(np.float64)
@@ -769,9 +776,7 @@ def plan_dataset(cfg: SynthConfig) -> pd.DataFrame:
                     else:
                         has = rng.random() < 0.35  # extra images of a positive study: often none
                     rel = sample_boxes(rng, cls, anatomy, _n_boxes(rng, cls)) if has else []
-                    boxes = [
-                        tuple(round(v, 5) for v in (x0 * W, y0 * H, x1 * W, y1 * H)) for x0, y0, x1, y1 in rel
-                    ]
+                    boxes = [tuple(round(float(v), 5) for v in b) for b in denormalize(rel, H, W)]
                     img = _Image(_unique_hex(rng, used), series_id, boxes, H, W,
                                  DicomStyle.sample(rng, cfg.syntax_mix))
                 if first is None:
@@ -805,11 +810,12 @@ def _write_csvs(plan: pd.DataFrame, out: Path) -> None:
     train, test = plan[plan["split"] == "train"], plan[plan["split"] == "test"]
     study_table(train).to_csv(out / STUDY_CSV, index=False)
     image_table(train).to_csv(out / IMAGE_CSV, index=False)
-    (out / "truth").mkdir(parents=True, exist_ok=True)
-    study_table(test).to_csv(out / "truth" / "test_study_level.csv", index=False)
-    image_table(test).to_csv(out / "truth" / "test_image_level.csv", index=False)
+    truth = out / TRUTH_DIR
+    truth.mkdir(parents=True, exist_ok=True)
+    study_table(test).to_csv(truth / TRUTH_STUDY_CSV, index=False)
+    image_table(test).to_csv(truth / TRUTH_IMAGE_CSV, index=False)
     sub_ids = list(test.drop_duplicates("study_id")["study_id"] + STUDY_SUFFIX) + list(test["image_id"] + IMAGE_SUFFIX)
-    sub_preds = ["negative 1 0 0 1 1"] * test["study_id"].nunique() + ["none 1 0 0 1 1"] * len(test)
+    sub_preds = [DEFAULT_STUDY] * test["study_id"].nunique() + [DEFAULT_IMAGE] * len(test)
     pd.DataFrame({"id": sub_ids, "PredictionString": sub_preds}).to_csv(out / SAMPLE_SUBMISSION, index=False)
     # One row per file: how it was stored, so decoder tests and benchmarks can pick cases.
     files = plan[["split", "image_id", "series_id", "study_id", "patient_id", "height", "width", "duplicate_of"]].copy()
@@ -817,7 +823,7 @@ def _write_csvs(plan: pd.DataFrame, out: Path) -> None:
         files[key] = [getattr(st, key) for st in plan["style"]]
     files["rescale"] = files["rescale"].map(lambda r: f"{r[0]:g},{r[1]:g}")
     files["dicom"] = files["split"] + "/" + files["study_id"] + "/" + files["series_id"] + "/" + files["image_id"] + ".dcm"
-    files.to_csv(out / "truth" / "files.csv", index=False)
+    files.to_csv(truth / "files.csv", index=False)
 
 
 def generate(cfg: SynthConfig, progress: bool = True) -> dict:
