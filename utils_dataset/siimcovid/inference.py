@@ -37,15 +37,13 @@ import pandas as pd
 
 from .data import (
     IMAGE_CSV,
-    IMAGE_SUFFIX,
     SAMPLE_SUBMISSION,
     STUDY_CLASSES,
     STUDY_CSV,
-    STUDY_SUFFIX,
     read_image_csv,
     read_study_csv,
-    strip_suffix,
 )
+from .dicom import one_line
 from .log import get_logger
 
 PRE_TEST = "pre_test"
@@ -264,8 +262,7 @@ def load_fold_model(fold_dir: Path, cfg, hub: str | None = None):
     except FoldError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure means "this fold cannot predict"
-        msg = " ".join(str(exc).split())[:300]
-        raise FoldError(f"{fold_dir}: cannot build/load the model ({type(exc).__name__}: {msg})") from exc
+        raise FoldError(f"{fold_dir}: cannot build/load the model ({type(exc).__name__}: {one_line(exc)})") from exc
     return model
 
 
@@ -314,8 +311,7 @@ def predict_folds(fold_dirs: Sequence[Path], pre_test: Path, *, train_pre: Path 
             try:
                 pred = predict_frame(model, test, cfg, tta=use_tta)
             except Exception as exc:  # noqa: BLE001 - e.g. out of GPU memory: the other folds still count
-                msg = " ".join(str(exc).split())[:300]
-                raise FoldError(f"{d}: prediction failed ({type(exc).__name__}: {msg}); try a smaller "
+                raise FoldError(f"{d}: prediction failed ({type(exc).__name__}: {one_line(exc)}); try a smaller "
                                 f"batch_size") from exc
         except FoldError as exc:
             log.warning("study fold skipped: %s", exc)
@@ -440,10 +436,9 @@ def fill_images(image: pd.DataFrame | None, data_dir: Path) -> tuple[pd.DataFram
 
 def sample_ids(data_dir: Path) -> tuple[list[str], list[str]]:
     """(study ids, image ids) of sample_submission.csv, without suffixes."""
-    sample = pd.read_csv(Path(data_dir) / SAMPLE_SUBMISSION, dtype=str, keep_default_na=False)
-    ids = sample["id"].astype(str)
-    return ([strip_suffix(i, STUDY_SUFFIX) for i in ids if i.endswith(STUDY_SUFFIX)],
-            [strip_suffix(i, IMAGE_SUFFIX) for i in ids if i.endswith(IMAGE_SUFFIX)])
+    from .submission import split_ids
+
+    return split_ids(pd.read_csv(Path(data_dir) / SAMPLE_SUBMISSION, dtype=str, keep_default_na=False)["id"])
 
 
 def image_sizes_from_meta(pre_test: Path) -> dict[str, tuple[int, int]]:
@@ -456,32 +451,23 @@ def image_sizes_from_meta(pre_test: Path) -> dict[str, tuple[int, int]]:
 
 def write_submission(data_dir: Path, study: pd.DataFrame, image: pd.DataFrame, out: Path,
                      image_sizes: dict | None = None) -> tuple[pd.DataFrame, list[str], list[str]]:
-    """build_submission -> ``out``, then validate it -> (submission, build problems, validation problems)."""
-    from .submission import build_submission, validate_submission
+    """The baseline's writer (build_submission over sample_submission.csv), then validation ->
+    (submission, build problems, validation problems)."""
+    from .baseline import write_submission as build_and_write
+    from .submission import validate_submission
 
-    sample = pd.read_csv(Path(data_dir) / SAMPLE_SUBMISSION, dtype=str, keep_default_na=False)
-    sub, build_problems = build_submission(sample, study, image, image_sizes=image_sizes)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sub.to_csv(out, index=False)
+    sub, build_problems = build_and_write(Path(data_dir), study, image, out, image_sizes=image_sizes)
     return sub, build_problems, validate_submission(out, data_dir)
 
 
 def score_if_truth(sub: pd.DataFrame, data_dir: Path) -> dict | None:
     """The metric against ``data_dir/truth`` (synthetic sets); None when there is no truth."""
-    import math
-
-    from .metric import find_truth_files, score_submission
+    from .metric import find_truth_files, json_ready, score_submission
 
     if not (Path(data_dir) / "truth").is_dir():
         return None
     study_csv, image_csv = find_truth_files(Path(data_dir) / "truth")
-    result = score_submission(sub, read_study_csv(study_csv), read_image_csv(image_csv))
-
-    def clean(v):  # NaN (a class without truth) -> null, so the JSON stays valid
-        if isinstance(v, float) and math.isnan(v):
-            return None
-        return {k: clean(x) for k, x in v.items()} if isinstance(v, dict) else v
-    return clean(result)
+    return json_ready(score_submission(sub, read_study_csv(study_csv), read_image_csv(image_csv)))
 
 
 # ---------------------------------------------------------------------------------------

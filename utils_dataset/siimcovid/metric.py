@@ -264,13 +264,14 @@ def score_submission(
     return out
 
 
-def _json_ready(obj):
+def json_ready(obj):
+    """NaN (a class without truth) -> None, recursively, so the JSON stays valid."""
     if isinstance(obj, float) and math.isnan(obj):
         return None
     if isinstance(obj, dict):
-        return {k: _json_ready(v) for k, v in obj.items()}
+        return {k: json_ready(v) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_json_ready(v) for v in obj]
+        return [json_ready(v) for v in obj]
     return obj
 
 
@@ -336,7 +337,7 @@ def cli(argv: list[str]) -> int:
         return 2
     result["submission"] = str(a.submission)
     result["truth_files"] = [str(p) for p in (study_csv, image_csv) if p]
-    text = json.dumps(_json_ready(result), sort_keys=False)
+    text = json.dumps(json_ready(result), sort_keys=False)
     print(text)
     if a.out:
         Path(a.out).write_text(text + "\n")
