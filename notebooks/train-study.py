@@ -26,6 +26,7 @@ overrides = {}  # any config key, e.g. {"epochs": 2, "image_size": 64}
 preprocess = None  # folder holding meta.csv, None: find it under /kaggle/input
 workdir = None  # None: /kaggle/working (Kaggle) or ./work/study
 make_tiny_hub = None  # folder: write a tiny local SavedModel there first and use it as hub_handle
+# (its first-stage width: overrides["tiny_width"], default 16; not a config key, taken out of overrides)
 teacher = None  # noisy student: the previous round's output folder(s)
 merge = False  # merge every fold*/ found under the experiment folder after training
 

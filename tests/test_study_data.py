@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import siimcovid  # noqa: F401  (before TensorFlow)
-from siimcovid.boxes import paint_mask
+from siimcovid.boxes import Resize, paint_mask
 from siimcovid.study import config as C
 from siimcovid.study import dataset as D
 
@@ -19,6 +19,11 @@ tf = pytest.importorskip("tensorflow")
 def test_every_variant_loads(name):
     cfg = C.load_config(name, overrides={"teacher": "x"} if "noisy" in name else None)
     assert cfg.name == name
+    values = C.read_variant(C.variant_path(name))  # with its _base_ chain
+    assert values, name
+    for key, value in values.items():
+        if not (key == "teacher" and value is None):  # overridden above
+            assert getattr(cfg, key) == C._coerce(key, value), key
 
 
 def test_base_chain_and_sets():
@@ -36,6 +41,8 @@ def test_config_errors_name_the_problem(tmp_path):
         C.load_config("noisy_student_r2")
     with pytest.raises(ValueError, match="multiple of 32"):
         C.load_config(sets=["image_size=100"])
+    with pytest.raises(ValueError, match="optimizer.*'lamb'"):
+        C.load_config(sets=["optimizer=lamb"])
     with pytest.raises(FileNotFoundError, match="tiny_cpu"):
         C.load_config("no_such_variant")
     bad = tmp_path / "bad.yaml"
@@ -57,6 +64,29 @@ def test_meta_split_and_boxed_only(study_preprocess, tmp_path):
     assert (tr1["study_label"] == 0).sum() == (tr["study_label"] == 0).sum()
     with pytest.raises(ValueError, match="fold 7"):
         D.train_val_split(meta, 7)
+    unlabelled = meta.copy()
+    unlabelled.loc[unlabelled["image_id"] == "img020", "study_label"] = -1
+    with pytest.raises(ValueError, match=r"1 train images without a study label.*img020"):
+        D.train_val_split(unlabelled, 0)
+
+
+def test_onehot_rejects_labels_out_of_range():
+    np.testing.assert_array_equal(D.onehot(np.array([3, 0])), [[0, 0, 0, 1], [1, 0, 0, 0]])
+    with pytest.raises(ValueError, match=r"0\.\.3.*\[-1\]"):
+        D.onehot(np.array([1, -1]))  # would otherwise become "atypical"
+
+
+def test_boxes_are_scaled_by_the_resize_plan():
+    plan = Resize.plan(64, 64, 32)
+    boxes = [[[6.0, 14.0, 26.0, 50.0], [38.0, 14.0, 58.0, 50.0]], [], [[20.0, 4.0, 44.0, 20.0]]]
+    got = D.boxes_tensor(boxes, plan, max_boxes=3, ids=["a", "b", "c"])
+    assert got.shape == (3, 3, 4) and got.dtype == np.float32
+    np.testing.assert_allclose(got[0, :2], plan.to_resized(boxes[0]))
+    np.testing.assert_allclose(got[2, 0], plan.to_resized(boxes[2])[0])
+    assert not got[1].any() and not got[0, 2].any()  # zero padding
+    scale, offset = D.resize_coefficients(Resize(100, 100, 50, 50, 0.5, 0.25, pad_y=3.0, pad_x=7.0))
+    np.testing.assert_allclose(scale, [0.25, 0.5, 0.25, 0.5])  # x uses scale_x, y scale_y
+    np.testing.assert_allclose(offset, [7.0, 3.0, 7.0, 3.0])
 
 
 def test_missing_png_is_skipped_and_bad_boxes_named(study_preprocess, tmp_path):
@@ -114,6 +144,19 @@ def test_dataset_without_augmentation_aligns_exactly(study_preprocess):
         assert _iou(x[i, ..., 0] > 0.5, seg[i, ..., 0] > 0.5) > 0.99
 
 
+def test_downscaled_batch_keeps_mask_on_the_boxes(study_preprocess):
+    """image_size < S: the boxes go through the resize plan with the image (32 px from 64 px PNGs)."""
+    cfg = _cfg(image_size=32)
+    x, seg, _, boxed = _batch(study_preprocess, cfg, training=False)
+    assert x.shape[1:3] == (32, 32) and seg.shape[1:3] == (32, 32)
+    plan = Resize.plan(64, 64, 32)
+    for i in range(len(boxed)):
+        np.testing.assert_array_equal(seg[i, ..., 0], paint_mask(plan.to_resized(boxed["boxes_src"][i]), 32, 32))
+        # odd box edges land on half pixels: the mask takes them whole (floor/ceil), the antialiased
+        # image has them half bright, hence not the ~1.0 of the unscaled test
+        assert _iou(x[i, ..., 0] > 0.5, seg[i, ..., 0] > 0.5) > 0.8
+
+
 def test_geometric_augmentation_moves_mask_with_image(study_preprocess):
     tf.random.set_seed(1)
     cfg = _cfg(rotate=25.0, scale=0.2, shift=0.15, brightness=0.0, contrast=0.0, randaug_n=0)
@@ -158,12 +201,15 @@ def test_full_augmentation_keeps_mask_on_bright_boxes(study_preprocess):
 
 
 def test_unknown_mask_rows_are_flagged(study_preprocess):
-    meta = D.load_meta(study_preprocess, 64, "train").head(4)
+    meta = D.load_meta(study_preprocess, 64, "train").head(4)  # img000 (no box), img010 (boxed), img011, img020 (boxed)
+    assert [len(b) > 0 for b in meta["boxes_src"]] == [False, True, False, True]
     cfg = _cfg()
-    known = np.array([True, False, True, False])
+    known = np.array([True, False, False, True])
     ds = D.make_train_dataset(meta, D.onehot(meta["study_label"].to_numpy()), cfg, 64, mask_known=known,
                               training=False, batch_size=4)
     _, y = next(iter(ds))
     seg = y["seg"].numpy()
-    assert (seg[1] == D.UNKNOWN_MASK).all() and (seg[3] == D.UNKNOWN_MASK).all()
-    assert set(np.unique(seg[0])) <= {0.0, 1.0}
+    assert (seg[1] == D.UNKNOWN_MASK).all() and (seg[2] == D.UNKNOWN_MASK).all()  # boxed or not: unknown
+    for i in (0, 3):  # known rows keep their real mask, boxed (3) or empty (0)
+        np.testing.assert_array_equal(seg[i, ..., 0], paint_mask(meta["boxes_src"][i], 64, 64))
+    assert seg[3].sum() > 0

@@ -144,7 +144,8 @@ def test_hflip_tta_is_mean_of_plain_and_mirrored(hubs, study_preprocess):
     pred = E.predict_frame(model, df, cfg, tta=True)
     imgs = np.stack([np.repeat(tf.io.decode_png(tf.io.read_file(p), 1).numpy()[..., :1], 3, -1) for p in df["path"]])
     imgs = imgs.astype(np.float32) / 255.0
-    direct = E.hflip_tta(lambda a: model(a)["cls"].numpy(), imgs)
+    # independent reference: the model on the images and on their mirror (NHWC, flip W), averaged
+    direct = (model(imgs)["cls"].numpy() + model(imgs[:, :, ::-1, :].copy())["cls"].numpy()) / 2.0
     np.testing.assert_allclose(pred[E.TTA_COLS].to_numpy(), direct, atol=1e-4)
     assert not np.allclose(pred[E.TTA_COLS].to_numpy(), pred[E.PROB_COLS].to_numpy())
     off = E.predict_frame(model, df, cfg, tta=False)
@@ -176,7 +177,7 @@ def test_fold_outputs_follow_the_contract(round1, study_preprocess):
     assert set(E.TTA_COLS) <= set(oof.columns)
     test = pd.read_csv(d / "test.csv", dtype={"image_id": str})
     assert set(test["image_id"]) == set(meta.query("split == 'test'")["image_id"])
-    np.testing.assert_allclose(test[E.PROB_COLS].sum(1), 1.0, rtol=1e-4)
+    np.testing.assert_allclose(test[E.PROB_COLS].sum(axis=1), 1.0, rtol=1e-4)
     assert C.from_json(d / "config.json").fold == 0
 
 
@@ -195,6 +196,15 @@ def test_merge_writes_oof_and_test_study(round1):
     scores = E.merge(exp)
     assert scores["n_folds"] == 2 and scores["n_oof_studies"] == 16 and scores["n_test_studies"] == 4
     assert set(scores["ap"]) == set(STUDY_CLASSES) and 0 <= scores["oof_study_map_tta"] <= 1
+    # the scores are those of the written OOF study predictions (TTA), recomputed from the files
+    oof_study = pd.read_csv(exp / "oof_study.csv", dtype={"study_id": str})
+    assert len(oof_study) == 16 and list(oof_study.columns) == ["study_id", "study_label", *STUDY_CLASSES]
+    again = E.study_ap(oof_study["study_id"], oof_study[list(STUDY_CLASSES)].to_numpy(), oof_study["study_label"])
+    assert scores["oof_study_map_tta"] == pytest.approx(again["map"])
+    assert scores["ap_tta"] == pytest.approx({c: again[c] for c in STUDY_CLASSES})
+    oofs = pd.concat([pd.read_csv(exp / f"fold{k}/oof.csv", dtype={"study_id": str}) for k in (0, 1)])
+    want = E.aggregate_study(oofs, E.TTA_COLS).set_index("study_id").loc[oof_study["study_id"], E.TTA_COLS]
+    np.testing.assert_allclose(oof_study[list(STUDY_CLASSES)].to_numpy(), want.to_numpy(), rtol=1e-6)
     assert scores["prior_baseline_study_map"] == pytest.approx(0.25)  # 4 balanced classes
     ts = pd.read_csv(exp / "test_study.csv")
     assert list(ts.columns) == ["study_id", *STUDY_CLASSES]
@@ -207,6 +217,51 @@ def test_merge_writes_oof_and_test_study(round1):
     assert no_tta["oof_study_map"] == pytest.approx(scores["oof_study_map"])
     assert not np.allclose(pd.read_csv(exp / "no_tta/test_study.csv")[list(STUDY_CLASSES)], ts[list(STUDY_CLASSES)])
     assert json.loads((exp / "scores.json").read_text())["n_folds"] == 2
+
+
+def test_merge_goes_on_past_a_broken_fold(round1, tmp_path):
+    import shutil
+
+    copy = tmp_path / "r1broken"
+    shutil.copytree(round1["work"] / "r1", copy)
+    (copy / "fold1" / "oof.csv").write_text("image_id,study_id\nx,y\n")  # no probability columns
+    (copy / "fold2").mkdir()  # a fold that never finished
+    scores = E.merge(copy)
+    assert scores["n_folds"] == 1 and list(scores["folds"]) == ["fold0"]
+    assert scores["n_oof_studies"] == 8 and scores["n_test_folds"] == 1
+    problems = " | ".join(scores["problems"])
+    assert str(copy / "fold1" / "oof.csv") in problems and "missing columns" in problems
+    assert str(copy / "fold2") in problems
+    assert json.loads((copy / "scores.json").read_text())["problems"] == scores["problems"]
+    got = pd.read_csv(copy / "test_study.csv", dtype={"study_id": str})  # fold0's test predictions alone
+    want = E.aggregate_study(pd.read_csv(copy / "fold0/test.csv", dtype={"study_id": str}), E.TTA_COLS)
+    assert list(got["study_id"]) == list(want["study_id"])
+    np.testing.assert_allclose(got[list(STUDY_CLASSES)].to_numpy(), want[E.TTA_COLS].to_numpy(), rtol=1e-6)
+    for k in (0, 1):  # no fold readable: an error naming the folder
+        (copy / f"fold{k}" / "oof.csv").write_text("")
+    with pytest.raises(FileNotFoundError, match="no readable oof.csv"):
+        E.merge(copy)
+
+
+def test_merge_averages_a_test_study_over_the_folds_that_have_it(tmp_path):
+    """Folds that predicted different test studies: no NaN row, each study averaged over its folds."""
+    rng = np.random.default_rng(0)
+    tests = {}
+    for k, studies in ((0, ["u0", "u1", "u2"]), (1, ["u0", "u1"])):
+        d = tmp_path / f"fold{k}"
+        d.mkdir()
+        probs = lambda n: {c: v for c, v in zip(E.PROB_COLS, rng.dirichlet(np.ones(4), n).T)}  # noqa: E731
+        pd.DataFrame({"image_id": [f"i{k}{j}" for j in range(4)], "study_id": [f"s{k}{j}" for j in range(4)],
+                      **probs(4), "study_label": [0, 1, 2, 3]}).to_csv(d / "oof.csv", index=False)
+        tests[k] = pd.DataFrame({"image_id": studies, "study_id": studies, **probs(len(studies))})
+        tests[k].to_csv(d / "test.csv", index=False)
+    scores = E.merge(tmp_path, use_tta=False)
+    got = pd.read_csv(tmp_path / "test_study.csv").set_index("study_id")
+    assert list(got.index) == ["u0", "u1", "u2"] and not got.isna().any().any()
+    per = {k: E.aggregate_study(t, E.PROB_COLS).set_index("study_id")[E.PROB_COLS].to_numpy() for k, t in tests.items()}
+    np.testing.assert_allclose(got.to_numpy()[:2], (per[0][:2] + per[1]) / 2, rtol=1e-6)
+    np.testing.assert_allclose(got.to_numpy()[2], per[0][2], rtol=1e-6)
+    assert any("u2" in p for p in scores["problems"])
 
 
 def test_noisy_student_round2_uses_round1_predictions(round1, study_preprocess):
@@ -241,6 +296,9 @@ def test_student_targets_blend_teacher_and_labels(tmp_path):
     assert list(rows["image_id"]) == ["a", "b", "c", "x"] and list(known) == [True, True, True, False]
     np.testing.assert_allclose(targets[3], 0.25)
     assert info["n_pseudo_test"] == 1 and info["n_without_teacher"] == 1
+    (t / "oof.csv").write_text("image_id,study_id\na,s\n")  # a broken teacher file stops the round, named
+    with pytest.raises(ValueError, match=r"fold0.oof\.csv: missing columns"):
+        T.student_targets(train, test, cfg)
 
 
 def test_cli_makes_tiny_hub_and_prints_config(tmp_path, capsys):

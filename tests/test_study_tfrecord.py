@@ -66,9 +66,11 @@ def test_meta_from_shards_matches_pngs(pre, tmp_path):
         D.pick_src_size(root / "nowhere", 64, input_format="tfrecord")
 
 
-def test_tfrecord_batch_equals_png_batch(pre):
-    """Same rows, no augmentation: identical image, mask and target; boxes really paint the mask."""
-    cfg = _cfg(image_size=SIZE)
+@pytest.mark.parametrize("image_size", [SIZE, SIZE // 2])
+def test_tfrecord_batch_equals_png_batch(pre, image_size):
+    """Same rows, no augmentation: identical image, mask and target; boxes really paint the mask
+    (also when the S-pixel images and boxes are scaled down to the training size)."""
+    cfg = _cfg(image_size=image_size)
     png = D.load_meta(pre, SIZE, "train")
     rec = D.load_meta(pre, SIZE, "train", input_format="tfrecord")
     rec = rec[rec["fold"] == 1].reset_index(drop=True)  # one fold's shard + a shuffled row order

@@ -196,6 +196,10 @@ def validate(cfg: StudyConfig) -> None:
         problems.append(f"input_format must be png or tfrecord, got {cfg.input_format!r}")
     if cfg.study_agg not in ("mean", "max"):
         problems.append(f"study_agg must be mean or max, got {cfg.study_agg!r}")
+    if cfg.optimizer not in ("adamw", "adam", "sgd"):
+        problems.append(f"optimizer must be adamw, adam or sgd, got {cfg.optimizer!r}")
+    if cfg.mixed_precision not in ("auto", "off", "mixed_float16", "mixed_bfloat16"):
+        problems.append(f"mixed_precision must be auto, off, mixed_float16 or mixed_bfloat16, got {cfg.mixed_precision!r}")
     if cfg.schedule not in ("cosine", "constant"):
         problems.append(f"schedule must be cosine or constant, got {cfg.schedule!r}")
     if cfg.image_size < 32 or cfg.image_size % 32:

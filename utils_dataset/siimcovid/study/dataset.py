@@ -24,6 +24,7 @@ import pandas as pd
 
 import siimcovid  # noqa: F401  (sets SM_FRAMEWORK / TF_USE_LEGACY_KERAS before TF loads)
 
+from ..boxes import Resize
 from ..data import STUDY_CLASSES
 from ..log import get_logger
 
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 
     from .config import StudyConfig
 
-META_CSV = "meta.csv"
 INPUT_FORMATS = ("png", "tfrecord")
 SHUFFLE_BUFFER = 1024  # encoded records held for shuffling TFRecords (~250 kB each at 512 px)
 UNKNOWN_MASK = -1.0  # seg target value meaning "no mask for this image" (test pseudo-labels)
@@ -111,6 +111,8 @@ def load_meta(pre_dir: str | os.PathLike, src_size: int, split: str | None = Non
     ``input_format="tfrecord"`` also sets ``shard`` / ``shard_pos`` (where the row's record is in
     tfrecords/<S>/) and checks records instead of PNG files. Rows whose PNG (record) is missing
     are dropped and logged (the batch goes on)."""
+    from ..preprocess import META_CSV, image_path
+
     _input_root(input_format)
     pre_dir = Path(pre_dir)
     meta_path = pre_dir / META_CSV
@@ -127,7 +129,7 @@ def load_meta(pre_dir: str | os.PathLike, src_size: int, split: str | None = Non
         if col not in df.columns:
             df[col] = default
         df[col] = df[col].fillna(default).astype(int)
-    df["path"] = [str(pre_dir / "images" / str(src_size) / s / f"{i}.png") for s, i in zip(df["split"], df["image_id"])]
+    df["path"] = [str(image_path(pre_dir, src_size, s, i)) for s, i in zip(df["split"], df["image_id"])]
     col = f"boxes_{src_size}"
     df["boxes_src"] = [parse_box_cell(c, f"{meta_path} image {i}") for c, i in zip(df[col], df["image_id"])]
     if input_format == "tfrecord":
@@ -156,6 +158,10 @@ def train_val_split(meta: pd.DataFrame, fold: int, positive_boxed_only: bool = F
     if (train["fold"] < 0).any():
         bad = train.loc[train["fold"] < 0, "image_id"].head(3).tolist()
         raise ValueError(f"meta.csv: train images without a fold, e.g. {bad} (preprocess with folds.csv)")
+    unlabelled = ~train["study_label"].between(0, len(STUDY_CLASSES) - 1)
+    if unlabelled.any():
+        bad = train.loc[unlabelled, "image_id"].head(3).tolist()
+        raise ValueError(f"meta.csv: {int(unlabelled.sum())} train images without a study label, e.g. {bad}")
     if fold not in set(train["fold"]):
         raise ValueError(f"fold {fold} not in meta.csv folds {sorted(set(train['fold']))}")
     tr = train[train["fold"] != fold]
@@ -168,20 +174,39 @@ def train_val_split(meta: pd.DataFrame, fold: int, positive_boxed_only: bool = F
 
 
 def onehot(labels: np.ndarray, n: int = len(STUDY_CLASSES)) -> np.ndarray:
+    labels = np.asarray(labels)
+    bad = (labels < 0) | (labels >= n)
+    if bad.any():  # -1 (test / unlabelled) would otherwise index the last class silently
+        raise ValueError(f"onehot: labels must be in 0..{n - 1}, got {sorted(set(labels[bad].tolist()))}")
     out = np.zeros((len(labels), n), dtype=np.float32)
     out[np.arange(len(labels)), labels] = 1.0
     return out
 
 
-def boxes_tensor(boxes: list[list[list[float]]], scale: float, max_boxes: int) -> np.ndarray:
-    """Per image boxes -> (N, max_boxes, 4) float32 in the training frame, zero-padded."""
+def boxes_tensor(boxes: list[list[list[float]]], resize: Resize, max_boxes: int,
+                 ids: list[str] | None = None) -> np.ndarray:
+    """Per image boxes (S frame) -> (N, max_boxes, 4) float32 in the training frame (``resize``),
+    zero-padded. ``ids`` name the images in the warning about boxes past ``max_boxes``.
+
+    Scaled in float32 with :func:`resize_coefficients`, exactly as the TFRecord route does in the
+    graph, so both routes paint the same mask pixels."""
+    scale, offset = resize_coefficients(resize)
     out = np.zeros((len(boxes), max_boxes, 4), dtype=np.float32)
     for i, bs in enumerate(boxes):
         if len(bs) > max_boxes:
-            get_logger().warning("image %d: %d boxes, mask keeps the first %d", i, len(bs), max_boxes)
-        for j, b in enumerate(bs[:max_boxes]):
-            out[i, j] = np.asarray(b, dtype=np.float32) * scale
+            get_logger().warning("image %s: %d boxes, mask keeps the first %d", ids[i] if ids is not None else i,
+                                 len(bs), max_boxes)
+        if len(bs):
+            out[i, :min(len(bs), max_boxes)] = np.asarray(bs[:max_boxes], dtype=np.float32) * scale + offset
     return out
+
+
+def resize_coefficients(resize: Resize) -> tuple[np.ndarray, np.ndarray]:
+    """(scale, offset), each (4,) float32, with ``resize.to_resized(b) == b * scale + offset``
+    (read off the Resize itself): box scaling in float32, in the tf.data graph and boxes_tensor."""
+    offset = resize.to_resized(np.zeros((1, 4)))[0]
+    scale = resize.to_resized(np.ones((1, 4)))[0] - offset
+    return scale.astype(np.float32), offset.astype(np.float32)
 
 
 # --------------------------------------------------------------------------- graph ops
@@ -464,7 +489,8 @@ def make_train_dataset(df: pd.DataFrame, targets: np.ndarray, cfg: "StudyConfig"
     if n == 0:
         raise ValueError("make_train_dataset: no images")
     size = cfg.image_size
-    scale = size / src_size
+    # images/<S>/ (and the records) hold S x S PNGs that decode_bytes stretches to size x size
+    resize = Resize.plan(src_size, src_size, size)
     known = np.ones(n, dtype=bool) if mask_known is None else np.asarray(mask_known, dtype=bool)
     targets = np.asarray(targets, dtype=np.float32)
     if len(targets) != n or len(known) != n:
@@ -476,15 +502,17 @@ def make_train_dataset(df: pd.DataFrame, targets: np.ndarray, cfg: "StudyConfig"
         # source: records of df's rows -> (PNG bytes, boxes in the training frame, target, known)
         ids_t = tf.constant(df["image_id"].to_numpy(str))
         targets_t, known_t = tf.constant(targets), tf.constant(known)
+        box_scale, box_offset = resize_coefficients(resize)
         ds = _record_rows(df, training, cfg.seed).with_options(opts)
         if training:
             ds = ds.shuffle(min(n, SHUFFLE_BUFFER), seed=cfg.seed, reshuffle_each_iteration=True)
 
         def read(rec, row):
             data, bx = _parse_record(rec, row, ids_t)
-            return data, bx[:cfg.max_boxes] * scale, tf.gather(targets_t, row), tf.gather(known_t, row)
+            bx = bx[:cfg.max_boxes] * box_scale + box_offset
+            return data, bx, tf.gather(targets_t, row), tf.gather(known_t, row)
     else:
-        boxes = boxes_tensor(df["boxes_src"].tolist(), scale, cfg.max_boxes)
+        boxes = boxes_tensor(df["boxes_src"].tolist(), resize, cfg.max_boxes, df["image_id"].tolist())
         ds = tf.data.Dataset.from_tensor_slices((df["path"].to_numpy(str), boxes, targets, known)).with_options(opts)
         if training:
             ds = ds.shuffle(n, seed=cfg.seed, reshuffle_each_iteration=True)

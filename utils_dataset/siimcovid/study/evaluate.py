@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -82,11 +81,6 @@ def predict_frame(model, df: pd.DataFrame, cfg: "StudyConfig", tta: bool | None 
     return out
 
 
-def hflip_tta(predict_fn, images: np.ndarray) -> np.ndarray:
-    """Mean of ``predict_fn(images)`` and ``predict_fn`` on the mirrored images (NHWC)."""
-    return (np.asarray(predict_fn(images)) + np.asarray(predict_fn(images[:, :, ::-1, :]))) / 2.0
-
-
 # --------------------------------------------------------------------------- aggregation + metric
 def aggregate_study(df: pd.DataFrame, cols: Sequence[str], how: str = "mean") -> pd.DataFrame:
     """Image rows -> one row per study (mean or max of each column), rows renormalised to 1."""
@@ -101,8 +95,8 @@ def aggregate_study(df: pd.DataFrame, cols: Sequence[str], how: str = "mean") ->
 
 def study_ap(study_ids: Sequence[str], probs: np.ndarray, labels: Sequence[int]) -> dict[str, float]:
     """Per-class AP (the competition's study part: one 0 0 1 1 detection per class and study)
-    and ``map``, computed with ``siimcovid.metric``."""
-    from ..metric import FULL_BOX, average_precision
+    and ``map`` (mean of the classes that have ground truth), computed with ``siimcovid.metric``."""
+    from ..metric import FULL_BOX, _nanmean, average_precision
 
     probs = np.asarray(probs, dtype=np.float64)
     labels = np.asarray(labels, dtype=int)
@@ -114,8 +108,7 @@ def study_ap(study_ids: Sequence[str], probs: np.ndarray, labels: Sequence[int])
         dets = [(sid, float(p), *FULL_BOX) for sid, p in zip(ids, probs[:, k])]
         truths = {sid: [FULL_BOX] for sid, y in zip(ids, labels) if y == k}
         ap[cls] = average_precision(dets, truths)
-    vals = [v for v in ap.values() if not math.isnan(v)]
-    ap["map"] = float(np.mean(vals)) if vals else math.nan
+    ap["map"] = _nanmean(list(ap.values()))
     return ap
 
 
@@ -145,7 +138,12 @@ def fold_dirs(work: str | os.PathLike) -> list[Path]:
 
 
 def read_pred_csv(path: Path) -> pd.DataFrame:
-    df = pd.read_csv(path, dtype={"image_id": str, "study_id": str})
+    """A fold's oof.csv / test.csv; without the TTA columns they are the plain ones.
+    ValueError naming the file when it cannot be parsed or lacks columns."""
+    try:
+        df = pd.read_csv(path, dtype={"image_id": str, "study_id": str})
+    except (ValueError, UnicodeDecodeError) as exc:  # pandas' ParserError / EmptyDataError are ValueErrors
+        raise ValueError(f"{path}: unreadable CSV ({type(exc).__name__}: {exc})") from exc
     missing = {"image_id", "study_id", *PROB_COLS} - set(df.columns)
     if missing:
         raise ValueError(f"{path}: missing columns {sorted(missing)}")
@@ -155,7 +153,10 @@ def read_pred_csv(path: Path) -> pd.DataFrame:
 
 
 def merge(work: str | os.PathLike, how: str = "mean", use_tta: bool = True, out_dir: str | os.PathLike | None = None) -> dict:
-    """Merge the folds found under ``work``; write oof_study.csv, test_study.csv, scores.json."""
+    """Merge the folds found under ``work``; write oof_study.csv, test_study.csv, scores.json.
+
+    A fold without a readable oof.csv (or test.csv) is left out and named in ``problems``; the
+    merge goes on with the others."""
     work = Path(work)
     out_dir = Path(out_dir) if out_dir else work
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -168,7 +169,11 @@ def merge(work: str | os.PathLike, how: str = "mean", use_tta: bool = True, out_
         if not (d / OOF_CSV).exists():
             problems.append(f"{d}: no {OOF_CSV} (fold unfinished?)")
             continue
-        oof = read_pred_csv(d / OOF_CSV)
+        try:
+            oof = read_pred_csv(d / OOF_CSV)
+        except (OSError, ValueError) as exc:
+            problems.append(str(exc))
+            continue
         if "study_label" not in oof:
             problems.append(f"{d / OOF_CSV}: no study_label column")
             continue
@@ -179,19 +184,22 @@ def merge(work: str | os.PathLike, how: str = "mean", use_tta: bool = True, out_
             "n_images": len(oof),
         }
         if (d / TEST_CSV).exists():
-            t = read_pred_csv(d / TEST_CSV)
+            try:
+                t = read_pred_csv(d / TEST_CSV)
+            except (OSError, ValueError) as exc:
+                problems.append(str(exc))
+                continue
             t["source"] = d.name
             tests.append(t)
-    for p in problems:
-        log.warning(p)
     if not oofs:
         raise FileNotFoundError(f"{work}: no readable {OOF_CSV}: {problems}")
     oof = pd.concat(oofs, ignore_index=True)
     dup = oof["image_id"].duplicated()
     if dup.any():
         log.warning("%d images appear in several folds' OOF; averaging them", int(dup.sum()))
+        firsts = {c: "first" for c in ("study_label", "fold") if c in oof}
         oof = oof.groupby(["image_id", "study_id"], as_index=False).agg(
-            {**{c: "mean" for c in PROB_COLS + TTA_COLS}, "study_label": "first", "fold": "first"})
+            {**{c: "mean" for c in PROB_COLS + TTA_COLS}, **firsts})
     ap_plain = study_map_from_images(oof, PROB_COLS, how)
     ap_tta = study_map_from_images(oof, TTA_COLS, how)
     cols = TTA_COLS if use_tta else PROB_COLS
@@ -206,11 +214,18 @@ def merge(work: str | os.PathLike, how: str = "mean", use_tta: bool = True, out_
     test_study = pd.DataFrame(columns=["study_id", *STUDY_COLS])
     if tests:
         t = pd.concat(tests, ignore_index=True)
-        per = [aggregate_study(g, cols, how).set_index("study_id") for _, g in t.groupby("source")]
-        mean = sum(per) / len(per) if len(per) > 1 else per[0]
+        per = pd.concat([aggregate_study(g, cols, how) for _, g in t.groupby("source")], ignore_index=True)
+        n_folds_of = per.groupby("study_id").size()
+        if (n_folds_of < len(tests)).any():
+            problems.append(f"{int((n_folds_of < len(tests)).sum())} test studies are not predicted by every "
+                            f"fold (e.g. {n_folds_of[n_folds_of < len(tests)].index[0]}): averaged over the folds "
+                            "that have them")
+        mean = per.groupby("study_id", sort=True)[list(cols)].mean()
         test_study = pd.DataFrame({"study_id": mean.index})
-        test_study[STUDY_COLS] = mean[cols].to_numpy()
+        test_study[STUDY_COLS] = mean[list(cols)].to_numpy()
     test_study.to_csv(out_dir / "test_study.csv", index=False)
+    for p in problems:
+        log.warning(p)
 
     scores = {
         "work": str(work), "folds": per_fold, "n_folds": len(oofs), "aggregation": how, "use_tta": use_tta,

@@ -29,7 +29,7 @@ import siimcovid  # noqa: F401  (sets SM_FRAMEWORK / TF_USE_LEGACY_KERAS before 
 
 from ..log import get_logger, run_header, seed_everything
 from .config import StudyConfig, load_config
-from .evaluate import PROB_COLS, TTA_COLS, predict_frame, study_map_from_images
+from .evaluate import OOF_CSV, PROB_COLS, TEST_CSV, TTA_COLS, predict_frame, read_pred_csv, study_map_from_images
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -104,20 +104,18 @@ def _roots(spec: str) -> list[Path]:
 def load_teacher(spec: str, use_tta: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The previous round's image-level predictions: (OOF by image_id, test averaged over folds).
 
-    Columns image_id + p_*; OOF rows come from the fold that held the image out."""
+    Columns image_id + p_* (the TTA columns when ``use_tta`` and present); OOF rows come from the
+    fold that held the image out. Files are read with :func:`evaluate.read_pred_csv`, so a broken
+    one stops the round with its path named (a student must not silently lose its targets)."""
     cols = TTA_COLS if use_tta else PROB_COLS
-    oof_parts, test_parts = [], []
+    parts: dict[str, list[pd.DataFrame]] = {OOF_CSV: [], TEST_CSV: []}
     for root in _roots(spec):
-        for p in sorted(root.rglob("oof.csv")):
-            df = pd.read_csv(p, dtype={"image_id": str, "study_id": str})
-            c = cols if set(cols) <= set(df.columns) else PROB_COLS
-            oof_parts.append(df[["image_id", *c]].set_axis(["image_id", *PROB_COLS], axis=1))
-        for p in sorted(root.rglob("test.csv")):
-            if not p.parent.name.startswith("fold"):
-                continue
-            df = pd.read_csv(p, dtype={"image_id": str, "study_id": str})
-            c = cols if set(cols) <= set(df.columns) else PROB_COLS
-            test_parts.append(df[["image_id", *c]].set_axis(["image_id", *PROB_COLS], axis=1))
+        for name, found in parts.items():
+            for p in sorted(root.rglob(name)):
+                if p.parent.name.startswith("fold"):
+                    df = read_pred_csv(p)  # lacking TTA columns: they are filled with the plain ones
+                    found.append(df[["image_id", *cols]].set_axis(["image_id", *PROB_COLS], axis=1))
+    oof_parts, test_parts = parts[OOF_CSV], parts[TEST_CSV]
     if not oof_parts:
         raise FileNotFoundError(f"teacher {spec!r}: no fold*/oof.csv found")
     oof = pd.concat(oof_parts).groupby("image_id", as_index=False)[PROB_COLS].mean()
@@ -177,6 +175,7 @@ def train_fold(cfg: StudyConfig) -> dict:
     import tensorflow as tf
 
     from ..paths import find_input
+    from ..preprocess import META_CSV
     from .dataset import load_meta, make_train_dataset, pick_src_size, train_val_split
     from .model import build_model, compile_model
 
@@ -193,7 +192,7 @@ def train_fold(cfg: StudyConfig) -> dict:
              strategy.num_replicas_in_sync, policy, header.get("git"))
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
 
-    pre = find_input("meta.csv", hint=cfg.preprocess)
+    pre = find_input(META_CSV, hint=cfg.preprocess)
     src = pick_src_size(pre, cfg.image_size, cfg.src_size, cfg.input_format)
     meta = load_meta(pre, src, input_format=cfg.input_format)
     train, val = train_val_split(meta, cfg.fold, cfg.positive_boxed_only)
