@@ -278,8 +278,8 @@ def _set_policy(cfg) -> None:
 def predict_folds(fold_dirs: Sequence[Path], pre_test: Path, *, train_pre: Path | None = None,
                   hub: str | None = None, batch_size: int | None = None, tta: bool | None = None,
                   threads: int = 0, progress: bool = True) -> tuple[pd.DataFrame, dict]:
-    """Image-level test predictions averaged over the folds that load -> (frame image_id,
-    study_id, p_* (TTA when on), info with per-fold status). An empty frame when none loads."""
+    """Image-level test predictions of every fold that loads -> (frame image_id, study_id,
+    source (the fold folder), p_* (TTA when on); info with per-fold status). Empty when none loads."""
     from tqdm.auto import tqdm
 
     from .study.dataset import load_meta
@@ -332,23 +332,18 @@ def predict_folds(fold_dirs: Sequence[Path], pre_test: Path, *, train_pre: Path 
         log.info("study fold %s: %d test images in %.1f s (src %d px, input %d px, TTA %s)", d, len(pred),
                  time.time() - t0, src, cfg.image_size, use_tta)
     if not parts:
-        return pd.DataFrame(columns=["image_id", "study_id", *PROB_COLS]), info
+        return pd.DataFrame(columns=["image_id", "study_id", "source", *PROB_COLS]), info
     allp = pd.concat(parts, ignore_index=True)
-    mean = allp.groupby(["image_id", "study_id"], as_index=False, sort=True)[PROB_COLS].mean()
     info["n_folds_per_image"] = allp.groupby("image_id")["source"].nunique().value_counts().to_dict()
-    return mean, info
+    return allp, info
 
 
 def study_from_images(images: pd.DataFrame, how: str = "mean") -> pd.DataFrame:
-    """Image probabilities (p_*) -> the study predictions CSV (study_id + STUDY_CLASSES)."""
-    from .study.evaluate import PROB_COLS, aggregate_study
+    """Per-fold image probabilities (p_*, ``source``) -> the study predictions CSV, by the same
+    rule as study-merge (:func:`siimcovid.study.evaluate.ensemble_study`)."""
+    from .study.evaluate import PROB_COLS, ensemble_study
 
-    if len(images) == 0:
-        return pd.DataFrame(columns=["study_id", *STUDY_CLASSES])
-    agg = aggregate_study(images, PROB_COLS, how)
-    out = pd.DataFrame({"study_id": agg["study_id"]})
-    out[list(STUDY_CLASSES)] = agg[PROB_COLS].to_numpy()
-    return out
+    return ensemble_study(images, PROB_COLS, how)[0]
 
 
 def predict_study(fold_dirs: Sequence[Path], pre_test: Path, data_dir: Path, *, train_pre: Path | None = None,

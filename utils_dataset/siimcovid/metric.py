@@ -140,7 +140,7 @@ def average_precision(
     return voc_ap(recall, precision)
 
 
-def _nanmean(values: Sequence[float]) -> float:
+def nanmean(values: Sequence[float]) -> float:
     vals = [v for v in values if not math.isnan(v)]
     return float(np.mean(vals)) if vals else math.nan
 
@@ -148,9 +148,9 @@ def _nanmean(values: Sequence[float]) -> float:
 def summarize(ap: Mapping[str, float]) -> dict[str, float]:
     """Six class APs -> score (mean of the APs that exist), study_map, image_map."""
     return {
-        "score": _nanmean([ap[c] for c in CLASSES]),
-        "study_map": _nanmean([ap[c] for c in STUDY_CLASSES]),
-        "image_map": _nanmean([ap[c] for c in IMAGE_CLASSES]),
+        "score": nanmean([ap[c] for c in CLASSES]),
+        "study_map": nanmean([ap[c] for c in STUDY_CLASSES]),
+        "image_map": nanmean([ap[c] for c in IMAGE_CLASSES]),
     }
 
 

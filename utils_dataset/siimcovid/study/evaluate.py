@@ -96,7 +96,7 @@ def aggregate_study(df: pd.DataFrame, cols: Sequence[str], how: str = "mean") ->
 def study_ap(study_ids: Sequence[str], probs: np.ndarray, labels: Sequence[int]) -> dict[str, float]:
     """Per-class AP (the competition's study part: one 0 0 1 1 detection per class and study)
     and ``map`` (mean of the classes that have ground truth), computed with ``siimcovid.metric``."""
-    from ..metric import FULL_BOX, _nanmean, average_precision
+    from ..metric import FULL_BOX, nanmean, average_precision
 
     probs = np.asarray(probs, dtype=np.float64)
     labels = np.asarray(labels, dtype=int)
@@ -108,7 +108,7 @@ def study_ap(study_ids: Sequence[str], probs: np.ndarray, labels: Sequence[int])
         dets = [(sid, float(p), *FULL_BOX) for sid, p in zip(ids, probs[:, k])]
         truths = {sid: [FULL_BOX] for sid, y in zip(ids, labels) if y == k}
         ap[cls] = average_precision(dets, truths)
-    ap["map"] = _nanmean(list(ap.values()))
+    ap["map"] = nanmean(list(ap.values()))
     return ap
 
 
@@ -150,6 +150,20 @@ def read_pred_csv(path: Path) -> pd.DataFrame:
     if not set(TTA_COLS) <= set(df.columns):
         df[TTA_COLS] = df[PROB_COLS].to_numpy()
     return df
+
+
+def ensemble_study(images: pd.DataFrame | None, cols: Sequence[str], how: str = "mean") -> tuple[pd.DataFrame, pd.Series]:
+    """Image predictions of several folds (a ``source`` column names the fold) -> the study
+    predictions CSV (study_id + STUDY_CLASSES): each fold's images -> studies, then the mean over
+    the folds that predicted the study. Also returns how many folds predicted each study. The
+    one ensembling rule for study-merge and the inference kernel."""
+    if images is None or len(images) == 0:
+        return pd.DataFrame(columns=["study_id", *STUDY_COLS]), pd.Series(dtype=int)
+    per = pd.concat([aggregate_study(g, cols, how) for _, g in images.groupby("source")], ignore_index=True)
+    mean = per.groupby("study_id", sort=True)[list(cols)].mean()
+    out = pd.DataFrame({"study_id": mean.index})
+    out[STUDY_COLS] = mean[list(cols)].to_numpy()
+    return out, per.groupby("study_id").size()
 
 
 def merge(work: str | os.PathLike, how: str = "mean", use_tta: bool = True, out_dir: str | os.PathLike | None = None) -> dict:
@@ -211,18 +225,11 @@ def merge(work: str | os.PathLike, how: str = "mean", use_tta: bool = True, out_
     oof_study.to_csv(out_dir / "oof_study.csv", index=False)
 
     # test: mean over folds of each fold's study-level predictions
-    test_study = pd.DataFrame(columns=["study_id", *STUDY_COLS])
-    if tests:
-        t = pd.concat(tests, ignore_index=True)
-        per = pd.concat([aggregate_study(g, cols, how) for _, g in t.groupby("source")], ignore_index=True)
-        n_folds_of = per.groupby("study_id").size()
-        if (n_folds_of < len(tests)).any():
-            problems.append(f"{int((n_folds_of < len(tests)).sum())} test studies are not predicted by every "
-                            f"fold (e.g. {n_folds_of[n_folds_of < len(tests)].index[0]}): averaged over the folds "
-                            "that have them")
-        mean = per.groupby("study_id", sort=True)[list(cols)].mean()
-        test_study = pd.DataFrame({"study_id": mean.index})
-        test_study[STUDY_COLS] = mean[list(cols)].to_numpy()
+    test_study, n_folds_of = ensemble_study(pd.concat(tests, ignore_index=True) if tests else None, cols, how)
+    if (n_folds_of < len(tests)).any():
+        problems.append(f"{int((n_folds_of < len(tests)).sum())} test studies are not predicted by every "
+                        f"fold (e.g. {n_folds_of[n_folds_of < len(tests)].index[0]}): averaged over the folds "
+                        "that have them")
     test_study.to_csv(out_dir / "test_study.csv", index=False)
     for p in problems:
         log.warning(p)
