@@ -44,8 +44,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"siimcovid: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
     module, func, _ = COMMANDS[name]
-    fn = getattr(importlib.import_module(module), func)
-    return int(fn(rest) or 0)
+    from .errors import EXIT_USAGE, UserError
+
+    try:
+        fn = getattr(importlib.import_module(module), func)
+        return int(fn(rest) or 0)
+    except UserError as exc:  # a mistake the user can fix: one line, no traceback
+        print(f"siimcovid {name}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":
