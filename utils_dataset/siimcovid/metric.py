@@ -365,7 +365,6 @@ def cli(argv: list[str]) -> int:
         raise UserError("use either --truth DIR or --study-csv/--image-csv, not both")
     if not (a.truth or a.study_csv or a.image_csv):
         raise UserError("ground truth needed: --truth DIR or --study-csv F --image-csv F")
-    run_header("score", vars(a))
     try:
         study_csv, image_csv = find_truth_files(a.truth) if a.truth else (a.study_csv, a.image_csv)
         study_truth = read_study_csv(study_csv) if study_csv else None
@@ -379,6 +378,7 @@ def cli(argv: list[str]) -> int:
         data_dir = Path(a.truth)  # a synthetic set: its truth/ is the truth of its sample_submission ids
     if not Path(a.submission).is_file():
         raise UserError(f"{a.submission}: no such file (pass the submission.csv to score)")
+    run_header("score", vars(a))
 
     problems = validate_submission(a.submission, data_dir, check_bounds=not a.skip_bounds)
     checked = (f"validated against {data_dir}" + (" (box bounds not checked)" if a.skip_bounds else "")

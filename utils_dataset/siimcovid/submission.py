@@ -636,9 +636,6 @@ def cli_make(argv: list[str]) -> int:
     ap.add_argument("--strict", action="store_true", help="exit 1 when any row needed a fallback or was fixed")
     ap.add_argument("--no-clip", action="store_true", help="do not read DATA/test DICOM headers to clip boxes to the image")
     a = ap.parse_args(argv)
-    run_header("make-submission", vars(a))
-    log = get_logger()
-
     data_dir = find_data_dir(a.data)
     if Path(a.out).is_dir():
         raise UserError(f"--out {a.out}: is a folder; pass the CSV file to write, e.g. {Path(a.out) / 'submission.csv'}")
@@ -646,6 +643,8 @@ def cli_make(argv: list[str]) -> int:
     study = _read_input_csv(a.study, ["study_id", *STUDY_CLASSES], dtype={"study_id": str}) if a.study else None
     image = _read_input_csv(a.image, ["image_id", "boxes", "none"], dtype={"image_id": str, "boxes": str},
                             keep_default_na=False) if a.image else None
+    run_header("make-submission", vars(a))
+    log = get_logger()
     if image is not None:
         image["none"] = pd.to_numeric(image["none"].replace("", np.nan), errors="coerce")
     sizes: dict[str, tuple[int, int]] | None = None
