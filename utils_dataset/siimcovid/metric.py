@@ -335,12 +335,13 @@ def cli(argv: list[str]) -> int:
     an invalid one is refused (exit 2) unless --score-invalid."""
     import argparse
 
+    from .clihelp import HelpFormatter
     from .data import SAMPLE_SUBMISSION, find_data_dir, read_image_csv, read_study_csv
     from .log import run_header
 
     ap = argparse.ArgumentParser(
         prog="python -m siimcovid score", description=cli.__doc__,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         epilog="Writes nothing unless --out. Exit 0: scored; 1: scored with --score-invalid although Kaggle would "
                "reject the file; 2: not scored (a wrong path, or an invalid submission, its problems listed by "
                "file line, header = line 1). Ids and box bounds are checked against the competition folder "

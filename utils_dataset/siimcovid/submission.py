@@ -569,11 +569,12 @@ def cli_validate(argv: list[str]) -> int:
     """Check a submission.csv against the competition folder; list every problem."""
     import argparse
 
+    from .clihelp import HelpFormatter
     from .data import find_data_dir
 
     ap = argparse.ArgumentParser(
         prog="python -m siimcovid validate-submission", description=cli_validate.__doc__,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         epilog="Writes nothing. Prints OK and the row counts (exit 0), or every problem numbered, naming lines of "
                "the CSV file (header = line 1) (exit 1). `score` runs the same checks before it scores.")
     ap.add_argument("submission", help="submission.csv to check")
@@ -616,13 +617,14 @@ def cli_make(argv: list[str]) -> int:
     """Write submission.csv from study and/or image prediction CSVs (see docs/contracts.md)."""
     import argparse
 
+    from .clihelp import HelpFormatter
     from .data import find_data_dir
     from .errors import UserError
     from .log import get_logger, run_header
 
     ap = argparse.ArgumentParser(
         prog="python -m siimcovid make-submission", description=cli_make.__doc__,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         epilog="Writes OUT only: every sample_submission.csv id once, in its order. A row without a usable "
                "prediction keeps the sample's string (negative 1 / none 1) and is listed; prints the row and "
                "fallback counts and the problems.")
