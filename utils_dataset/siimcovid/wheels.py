@@ -119,8 +119,8 @@ def check_versions(versions: Mapping[str, str], supported: Mapping[str, tuple[st
 
 # --------------------------------------------------------------------------- mmcv
 def header_cxx_standard(torch_include: str | os.PathLike) -> int | None:
-    """The C++ standard torch's headers demand (17, 20, ...), read from their
-    ``#if __cplusplus < 2020xxL`` guards; None when no guard is found."""
+    """The C++ standard torch's headers demand (17, 20, ...), read from the guards that stop a
+    build (``#if __cplusplus < 2020xxL`` + ``#error``); None when no guard is found."""
     std = {2011: 11, 2014: 14, 2017: 17, 2020: 20, 2023: 23}
     found = []
     root = Path(torch_include)
@@ -128,7 +128,12 @@ def header_cxx_standard(torch_include: str | os.PathLike) -> int | None:
                 "torch/headeronly/macros/Macros.h"):
         p = root / rel
         if p.is_file():
-            for m in re.finditer(r"__cplusplus\s*<\s*(\d{4})\d\dL", p.read_text(errors="replace")):
+            text = p.read_text(errors="replace")
+            # only guards that stop the build count (`#if __cplusplus < X` + `#error`, or a
+            # static_assert); other __cplusplus tests just pick code paths
+            for m in re.finditer(r"__cplusplus\s*<\s*(\d{4})\d\dL[^\n]*\n\s*#\s*error", text):
+                found.append(std.get(int(m.group(1)), 0))
+            for m in re.finditer(r"static_assert\s*\(\s*__cplusplus\s*>=\s*(\d{4})\d\dL", text):
                 found.append(std.get(int(m.group(1)), 0))
     return max(found) if found else None
 
