@@ -72,3 +72,19 @@ def test_the_dicom_tree_is_never_walked(tmp_path, monkeypatch):
     (loose / "a" / "x.dcm").write_bytes(b"")
     visited = [Path(d) for d, _, _ in paths.walk_inputs(root)]
     assert loose / "a" in visited and loose / "a" / "deeper" not in visited
+
+
+@pytest.mark.parametrize("layout", [NESTED, FLAT], ids=["nested", "flat"])
+def test_notebook_bootstrap_finds_the_package_without_walking_dicoms(tmp_path, layout):
+    """The bootstrap cell (docs/notebooks.md) runs before the package is importable: its search,
+    run against a mounted input folder, finds the utils dataset at fixed depths."""
+    import re
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "notebooks.md").read_text()
+    cell = re.search(r"```python\n(.*?)```", doc, re.S).group(1)
+    search = "\n".join(line[4:] for line in cell.splitlines() if line.startswith(("    pats", "    hits")))
+    assert search.count("\n") == 1 and "**" not in search.split("#")[0]
+    root = mount(tmp_path / "input", layout)
+    ns = {"glob": __import__("glob")}
+    exec(search.replace('"/kaggle/input/"', repr(f"{root}/")), ns)
+    assert ns["hits"] == [str(root / layout["dataset"][0] / "siimcovid" / "__init__.py")]

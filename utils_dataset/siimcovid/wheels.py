@@ -36,6 +36,7 @@ WHEELS_INFO = "siimcovid-wheels.json"  # the image the wheels were resolved / bu
 # although the closure would pull them in anyway. tf-keras is added per image (its minor must
 # match the image's TensorFlow) and mmcv is built, not downloaded.
 KERNEL_REQUIREMENTS = (
+    "setuptools<81",  # tensorflow-hub 0.16.1 imports pkg_resources (gone from setuptools 81)
     "segmentation-models==1.0.1", "efficientnet==1.0.0", "image-classifiers==1.0.0",
     "keras-applications==1.0.8", "tensorflow-hub==0.16.1",
     "pydicom==3.0.2", "pylibjpeg==2.1.0", "pylibjpeg-libjpeg==2.5.0", "pylibjpeg-openjpeg==2.6.0",
@@ -225,6 +226,8 @@ def build_wheels(out_dir: str | os.PathLike, requirements: Iterable[str] = KERNE
     versions = installed_versions()
     problems = check_versions(versions)
     reqs = list(requirements)
+    if not build_mmcv:  # mmdet needs mmcv: without the built one, the closure would compile a CPU-only mmcv
+        reqs = [r for r in reqs if not r.startswith("mmdet")]
     if "tensorflow" in versions:
         reqs.append(tf_keras_requirement(versions["tensorflow"]))
     env = dict(os.environ)
@@ -235,6 +238,8 @@ def build_wheels(out_dir: str | os.PathLike, requirements: Iterable[str] = KERNE
         env.update(MMCV_WITH_OPS="1", FORCE_CUDA="1" if require_cuda else "0", MAX_JOBS=env.get("MAX_JOBS", "4"))
         if require_cuda:
             env["TORCH_CUDA_ARCH_LIST"] = T4_ARCH
+        # no build isolation: the ops compile against THIS torch; setuptools<81 as the facts' build used
+        cmds.append(_pip("install", "setuptools<81", "ninja", "psutil"))
         cmds.append(_pip("wheel", "--no-deps", "--no-build-isolation", "-w", str(out), MMCV))
         reqs.append(MMCV)
     if problems and not dry_run:
