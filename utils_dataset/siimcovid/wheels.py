@@ -188,7 +188,7 @@ def check_closure(wheel_dir: str | os.PathLike, requirements: Iterable[str],
     if proc.returncode:
         out = (proc.stdout or "") + (proc.stderr or "")
         missing = _missing_from_pip(out)
-        detail = f"missing {', '.join(missing)}" if missing else out.strip().splitlines()[-1:]
+        detail = f"missing {', '.join(missing)}" if missing else " | ".join(out.strip().splitlines()[-2:])
         raise WheelsError(f"offline install from {wheel_dir} fails ({detail}): the wheel set lacks a dependency; "
                           "re-run the wheels kernel (it resolves the closure with dependencies)")
 
