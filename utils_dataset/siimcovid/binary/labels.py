@@ -32,14 +32,16 @@ def _box_count(boxes: object, image_id: str) -> int:
 def label_images(meta: pd.DataFrame, *, drop_unboxed_of_boxed_studies: bool = True) -> pd.DataFrame:
     """A copy of ``meta`` with ``has_box``, ``target_none`` and ``trainable`` set.
 
-    ``meta``: rows of the preprocess meta (``image_id``, ``study_id``, ``split``, ``boxes`` as
-    parsed lists). Test rows get ``has_box`` -1, target NaN and ``trainable`` False."""
-    missing = {"image_id", "study_id", "split", "boxes"} - set(meta.columns)
+    ``meta``: rows of the preprocess meta (``image_id``, ``study_id``, ``split`` and the boxes as
+    parsed lists: ``boxes_src`` (the core's frame) or ``boxes``; the count is the same in every
+    frame). Test rows get ``has_box`` -1, target NaN and ``trainable`` False."""
+    col = "boxes_src" if "boxes_src" in meta.columns else "boxes"
+    missing = {"image_id", "study_id", "split", col} - set(meta.columns)
     if missing:
         raise ValueError(f"binary labels: meta lacks columns {sorted(missing)}")
     out = meta.copy()
     is_train = (out["split"] == "train").to_numpy()
-    n_boxes = np.array([_box_count(b, i) for b, i in zip(out["boxes"], out["image_id"])], dtype=int)
+    n_boxes = np.array([_box_count(b, i) for b, i in zip(out[col], out["image_id"])], dtype=int)
     has = np.where(is_train, (n_boxes > 0).astype(int), -1)
     out[HAS_BOX] = has
     out[TARGET] = np.where(is_train, 1.0 - (n_boxes > 0), np.nan)
