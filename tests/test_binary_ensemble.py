@@ -196,3 +196,16 @@ def test_merge_cli_exit_statuses(binary_work, tmp_path):
 def test_shipped_ensemble_config_loads():
     cfg = load_ensemble_config("ensemble")
     assert cfg.members and 0 <= cfg.fit_margin < 0.05
+
+
+def test_study_negative_from_a_per_image_study_oof(binary_work, tmp_path):
+    work, study, _, has = binary_work
+    ids = [f"im{i:03d}" for i in range(len(has))]
+    per_image = tmp_path / "study_fold_oof.csv"  # a study fold's oof.csv: per image, with the TTA column
+    pd.DataFrame({"image_id": ids, "study_id": "s", "p_negative": 0.5, "p_negative_tta": 1.0 - has}).to_csv(
+        per_image, index=False)
+    s = merge(work, EnsembleConfig(members=["memA"], n_random=10), study=per_image, out_dir=tmp_path / "o")
+    assert s["none_ap"]["study_negative"] == pytest.approx(1.0)  # the TTA column was read
+    assert s["none_ap"]["blend"] == pytest.approx(1.0) and s["none_ap"]["blend_weight"] <= 0.5
+    with pytest.raises(UserError, match="neither study_id"):
+        merge(work, EnsembleConfig(members=["memA"]), study=tmp_path / "o" / MERGED_TEST)
