@@ -179,7 +179,7 @@ def test_learner_beats_prior_baseline(tmp_path):
 
     train = meta[meta["split"] == "train"]
     priors = baseline.class_priors(train.drop_duplicates("study_id").rename(columns={"study_label": "label"}))
-    p_none = baseline.none_fraction(train.assign(boxes=train["boxes"].map(json.loads)))
+    p_none = baseline.none_fraction(train)  # load_preprocessed parsed the boxes
     test = meta[meta["split"] == "test"]
     prior_study = pd.DataFrame({"study_id": test["study_id"].unique()})
     for c, p in zip(data.STUDY_CLASSES, priors):

@@ -391,35 +391,31 @@ class SmallLearner:
 
 
 def available_sizes(meta: pd.DataFrame) -> list[int]:
-    return sorted(int(c.split("_", 1)[1]) for c in meta.columns if c.startswith("boxes_") and c[6:].isdigit())
+    from .layout import meta_sizes
+
+    return meta_sizes(meta)
 
 
 def load_preprocessed(pre_dir: str | Path, size: int | None = None) -> tuple[pd.DataFrame, int, list[np.ndarray]]:
-    """meta.csv + the PNGs of one size -> (meta, size, images). Rows whose PNG is missing or
-    unreadable are dropped with a logged warning naming the file."""
+    """meta.csv (boxes parsed, :func:`siimcovid.layout.read_meta`) + the PNGs of one size ->
+    (meta, size, images). Rows whose PNG is missing or unreadable are dropped with a logged
+    warning naming the file."""
     import cv2
 
+    from .layout import META_CSV, meta_sizes, read_meta
     from .log import get_logger
 
-    pre_dir = Path(pre_dir)
-    meta_path = pre_dir / "meta.csv"
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"{meta_path}: not found (run `python -m siimcovid preprocess` first)")
-    meta = pd.read_csv(meta_path, dtype={"image_id": str, "study_id": str, "series_id": str})
-    need = {"image_id", "study_id", "split", "orig_h", "orig_w", "boxes"}
-    missing = need - set(meta.columns)
-    if missing:
-        raise ValueError(f"{meta_path}: missing columns {sorted(missing)}")
-    sizes = available_sizes(meta)
+    meta = read_meta(pre_dir, require=("orig_h", "orig_w", "boxes"))
     if size is None:
+        sizes = meta_sizes(meta)
         if not sizes:
-            raise ValueError(f"{meta_path}: no boxes_<S> column, cannot tell the image size")
+            raise ValueError(f"{Path(pre_dir) / META_CSV}: no boxes_<S> column, cannot tell the image size")
         size = sizes[0]
+    meta = read_meta(pre_dir, size, require=("orig_h", "orig_w", "boxes"))
     images, keep = [], []
     log = get_logger()
-    for i, r in enumerate(meta.itertuples(index=False)):
-        p = pre_dir / "images" / str(size) / r.split / f"{r.image_id}.png"
-        im = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
+    for i, p in enumerate(meta["path"]):
+        im = cv2.imread(p, cv2.IMREAD_GRAYSCALE)
         if im is None:
             log.warning("learner: %s: missing or unreadable, image skipped", p)
             continue
@@ -448,15 +444,18 @@ def fit_predict(meta: pd.DataFrame, images: Sequence[np.ndarray], size: int, cfg
         raise ValueError(f"learner: need train and test rows, got {len(train)} train and {len(test)} test")
     work = to_work(images, cfg.work)
     png_to_work = Resize.plan(size, size, cfg.work)  # to_work stretches the square PNG
+    from .layout import parse_boxes
+
     col = f"boxes_{size}" if f"boxes_{size}" in meta.columns else None
     boxes_work = []
     for i in train:
         r = meta.loc[i]
-        if col is not None:
-            b = np.asarray(json.loads(r[col]), dtype=float).reshape(-1, 4)
+        if col is not None:  # parse_boxes passes read_meta's lists through, parses raw meta.csv text
+            b = np.asarray(parse_boxes(r[col], f"meta.csv image {r['image_id']}"), dtype=float).reshape(-1, 4)
         else:
             plan = Resize.plan(int(r["orig_h"]), int(r["orig_w"]), size, _keep_aspect(r))
-            b = plan.to_resized(np.asarray(json.loads(r["boxes"]), dtype=float).reshape(-1, 4))
+            b = plan.to_resized(np.asarray(parse_boxes(r["boxes"], f"meta.csv image {r['image_id']}"),
+                                           dtype=float).reshape(-1, 4))
         boxes_work.append(png_to_work.to_resized(b))
     if "study_label" in meta.columns:
         labels = meta.loc[train, "study_label"].to_numpy(dtype=int)

@@ -24,7 +24,7 @@ import time
 from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -41,13 +41,17 @@ from .data import (
 )
 from .dicom import DECODERS, NO_VOI_RANGES, DicomError, DisplayConfig
 from .folds import FOLDS_CSV, folds_for_data, read_folds, save_folds
+from .layout import (  # the output's names and readers live in layout; re-exported for old callers
+    ERROR_COLUMNS,
+    ERRORS_CSV,
+    JOURNAL,
+    META_CSV,
+    SUMMARY_JSON,
+    format_boxes,
+    image_path,
+    read_meta,
+)
 from .log import get_logger, run_header
-
-META_CSV = "meta.csv"
-ERRORS_CSV = "errors.csv"
-JOURNAL = "records.jsonl"
-SUMMARY_JSON = "preprocess.json"
-ERROR_COLUMNS = ["dicom", "image_id", "stage", "reason"]
 
 
 @dataclass
@@ -82,10 +86,6 @@ class PreprocessConfig:
         when it was made with the same settings."""
         d = {"keep_aspect": self.keep_aspect, "reduce_j2k": self.reduce_j2k, "display": asdict(self.display())}
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def image_path(out: str | Path, size: int, split: str, image_id: str) -> Path:
-    return Path(out) / "images" / str(size) / split / f"{image_id}.png"
 
 
 # ---------------------------------------------------------------------------------------
@@ -379,10 +379,6 @@ def is_done(rec: dict | None, cfg: PreprocessConfig, split: str) -> bool:
     return all(image_path(cfg.out, s, split, rec["image_id"]).is_file() for s in cfg.sizes)
 
 
-def _boxes_json(boxes: Iterable, ndigits: int = 4) -> str:
-    return json.dumps([[round(float(v), ndigits) for v in b] for b in boxes])
-
-
 def build_meta(index: pd.DataFrame, records: dict[str, dict], folds: pd.DataFrame | None,
                cfg: PreprocessConfig) -> pd.DataFrame:
     """meta.csv rows for every indexed image with a finished record (columns per contract)."""
@@ -396,11 +392,11 @@ def build_meta(index: pd.DataFrame, records: dict[str, dict], folds: pd.DataFram
             "image_id": r.image_id, "study_id": r.study_id, "series_id": r.series_id, "split": r.split,
             "dicom": r.dicom, "orig_h": rec["orig_h"], "orig_w": rec["orig_w"], "photometric": rec["photometric"],
             "transfer_syntax": rec["transfer_syntax"], "bits_stored": rec["bits_stored"],
-            "keep_aspect": bool(cfg.keep_aspect), "boxes": _boxes_json(r.boxes),
+            "keep_aspect": bool(cfg.keep_aspect), "boxes": format_boxes(r.boxes),
         }
         for s in cfg.sizes:
             plan = Resize.plan(rec["orig_h"], rec["orig_w"], s, cfg.keep_aspect)
-            row[f"boxes_{s}"] = _boxes_json(plan.to_resized(r.boxes) if len(r.boxes) else [], 3)
+            row[f"boxes_{s}"] = format_boxes(plan.to_resized(r.boxes) if len(r.boxes) else [], 3)
         row["study_label"] = int(r.study_label)
         row["fold"] = int(fold_of.get(r.study_id, -1)) if r.split == "train" else -1
         row.update({"voi": rec["voi"], "decoder": rec["decoder"], "reduce": rec["reduce"]})
@@ -409,14 +405,6 @@ def build_meta(index: pd.DataFrame, records: dict[str, dict], folds: pd.DataFram
             "transfer_syntax", "bits_stored", "keep_aspect", "boxes", *[f"boxes_{s}" for s in cfg.sizes],
             "study_label", "fold", "voi", "decoder", "reduce"]
     return pd.DataFrame(rows, columns=cols)
-
-
-def read_meta(out: str | Path) -> pd.DataFrame:
-    """meta.csv with the box columns parsed back to lists of [x0, y0, x1, y1]."""
-    df = pd.read_csv(Path(out) / META_CSV, dtype={"image_id": str, "study_id": str, "series_id": str})
-    for c in [c for c in df.columns if c == "boxes" or c.startswith("boxes_")]:
-        df[c] = df[c].map(json.loads)
-    return df
 
 
 def run(cfg: PreprocessConfig) -> dict:
