@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from .boxes import Resize, iou_matrix
+from .errors import EXIT_OK, EXIT_PARTIAL, UserError
 from .data import IMAGE_CSV, SAMPLE_SUBMISSION, STUDY_CLASSES, STUDY_CSV, read_image_csv, read_study_csv
 
 STUDY_PRED_COLUMNS = ["study_id", *STUDY_CLASSES]
@@ -121,9 +122,8 @@ def cli_baseline(argv: list[str]) -> int:
     try:
         data_dir = find_data_dir(a.data)
         study, image, info = (oracle_predictions if a.oracle else prior_predictions)(data_dir)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"baseline: {exc}")
-        return 2
+    except (FileNotFoundError, ValueError) as exc:  # a wrong folder or file: one line, exit 2 (__main__)
+        raise UserError(str(exc)) from None
     for path, frame in ((a.study_preds, study), (a.image_preds, image)):
         if path:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -133,7 +133,7 @@ def cli_baseline(argv: list[str]) -> int:
         get_logger().warning("baseline: %s", p)
     what = f"oracle from {info['oracle']}" if a.oracle else f"priors {info['priors']}, none {info['none_fraction']}"
     print(f"wrote {a.out}: {len(sub)} rows; {what}")
-    return 1 if problems else 0
+    return EXIT_PARTIAL if problems else EXIT_OK
 
 
 # ---------------------------------------------------------------------------------------
@@ -517,9 +517,8 @@ def cli_learner(argv: list[str]) -> int:
             st = read_study_csv(data_dir / STUDY_CSV)
             labels = dict(zip(st["study_id"], st["label"]))
         study, image, _ = fit_predict(meta, images, size, cfg, labels)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"learner: {exc}")
-        return 2
+    except (FileNotFoundError, ValueError) as exc:  # a wrong folder or file: one line, exit 2 (__main__)
+        raise UserError(str(exc)) from None
     if a.study_preds:
         Path(a.study_preds).parent.mkdir(parents=True, exist_ok=True)
         study.to_csv(a.study_preds, index=False)
@@ -533,4 +532,4 @@ def cli_learner(argv: list[str]) -> int:
     n_boxes = int(image["boxes"].map(lambda s: len(json.loads(s))).sum())
     print(f"wrote {a.out}: {len(sub)} rows, {len(study)} studies, {len(image)} images, {n_boxes} boxes, "
           f"size {size}, {time.time() - t0:.1f} s; {len(problems)} problem(s)")
-    return 0
+    return EXIT_PARTIAL if problems else EXIT_OK  # as baseline: rows filled by fallbacks are a partial result
