@@ -236,6 +236,8 @@ def make_study_input_set(out: str | Path, size: int = 512, images: int = 64, sca
     import shutil
     import warnings
 
+    from .layout import META_CSV, available_sizes, tfrecord_dir
+
     from . import preprocess, synthetic
 
     out = Path(out)
@@ -248,8 +250,8 @@ def make_study_input_set(out: str | Path, size: int = 512, images: int = 64, sca
         cached = json.loads(key_file.read_text())
     except (OSError, ValueError):
         cached = None
-    if cached == key and (pre / "meta.csv").is_file() and list((pre / "tfrecords" / str(size)).glob("*.tfrec")) \
-            and (pre / "images" / str(size)).is_dir():
+    if cached == key and (pre / META_CSV).is_file() and list(tfrecord_dir(pre, size).glob("*.tfrec")) \
+            and size in available_sizes(pre):
         return pre
     for stale in (key_file, out / "data", pre):  # another set's files: never mixed into this one
         if stale.is_dir():

@@ -449,7 +449,9 @@ def resolve_inputs(cfg: InferConfig) -> tuple[Path, Path | None, Path]:
 
     data = find_data_dir(cfg.data)
     try:
-        pre = find_input("meta.csv", hint=cfg.train_pre)
+        from .layout import META_CSV
+
+        pre = find_input(META_CSV, hint=cfg.train_pre)
     except FileNotFoundError as exc:
         get_logger().warning("train preprocess output not found (%s): image rows fall back to the priors", exc)
         pre = None

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
 from ..runs import (  # noqa: E402  (a run folder's file names live in runs.py)
-    BEST_WEIGHTS, CKPT_PREFIX, CONFIG_JSON, HISTORY_CSV, HISTORY_PNG, SCORES_JSON, STATE_JSON,
+    BEST_WEIGHTS, CKPT_PREFIX, HISTORY_CSV, HISTORY_PNG, SCORES_JSON, STATE_JSON, write_config,
 )
 
 
@@ -191,10 +191,11 @@ def train_fold(cfg: StudyConfig) -> dict:
     header = run_header("study-train", cfg, out)
     log.info("fold %d -> %s (device %s, %d replica(s), precision %s, git %s)", cfg.fold, out, device,
              strategy.num_replicas_in_sync, policy, header.get("git"))
-    (out / CONFIG_JSON).write_text(json.dumps(cfg.to_dict(), indent=2))
+    write_config(out, cfg)
 
     pre = find_input(META_CSV, hint=cfg.preprocess)
     src = pick_src_size(pre, cfg.image_size, cfg.src_size, cfg.input_format)
+    write_config(out, cfg, src_size=src)  # the resolved source size: readers never re-derive it
     meta = load_meta(pre, src, input_format=cfg.input_format)
     train, val = train_val_split(meta, cfg.fold, cfg.positive_boxed_only)
     test = meta[meta["split"] == "test"].reset_index(drop=True)
