@@ -34,3 +34,39 @@ def test_bench_study_input_smoke(tmp_path, capsys):
         for d in demand.values():
             assert d["cores_needed"][fmt] == pytest.approx(d["img_s"] / per_core)
     assert "ASSUMPTION" in text and "tfrecord" in text and "img/s" in text
+
+
+def test_cached_study_input_set_is_keyed_on_its_seed(tmp_path, monkeypatch):
+    """The cached synthetic set is reused for the same settings only: another seed rebuilds it
+    from scratch (no file of the old set left)."""
+    from pathlib import Path
+
+    from siimcovid import bench, preprocess, synthetic
+
+    calls = []
+
+    def fake_synth(argv):
+        out = Path(argv[argv.index("--out") + 1])
+        assert not out.exists()  # the old set was removed, never merged
+        out.mkdir(parents=True)
+        (out / f"seed{argv[argv.index('--seed') + 1]}").write_text("")
+        calls.append(argv)
+        return 0
+
+    def fake_preprocess(argv):
+        pre, size = Path(argv[argv.index("--out") + 1]), argv[argv.index("--size") + 1]
+        (pre / "tfrecords" / size).mkdir(parents=True)
+        (pre / "tfrecords" / size / "train-f0-000-1.tfrec").write_text("")
+        (pre / "images" / size).mkdir(parents=True)
+        (pre / "meta.csv").write_text("image_id\n")
+        return 0
+
+    monkeypatch.setattr(synthetic, "cli", fake_synth)
+    monkeypatch.setattr(preprocess, "cli", fake_preprocess)
+    bench.make_study_input_set(tmp_path, size=32, images=4, seed=0)
+    bench.make_study_input_set(tmp_path, size=32, images=4, seed=0)
+    assert len(calls) == 1
+    bench.make_study_input_set(tmp_path, size=32, images=4, seed=1)
+    assert len(calls) == 2 and [p.name for p in (tmp_path / "data").iterdir()] == ["seed1"]
+    bench.make_study_input_set(tmp_path, size=32, images=8, seed=1)
+    assert len(calls) == 3

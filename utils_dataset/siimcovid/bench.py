@@ -231,16 +231,33 @@ STUDY_INPUT_MODES = {
 
 def make_study_input_set(out: str | Path, size: int = 512, images: int = 64, scale: float = 0.25,
                          seed: int = 0) -> Path:
-    """A synthetic preprocess output with PNGs and TFRecord shards at ``size`` (reused when present)."""
+    """A synthetic preprocess output with PNGs and TFRecord shards at ``size`` (reused when present
+    and made with the same size, image count, scale and seed; else rebuilt from scratch)."""
+    import shutil
     import warnings
+
+    from .layout import META_CSV, available_sizes, tfrecord_dir
 
     from . import preprocess, synthetic
 
     out = Path(out)
     pre = out / "pre"
-    if (pre / "meta.csv").is_file() and list((pre / "tfrecords" / str(size)).glob("*.tfrec")) \
-            and (pre / "images" / str(size)).is_dir():
+    # The cached set is reused only when it was made with the same settings (a set of another
+    # seed or size would silently change the benchmark): the key is written last, once complete.
+    key = {"size": int(size), "images": int(images), "scale": float(scale), "seed": int(seed)}
+    key_file = out / "study_input_set.json"
+    try:
+        cached = json.loads(key_file.read_text())
+    except (OSError, ValueError):
+        cached = None
+    if cached == key and (pre / META_CSV).is_file() and list(tfrecord_dir(pre, size).glob("*.tfrec")) \
+            and size in available_sizes(pre):
         return pre
+    for stale in (key_file, out / "data", pre):  # another set's files: never mixed into this one
+        if stale.is_dir():
+            shutil.rmtree(stale)
+        elif stale.exists():
+            stale.unlink()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if synthetic.cli(["--out", str(out / "data"), "--studies", str(images), "--seed", str(seed),
@@ -250,6 +267,7 @@ def make_study_input_set(out: str | Path, size: int = 512, images: int = 64, sca
                              "--k", "2", "--no-progress"])
     if rc not in (0, 1):  # 1 = some images failed, the rest is usable
         raise RuntimeError(f"bench study-input: preprocess into {pre} failed (exit {rc})")
+    key_file.write_text(json.dumps(key))
     return pre
 
 
