@@ -392,25 +392,19 @@ def apply_lut(stored: np.ndarray, lut: np.ndarray, offset: int, out: np.ndarray 
         if out is None or out.shape != stored.shape or out.dtype != np.uint8:
             out = np.empty(stored.shape, dtype=np.uint8)
         try:
-            kernel(src.reshape(-1), lut, offset, out.reshape(-1))
+            kernel(src.reshape(-1), np.ascontiguousarray(lut, dtype=np.uint8), int(offset), out.reshape(-1))
             return out
-        except Exception:  # a compile problem on an odd platform: numpy below gives the same bytes
-            _LUT_KERNEL[0] = None
+        except TypeError:  # an input type outside the compiled signatures: numpy below, same bytes
+            pass
     if offset == 0 and dt.kind == "u":
         return np.take(lut, stored)  # one pass over uint16 indices, no int64 temporary
     return np.take(lut, stored.astype(np.int64) - offset, mode="clip")  # clip: values beyond BitsStored
 
 
 def warm_up() -> None:
-    """Compile (or load from numba's cache) the lookup loop for the usual input types, so a
+    """Load the compiled lookup loop (numba compiles or reads its cache on import), so a
     worker's first image is timed like the others."""
-    for dt in (np.uint16, np.int16, np.uint8):
-        info = np.iinfo(dt)
-        lut = np.zeros(int(info.max) - int(info.min) + 1, dtype=np.uint8)
-        src = np.zeros((2, 2), dtype=dt)
-        apply_lut(src, lut, int(info.min))
-        src.flags.writeable = False  # what np.frombuffer on the file's bytes gives
-        apply_lut(src, lut, int(info.min))
+    _lut_kernel()
 
 
 _SCRATCH = threading.local()
