@@ -81,29 +81,35 @@ def naive_convert(path: str | Path, size: int, out_png: str | Path) -> None:
 def _pool_wall(files: list[dict], out: Path, size: int, workers: int, stats: dict | None = None) -> float:
     """Wall seconds for ``run_pool`` to convert ``files`` with ``workers`` processes, worker
     start-up included (a one-file warm-up run first loads the forkserver's imports). ``stats``
-    (if given) gets the seconds spent inside ``process_one`` summed over images ("worker_s")
-    and the pickled bytes of every task and result that crossed a pipe ("ipc_bytes")."""
+    (if given) gets the seconds spent inside ``process_one`` summed over images ("worker_s"),
+    the pickled bytes of every task and result that crossed a pipe ("ipc_bytes") and the
+    steady-state seconds per image ("steady_s": first to last result over N - 1; start-up
+    excluded) with the time inside ``process_one`` over the same images ("steady_worker_s")."""
     import pickle
 
     from .preprocess import PreprocessConfig, run_pool
 
     cfg = PreprocessConfig(data=str(out), out=str(out), sizes=[size], workers=workers, progress=False)
     tasks = [{"path": f["path"], "dicom": f["path"], "image_id": f["image_id"], "split": "bench"} for f in files]
-    acc = {"worker_s": 0.0, "ipc_bytes": 0}
+    acc: dict = {"worker_s": 0.0, "ipc_bytes": 0, "done": []}
 
     def on_result(task, res):
         if not res["ok"]:
             raise RuntimeError(f"bench: {task['path']} failed: {res['stage']}: {res['reason']}")
         acc["worker_s"] += res["timings"]["total"]
         acc["ipc_bytes"] += len(pickle.dumps(task)) + len(pickle.dumps(res))
+        acc["done"].append((time.perf_counter(), res["timings"]["total"]))
 
     run_pool(tasks[:1], cfg, 1, on_result)
-    acc.update(worker_s=0.0, ipc_bytes=0)
+    acc.update(worker_s=0.0, ipc_bytes=0, done=[])
     t0 = time.perf_counter()
     run_pool(tasks, cfg, workers, on_result)
     wall = time.perf_counter() - t0
     if stats is not None:
-        stats.update(acc)
+        done = acc.pop("done")
+        n = len(done) - 1
+        stats.update(acc, steady_s=(done[-1][0] - done[0][0]) / n if n > 0 else float("nan"),
+                     steady_worker_s=sum(t for _, t in done[1:]) / n if n > 0 else float("nan"))
     return wall
 
 
@@ -229,13 +235,13 @@ def format_report(s: dict) -> str:
 PROFILE_STEPS = ("read", "decode", "voi", "lut", "resize", "encode", "write")
 # PNG settings compared by the profile: (label, cv2.imencode parameters by name)
 PNG_SETTINGS = (
-    ("opencv default", {}),
+    ("opencv default (level 1, rle)", {}),
     ("level 0 (stored)", {"IMWRITE_PNG_COMPRESSION": 0}),
     ("level 1", {"IMWRITE_PNG_COMPRESSION": 1}),
     ("level 3", {"IMWRITE_PNG_COMPRESSION": 3}),
     ("level 6", {"IMWRITE_PNG_COMPRESSION": 6}),
     ("level 9", {"IMWRITE_PNG_COMPRESSION": 9}),
-    ("strategy huffman", {"IMWRITE_PNG_STRATEGY": "IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY"}),
+    ("huffman only (project default)", {"IMWRITE_PNG_STRATEGY": "IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY"}),
     ("filter sub + huffman", {"IMWRITE_PNG_FILTER": "IMWRITE_PNG_FILTER_SUB",
                               "IMWRITE_PNG_STRATEGY": "IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY"}),
     ("filter up + rle", {"IMWRITE_PNG_FILTER": "IMWRITE_PNG_FILTER_UP",
@@ -306,18 +312,15 @@ def profile_preprocess(out: str | Path, sizes: tuple[int, ...] = (1024, 512), pe
                     steps[k].append(stats.median(per[k]))
                 naive_ms.append(stats.median(tn))
             wall_st: dict = {}
-            group_x = group * repeats
-            wall = _pool_wall(group_x, out / "profile", size, 1, wall_st)
+            group_x = group * (repeats + 1)
+            _pool_wall(group_x, out / "profile", size, 1, wall_st)
             ms = {k: 1000 * float(np.mean(v)) for k, v in steps.items()}
             rest = ms["total"] - sum(ms[k] for k in PROFILE_STEPS)
-            pool_ms = 1000 * wall / len(group_x)
             rows.append({"size": size, "syntax": ts, "decoder": decoder, "ms": ms, "other_ms": rest,
-                         "naive_ms": 1000 * float(np.mean(naive_ms)), "pool_ms": pool_ms,
-                         "pool_overhead_ms": pool_ms - 1000 * wall_st["worker_s"] / len(group_x),
-                         "ipc_bytes": wall_st["ipc_bytes"] / len(group_x),
-                         "image_bytes": None})
+                         "naive_ms": 1000 * float(np.mean(naive_ms)), "pool_ms": 1000 * wall_st["steady_s"],
+                         "pool_overhead_ms": 1000 * (wall_st["steady_s"] - wall_st["steady_worker_s"]),
+                         "ipc_bytes": wall_st["ipc_bytes"] / len(group_x)})
         imgs = [dicom.convert(f["path"], [size]).images[size] for f in files]
-        rows[-1]["image_bytes"] = imgs[0].nbytes
         for label, named in PNG_SETTINGS:
             params = _png_params(named)
             times, kb = [], []
@@ -352,7 +355,8 @@ def format_profile(s: dict) -> str:
                        f"{r['ipc_bytes']:>7.0f}")
     lines += ["(read: header + pixel bytes; decode: RLE decoding / in-place view; voi: building the table; lut: "
               "applying it to every pixel; encode: PNG; write: file + rename; 1 worker: wall clock per image through "
-              "run_pool; pool+IPC: that minus the time inside process_one; pipe B: pickled task + result per image)",
+              "run_pool, start-up excluded (first to last result); pool+IPC: that minus the time inside process_one; "
+              "pipe B: pickled task + result per image)",
               "", "PNG settings on the default route's images (encode ms / kB per image):"]
     for size in s["sizes"]:
         lines.append(f"  {size} px: " + "; ".join(f"{p['setting']} {p['ms']:.1f} ms {p['kb']:.0f} kB"

@@ -166,11 +166,15 @@ def load_or_make_folds(data_dir: str | Path, out_dir: str | Path, n_folds: int =
 
 
 def png_params(compression: int | None) -> list[int]:
-    """cv2.imencode parameters. None: OpenCV's default settings (measured the best trade of
-    time against file size for these images; see README "Preprocess speed")."""
+    """cv2.imencode parameters. None: Huffman coding only (no LZ77 match search): on these
+    noisy radiographs the files are as small as with OpenCV's default (level 1, RLE strategy)
+    and the encoder up to 2x faster (``bench preprocess-profile``, README "Preprocess speed").
+    A level (0-9) uses zlib's default strategy at that level."""
     import cv2
 
-    return [] if compression is None else [cv2.IMWRITE_PNG_COMPRESSION, int(compression)]
+    if compression is None:
+        return [cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY]
+    return [cv2.IMWRITE_PNG_COMPRESSION, int(compression)]
 
 
 def _write_png(path: Path, img: np.ndarray, compression: int | None) -> tuple[float, float]:
