@@ -282,9 +282,11 @@ def test_default_route_reads_in_place_and_is_exact(files, ts):
 def test_numpy_lookup_equals_compiled(files, monkeypatch):
     path = files[("explicit", "mono1_rescale")]
     compiled = dicom.convert(path, [40, 128]).images
-    if dicom._lut_kernel() is None:
+    from siimcovid import lookup
+
+    if lookup._lut_kernel() is None:
         pytest.skip("numba not installed: only the numpy lookup exists")
-    monkeypatch.setattr(dicom, "_LUT_KERNEL", [None])
+    monkeypatch.setattr(lookup, "_LUT_KERNEL", [None])
     plain = dicom.convert(path, [40, 128]).images
     assert all(np.array_equal(compiled[s], plain[s]) for s in (40, 128))
     rng = np.random.default_rng(3)
@@ -292,7 +294,7 @@ def test_numpy_lookup_equals_compiled(files, monkeypatch):
         info = np.iinfo(dt)
         lut = rng.integers(0, 256, int(info.max) - int(info.min) + 1, dtype=np.uint8)
         src = rng.integers(info.min, int(info.max) + 1, (37, 53), dtype=dt)
-        monkeypatch.setattr(dicom, "_LUT_KERNEL", [])
+        monkeypatch.setattr(lookup, "_LUT_KERNEL", [])
         got = dicom.apply_lut(src, lut, int(info.min))
         assert np.array_equal(got, lut[src.astype(np.int64) - int(info.min)])
 

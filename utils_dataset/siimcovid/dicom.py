@@ -2,11 +2,14 @@
 
 Two paths that must agree:
 
-* :func:`convert` is the fast path. It decodes with an explicit decoder chain (dicomsdl for
-  the compressed syntaxes, Pillow/OpenJPEG at reduced resolution for JPEG 2000 when the output
-  is small, pydicom with a fixed plugin order as the safe fallback; never gdcm first), and
-  applies modality LUT + VOI as one lookup table built by running pydicom's own functions
-  over every possible stored value (exactly the full-array result, far cheaper).
+* :func:`convert` is the fast path. Little-endian uncompressed and RLE files are read in place
+  (:func:`read_fast`: header parsed with the pixel data left in the file, pixels viewed in a
+  reused buffer or decoded by pylibjpeg-rle directly); the other syntaxes go through an
+  explicit decoder chain (dicomsdl for the compressed syntaxes, Pillow/OpenJPEG at reduced
+  resolution for JPEG 2000 when the output is small, pydicom with a fixed plugin order as the
+  safe fallback; never gdcm first). Modality LUT + VOI are applied as one lookup table built
+  by running pydicom's own functions over every possible stored value (exactly the
+  full-array result, far cheaper; applied by a compiled loop, :mod:`siimcovid.lookup`).
 * :func:`reference_convert` is the slow, obvious path (pydicom ``pixel_array``, full-array
   ``apply_modality_lut`` + ``apply_voi_lut``); the tests check the fast path against it
   pixel for pixel.
@@ -23,7 +26,6 @@ from __future__ import annotations
 import io
 import os
 import struct
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +34,7 @@ from typing import Sequence
 import numpy as np
 
 from .boxes import Resize
+from .lookup import apply_lut, scratch, warm_up  # noqa: F401  (warm_up: for the workers)
 
 # Short names for the transfer syntaxes the competition (and the synthetic set) contains.
 TS_NAMES: dict[str, str] = {
@@ -367,57 +370,6 @@ def histogram(stored: np.ndarray, lo: int, hi: int) -> np.ndarray:
     n = hi - lo + 1
     idx = np.clip(stored.ravel().astype(np.int64) - lo, 0, n - 1)
     return np.bincount(idx, minlength=n)
-
-
-_LUT_KERNEL: list = []  # [compiled gather or None], filled on first use
-
-
-def _lut_kernel():
-    if not _LUT_KERNEL:
-        try:
-            from ._lutjit import lut_gather
-        except Exception:  # numba missing or unable to set up: numpy's take does the same
-            lut_gather = None
-        _LUT_KERNEL.append(lut_gather)
-    return _LUT_KERNEL[0]
-
-
-def apply_lut(stored: np.ndarray, lut: np.ndarray, offset: int, out: np.ndarray | None = None) -> np.ndarray:
-    """``lut[stored - offset]`` as uint8 (into ``out`` when given and the compiled loop runs)."""
-    dt = stored.dtype
-    kernel = _lut_kernel() if dt.kind in "ui" and dt.itemsize <= 2 else None
-    # the compiled loop does not check bounds: only for a table over the whole container range
-    if kernel is not None and offset == int(np.iinfo(dt).min) and len(lut) >= int(np.iinfo(dt).max) - offset + 1:
-        src = np.ascontiguousarray(stored)
-        if out is None or out.shape != stored.shape or out.dtype != np.uint8:
-            out = np.empty(stored.shape, dtype=np.uint8)
-        try:
-            kernel(src.reshape(-1), np.ascontiguousarray(lut, dtype=np.uint8), int(offset), out.reshape(-1))
-            return out
-        except TypeError:  # an input type outside the compiled signatures: numpy below, same bytes
-            pass
-    if offset == 0 and dt.kind == "u":
-        return np.take(lut, stored)  # one pass over uint16 indices, no int64 temporary
-    return np.take(lut, stored.astype(np.int64) - offset, mode="clip")  # clip: values beyond BitsStored
-
-
-def warm_up() -> None:
-    """Load the compiled lookup loop (numba compiles or reads its cache on import), so a
-    worker's first image is timed like the others."""
-    _lut_kernel()
-
-
-_SCRATCH = threading.local()
-
-
-def scratch(name: str, nbytes: int) -> memoryview:
-    """A reused buffer of at least ``nbytes`` (one per name and thread): a fresh 15 MB array per
-    image costs page faults on first touch; valid until the next call with the same name."""
-    bufs = _SCRATCH.__dict__.setdefault("bufs", {})
-    buf = bufs.get(name)
-    if buf is None or len(buf) < nbytes:
-        buf = bufs[name] = bytearray(max(nbytes, 1))
-    return memoryview(buf)[:nbytes]
 
 
 # ---------------------------------------------------------------------------------------
