@@ -147,22 +147,40 @@ def load_or_make_folds(data_dir: str | Path, out_dir: str | Path, n_folds: int =
 # ---------------------------------------------------------------------------------------
 
 
-def _write_png(path: Path, img: np.ndarray, compression: int | None) -> None:
-    """Write atomically: a session killed mid-write never leaves a PNG that looks finished."""
+def png_params(compression: int | None) -> list[int]:
+    """cv2.imencode parameters. None: Huffman coding only (no LZ77 match search): on these
+    noisy radiographs the files are as small as with OpenCV's default (level 1, RLE strategy)
+    and the encoder up to 2x faster (``bench preprocess-profile``, README "Preprocess speed").
+    A level (0-9) uses zlib's default strategy at that level."""
     import cv2
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    params = [] if compression is None else [cv2.IMWRITE_PNG_COMPRESSION, int(compression)]
-    ok, buf = cv2.imencode(".png", img, params)
+    if compression is None:
+        return [cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY]
+    return [cv2.IMWRITE_PNG_COMPRESSION, int(compression)]
+
+
+def _write_png(path: Path, img: np.ndarray, compression: int | None) -> tuple[float, float]:
+    """Write atomically: a session killed mid-write never leaves a PNG that looks finished.
+    Returns (encode, write) seconds."""
+    import cv2
+
+    t0 = time.perf_counter()
+    ok, buf = cv2.imencode(".png", img, png_params(compression))
     if not ok:
         raise OSError(f"{path}: PNG encoding failed")
+    t1 = time.perf_counter()
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(buf.tobytes())
+    with open(tmp, "wb") as f:
+        f.write(buf.data)  # the encoder's buffer as is (no bytes copy)
     os.replace(tmp, path)
+    return t1 - t0, time.perf_counter() - t1
 
 
 def process_one(task: dict, cfg: PreprocessConfig) -> dict:
-    """Convert one DICOM and write its PNGs. Never raises: returns ok + record, or the error."""
+    """Convert one DICOM and write its PNGs. Never raises: returns ok + record, or the error.
+    Everything per image happens here, in the worker: only the small task and result dicts
+    cross the pipe (measured by ``bench preprocess-profile``)."""
     from . import dicom
 
     t0 = time.perf_counter()
@@ -172,10 +190,15 @@ def process_one(task: dict, cfg: PreprocessConfig) -> dict:
     try:
         conv = dicom.convert(task["path"], cfg.sizes, keep_aspect=cfg.keep_aspect, decoder=cfg.decoder,
                              display=cfg.display(), reduce_j2k=cfg.reduce_j2k, skip=tuple(task.get("skip", ())))
-        t1 = time.perf_counter()
+        encode = write = 0.0
         for size, img in conv.images.items():
-            _write_png(image_path(cfg.out, size, task["split"], task["image_id"]), img, cfg.png_compression)
-        timings = dict(conv.timings, write=time.perf_counter() - t1, total=time.perf_counter() - t0)
+            e, w = _write_png(image_path(cfg.out, size, task["split"], task["image_id"]), img, cfg.png_compression)
+            encode, write = encode + e, write + w
+        t = conv.timings
+        # "resize" and "write" keep their meaning for the stage summary (lookup + resize, PNG
+        # encode + file write); "lut" and "encode" are their first parts, for the profile
+        timings = dict(t, resize=t.get("lut", 0.0) + t.get("resize", 0.0), encode=encode, write=encode + write,
+                       total=time.perf_counter() - t0)
         return {"ok": True, "record": {
             "image_id": task["image_id"], "split": task["split"], "orig_h": conv.orig_h, "orig_w": conv.orig_w,
             "photometric": conv.photometric, "transfer_syntax": conv.transfer_syntax,
@@ -195,11 +218,14 @@ def _warm_imports() -> None:
     import importlib
 
     for name in ("pydicom", "pydicom.pixels", "pydicom.encaps", "dicomsdl", "PIL.Image", "PIL.Jpeg2KImagePlugin",
-                 "pylibjpeg", "openjpeg", "libjpeg", "jpeg_ls", "rle"):
+                 "pylibjpeg", "openjpeg", "libjpeg", "jpeg_ls", "rle", "rle.rle"):
         try:
             importlib.import_module(name)
         except ImportError:  # a missing codec shows up per file, with the file's name
             pass
+    from .dicom import warm_up
+
+    warm_up()  # the compiled lookup: built once (numba caches it on disk), not on the first image
 
 
 def _worker_loop(conn, cfg: PreprocessConfig) -> None:
@@ -232,7 +258,8 @@ def _mp_context():
         ctx = mp.get_context("forkserver")
         # Workers fork from a server that already imported the heavy modules: a respawn
         # after a crash costs milliseconds, and the parent's threads are never forked.
-        ctx.set_forkserver_preload(["siimcovid.dicom", "siimcovid.preprocess"])
+        # siimcovid._lutjit compiles the lookup loop there once (ImportError without numba is skipped).
+        ctx.set_forkserver_preload(["siimcovid.dicom", "siimcovid.preprocess", "siimcovid._lutjit"])
         return ctx
     return mp.get_context("spawn")
 
@@ -285,7 +312,7 @@ def run_pool(tasks: Sequence[dict], cfg: PreprocessConfig, n_workers: int, on_re
         task = w.task
         w.task = None
         if not task.get("skip"):
-            task = dict(task, skip=["dicomsdl", "pillow"], first_failure=why)
+            task = dict(task, skip=["dicomsdl", "pillow", "native", "rle"], first_failure=why)
             queue.appendleft(task)  # retry now, with the safe decoder, in a fresh worker
         else:
             on_result(task, {"ok": False, "stage": "decode",
