@@ -131,6 +131,9 @@ def _write_member(root, member, preds, has, ids, studies, folds, n_test=6, broke
         d = root / member / f"fold{broken}"
         d.mkdir(parents=True)
         (d / "oof.csv").write_text("image_id,study_id\n\x00\x00garbage")
+        d = root / member / f"fold{broken + 1}"  # a fold still training (or killed): its config only
+        d.mkdir(parents=True)
+        (d / "config.json").write_text("{}")
 
 
 @pytest.fixture
@@ -159,6 +162,7 @@ def test_merge_skips_a_broken_fold_records_it_and_scores_everything(binary_work,
     cfg = EnsembleConfig(members=["memA", "memB", "noise", "absent"], n_random=200)
     s = merge(work, cfg, study=study, out_dir=tmp_path / "out")
     assert any("memB/fold2" in p and "skipped" in p for p in s["problems"])
+    assert any("memB/fold3" in p and "unfinished" in p for p in s["problems"])
     assert any("absent" in p for p in s["problems"])
     assert set(s["members"]) == {"memA", "memB", "noise"} and len(s["members"]["memB"]["folds"]) == 2
     ap = s["none_ap"]

@@ -35,10 +35,11 @@ import pandas as pd
 
 from ..errors import EXIT_OK, EXIT_PARTIAL, UserError
 from ..log import get_logger, run_header
+from ..runs import OOF_CSV, TEST_CSV, find_runs
 from .ensemble import NoneAP, fit_blend, fit_weights
 
-OOF_CSV, TEST_CSV = "oof.csv", "test.csv"  # a fold's outputs (siimcovid.runs names them once it lands)
 PRED_COL, TTA_COL = "p_none", "p_none_tta"
+STAGE_TRAIN = "binary-train"  # what a binary fold's run.json names (folds of other stages are not read)
 MERGED_OOF, MERGED_TEST = "oof_binary.csv", "test_binary.csv"
 ENSEMBLE_JSON, SCORES_JSON = "ensemble.json", "scores.json"
 STUDY_OOF, STUDY_TEST = "oof_study.csv", "test_study.csv"  # study-merge's outputs
@@ -86,37 +87,7 @@ def load_ensemble_config(name: str | os.PathLike | None = "ensemble", overrides:
     return cfg
 
 
-# --------------------------------------------------------------------------- finding folds
-def find_fold_dirs(roots: Sequence[str | os.PathLike], problems: list[str], max_depth: int = 4) -> list[Path]:
-    """Every ``fold<k>/`` folder below ``roots`` (a root may be a fold itself), depth-limited.
-
-    Stand-in until ``siimcovid.runs.find_runs`` is on main: swap this function's body for that
-    call (same arguments, same answer: fold folders). Unlike a search for oof.csv it also finds a
-    fold that never wrote its predictions, so that fold is reported instead of silently absent."""
-    def is_fold(d: Path) -> bool:
-        return d.is_dir() and d.name.startswith("fold") and d.name[4:].isdigit()
-
-    found: list[Path] = []
-    for root in map(Path, roots):
-        if not root.is_dir():
-            problems.append(f"{root}: not a folder (skipped)")
-            continue
-        if is_fold(root):
-            found.append(root)
-            continue
-        base = len(root.parts)
-        for dirpath, dirs, files in os.walk(root):
-            d = Path(dirpath)
-            if d != root and is_fold(d):
-                found.append(d)
-                dirs[:] = []
-            elif len(d.parts) - base >= max_depth or "meta.csv" in files or "sample_submission.csv" in files:
-                dirs[:] = []  # never walk a preprocess output or a DICOM tree
-            else:
-                dirs.sort()
-    return sorted({p.resolve(): p for p in found}.values())
-
-
+# --------------------------------------------------------------------------- reading folds
 def read_fold_csv(path: Path, *, truth: bool) -> pd.DataFrame:
     """A fold's oof.csv (``truth``: must carry has_box) or test.csv; ValueError naming the file."""
     try:
@@ -145,6 +116,9 @@ def collect(fold_dirs: Sequence[Path], problems: list[str]) -> dict[str, dict]:
     members: dict[str, dict] = {}
     for d in fold_dirs:
         member = d.parent.name
+        if not (d / OOF_CSV).is_file():
+            problems.append(f"{member}/{d.name}: skipped: no {OOF_CSV} (fold unfinished?)")
+            continue
         try:
             oof = read_fold_csv(d / OOF_CSV, truth=True)
         except ValueError as exc:
@@ -233,7 +207,7 @@ def merge(work: Sequence[str | os.PathLike] | str | os.PathLike, cfg: EnsembleCo
     out_dir = Path(out_dir or roots[0])
     log = get_logger()
     problems: list[str] = []
-    dirs = find_fold_dirs(roots, problems)
+    dirs = find_runs(roots, stage=STAGE_TRAIN, problems=problems)
     if not dirs:
         raise UserError(f"binary-merge: no <member>/fold<k>/ under {[str(r) for r in roots]} "
                         "(run binary-train first, or point --work at its output)")
