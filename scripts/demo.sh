@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on synthetic data: synth -> folds -> preprocess -> baseline / small learner ->
-# study classifier folds -> merge -> submission.csv -> validate -> score, side by side.
+# study classifier folds -> merge -> binary none folds -> merge -> submission.csv -> validate -> score,
+# side by side.
 # Every step skips work that is already done, so an interrupted demo resumes.
 #   scripts/demo.sh DIR STUDIES SCALE SEED SIZE
 set -euo pipefail
@@ -8,6 +9,7 @@ cd "$(dirname "$0")/.."
 D="${1:-demo}"; STUDIES="${2:-300}"; SCALE="${3:-0.25}"; SEED="${4:-0}"; SIZE="${5:-128}"
 FOLDS="${DEMO_FOLDS:-0 1 2 3 4}"
 STUDY_CONFIG="${DEMO_STUDY_CONFIG:-demo_cpu}"
+BINARY_CONFIG="${DEMO_BINARY_CONFIG:-demo_cpu}"
 PY=".venv/bin/python"
 siim() { echo "+ siimcovid $*" >&2; "$PY" -m siimcovid "$@"; }
 mkdir -p "$D/subs" "$D/preds" "$D/scores"
@@ -47,6 +49,29 @@ siim study-merge --work "$D/study/$STUDY_CONFIG"
 siim infer --data "$D/data" --train-pre "$D/pre" --study-work "$D/study" --exp "$STUDY_CONFIG" \
   --out "$D/infer" || echo "infer: see $D/infer/inference.json" >&2
 cp "$D/infer/submission.csv" "$D/subs/pipeline.csv"
+
+# Binary `none` classifier, one run per fold (what the train-binary-fold-k kernels do on Kaggle): the demo
+# member on the same tiny SavedModel, then binary-merge with the study model's negative (OOF none AP of
+# the member, the negative and their blend). Two more submissions: the pipeline's with `none` from the
+# binary model, and from its blend with the study negative (blend weight fitted on the OOF predictions).
+# shellcheck disable=SC2086
+siim binary-train --config "$BINARY_CONFIG" --preprocess "$D/pre" --workdir "$D/binary" \
+  --set hub_handle="$D/tiny_hub" --set verbose=0 --fold $FOLDS
+siim binary-merge --work "$D/binary" --set members="[$BINARY_CONFIG]" --study "$D/study/$STUDY_CONFIG" \
+  || echo "binary-merge: see $D/binary/scores.json" >&2
+for name in binary binary+neg; do
+  col=$([ "$name" = binary ] && echo p_none || echo p_none_blend)
+  "$PY" - "$D/infer/test_image.csv" "$D/binary/test_binary.csv" "$col" "$D/preds/$name.csv" <<'PY'
+import sys
+import pandas as pd
+image, binary = (pd.read_csv(p, dtype={"image_id": str}) for p in sys.argv[1:3])
+none = image["image_id"].map(dict(zip(binary["image_id"], binary[sys.argv[3]])))
+image["none"] = none.fillna(image["none"])  # an image the binary folds did not predict keeps the pipeline's none
+image.to_csv(sys.argv[4], index=False)
+PY
+  siim make-submission --data "$D/data" --study "$D/infer/test_study.csv" --image "$D/preds/$name.csv" \
+    --out "$D/subs/$name.csv"
+done
 
 for sub in "$D"/subs/*.csv; do
   name=$(basename "$sub" .csv)
