@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "study-merge": ("siimcovid.study.evaluate", "cli", "merge fold outputs: OOF mAP, TTA on/off, test predictions"),
     "infer": ("siimcovid.inference", "cli", "inference kernel: test DICOMs -> study folds + learner -> submission.csv"),
     "kernels": ("siimcovid.kaggle", "cli", "render kernel-metadata/ and push helpers"),
+    "kaggle": ("siimcovid.orchestrate.cli", "cli_kaggle", "the kernel graph on Kaggle: plan | push | status | pull"),
+    "run-local": ("siimcovid.orchestrate.local", "cli", "run the kernel graph's notebooks locally with papermill"),
 }
 
 
