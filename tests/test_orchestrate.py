@@ -247,7 +247,9 @@ def test_push_runs_the_graph_in_order_waiting_for_each_version(fake, capsys):
     pushes = fake.world()["pushes"]
     inf = next(p for p in pushes if p["id"] == "alice/siimcovid-inference")["meta"]
     assert set(inf["kernel_sources"]) >= {f"alice/{f}" for f in FOLDS}
-    assert "COMPLETE" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "COMPLETE" in out
+    assert "kaggle competitions submit siim-covid19-detection -k alice/siimcovid-inference -v 1" in out
 
 
 def test_a_failed_kernel_stops_the_run_with_its_log_tail(fake, capsys):

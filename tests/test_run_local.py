@@ -109,6 +109,15 @@ def test_only_needs_its_inputs_to_have_run(tmp_path, data):
         L.cli(["--data", str(data), "--out", str(tmp_path), "--profile", "nope"], executor=Recorder())
 
 
+def test_param_adds_to_the_profile(tmp_path, data):
+    rec = Recorder()
+    assert _run(data, tmp_path / "out", rec, "--only", "wheels", "--param", "wheels.build_mmcv=true",
+                "--param", "wheels.out_dir=x") == 0
+    assert rec.calls[0]["params"] == {"dry_run": True, "build_mmcv": True, "require_cuda": False, "out_dir": "x"}
+    with pytest.raises(UserError, match="STAGE.KEY=VALUE"):
+        _run(data, tmp_path / "out", rec, "--param", "sizes=[1]")
+
+
 def test_the_wheels_notebook_runs_under_papermill(tmp_path, data):
     """The cheapest notebook for real: the kernel starts in OUT/<slug>, writes under work/."""
     out = tmp_path / "out"

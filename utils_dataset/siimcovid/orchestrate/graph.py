@@ -388,8 +388,8 @@ def render(graph: Graph, out_dir: str | Path) -> Path:
 
 
 def _compact(slugs: list[str]) -> str:
-    if len(slugs) <= 2:
-        return ", ".join(slugs)
+    if len(slugs) == 1:
+        return slugs[0]
     m = re.match(r"^(.*?)(\d+)$", slugs[0])
     if m and all(re.match(rf"^{re.escape(m.group(1))}\d+$", s) for s in slugs):
         nums = [s[len(m.group(1)):] for s in slugs]

@@ -65,8 +65,12 @@ def _fill(value: Any, subs: dict[str, str]) -> Any:
 
 def papermill_executor(notebook: Path, output: Path, parameters: dict, cwd: Path, env: dict) -> None:
     """Run one notebook; the kernel process inherits ``env`` (set only for the call)."""
+    import logging
+
     import papermill as pm
 
+    # papermill warns about every commented line of a parameters cell; the notebook's own errors still raise
+    logging.getLogger("papermill").setLevel(logging.ERROR)
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
@@ -175,12 +179,25 @@ def cli(argv: list[str], executor: Executor = papermill_executor) -> int:
     ap.add_argument("--out", required=True, help="one folder per kernel: input/, work/, the executed notebook")
     ap.add_argument("--profile", default="tiny", help="tiny | full | a profile .yaml (configs/local/)")
     ap.add_argument("--only", nargs="+", default=None, help="stages, slugs or slug prefixes")
+    ap.add_argument("--param", action="append", default=[], metavar="STAGE.KEY=VALUE",
+                    help="a notebook parameter on top of the profile's, VALUE as JSON (else a string), "
+                         "e.g. preprocess.sizes=[256]")
     ap.add_argument("--user", default="local", help="the owner name in the input layout")
     ap.add_argument("--max-fan-in", type=int, default=G.MAX_FAN_IN)
     ap.add_argument("--templates", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--graph", action="store_true", help="print the graph and stop")
     a = ap.parse_args(argv)
     profile = load_profile(a.profile)
+    for item in a.param:
+        key, eq, value = item.partition("=")
+        stage, dot, name = key.partition(".")
+        if not (eq and dot and stage and name):
+            raise UserError(f"--param {item!r}: use STAGE.KEY=VALUE, e.g. preprocess.sizes=[256]")
+        try:
+            value = json.loads(value)
+        except ValueError:
+            pass
+        profile["params"].setdefault(stage, {})[name] = value
     graph = G.build(a.user, meta_dir=a.templates, max_fan_in=a.max_fan_in, repeat=profile["repeat"])
     print(G.text(graph))
     if a.graph:

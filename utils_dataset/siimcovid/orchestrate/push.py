@@ -212,6 +212,11 @@ class Pusher:
                 self._say("waiting: " + ", ".join(f"{f.node.slug} v{f.version} {f.status} "
                                                   f"{_dur(now - f.pushed_at)}" for f in flights.values()))
         self._say("done: every selected kernel completed" if targets else "nothing selected")
+        for n in self.graph.sinks():
+            comps = n.kernel.metadata.get("competition_sources") or []
+            if n in targets and comps and self.state.version(n.slug):
+                self.echo(f"submit: kaggle competitions submit {comps[0]} -k {n.id} -v {self.state.version(n.slug)} "
+                          f"-f submission.csv -m siimcovid   (or from the competition page)")
         return 0
 
     def _launch(self, pending: list[Node], flights: dict[str, _Flight], forced: set[str]) -> bool:
