@@ -159,7 +159,7 @@ class Pusher:
             status = self.client.dataset_status(meta_id) or "missing"
             if status == "ready":
                 break
-            if "error" in status or "fail" in status:
+            if any(w in status for w in ("error", "fail", "deleted")):  # DatabundleVersionStatus names
                 raise KaggleError(f"dataset {meta_id}: {status}")
             if self.clock() - start > 3600:
                 raise KaggleError(f"dataset {meta_id}: still {status} after an hour")
