@@ -304,13 +304,17 @@ def test_resume_waits_for_a_version_pushed_before_an_interrupt(fake):
     assert _pushed(fake.calls()).count("xtest-w") == 1  # waited for, not pushed again
 
 
-def test_from_stage_re_pushes_it_and_what_reads_it(fake):
+def test_from_stage_re_pushes_it_and_what_reads_it(fake, capsys):
     assert fake.small().push() == 0
     n = len(fake.calls())
     assert fake.push("--from", "f") == 0
     assert sorted(_pushed(fake.calls()[n:])) == SMALL_FOLDS + ["xtest-i"]
     n = len(fake.calls())
     assert fake.push() == 0 and _pushed(fake.calls()[n:]) == []  # everything up to date
+    capsys.readouterr()
+    assert fake.push("--dry-run", "--from", "f") == 0
+    out = capsys.readouterr().out
+    assert out.count("] push") == 3 and out.count("read as is (complete, v1)") == 2  # w, p
     assert fake.push("--only", "xtest-i", "--from", "p") == 0
     assert _pushed(fake.calls()[n:]) == ["xtest-i"]
 

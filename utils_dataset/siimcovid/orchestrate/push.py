@@ -121,8 +121,12 @@ class Pusher:
             st = self.state.kernel(n.slug)
             self.echo(f"  {n.slug}: read as is ({st.get('status', 'not pushed by this tool')}"
                       f"{', v' + str(st['version']) if st.get('version') else ''})")
+        will_push: set[str] = set()
         for n in targets:
-            if n.slug in forced or not (self._up_to_date(n) or self._in_flight(n)):
+            # a kernel reading one that will be pushed runs again too (its inputs' versions change)
+            if (n.slug in forced or any(u in will_push for u in n.upstream)
+                    or not (self._up_to_date(n) or self._in_flight(n))):
+                will_push.add(n.slug)
                 action = "push" + (f" --accelerator {self.accelerators[n.stage]}" if n.stage in self.accelerators else "")
             elif self._in_flight(n):
                 action = f"wait for v{self.state.version(n.slug)} (pushed earlier)"
