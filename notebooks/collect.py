@@ -16,6 +16,7 @@
 # kernels than is practical: every mounted kernel output (a stage's folds) is copied into one
 # output tree, which the reader mounts instead. A file two inputs hold with different contents is
 # kept from the first; the other copy goes to `_conflicts/<slug>/` and is listed in `collect.json`.
+# Its bootstrap stops before `prepare_kernel()`: copying files needs nothing beyond the image.
 
 # %% tags=["parameters"]
 out_dir = None  # None = /kaggle/working on Kaggle, ./work locally
@@ -24,8 +25,10 @@ out_dir = None  # None = /kaggle/working on Kaggle, ./work locally
 import glob, sys
 try:
     import siimcovid
-except ImportError:  # on Kaggle: the utils dataset is mounted somewhere under /kaggle/input
-    hits = sorted(glob.glob("/kaggle/input/**/siimcovid/__init__.py", recursive=True))
+except ImportError:  # on Kaggle: the utils dataset is mounted 1-4 folders below /kaggle/input
+    # fixed depths, shallowest first: a recursive "**" glob would walk the competition's DICOM tree
+    pats = ["/kaggle/input/" + "*/" * d + "siimcovid/__init__.py" for d in range(1, 5)]
+    hits = next((h for h in (sorted(glob.glob(p)) for p in pats) if h), [])
     if not hits:
         raise RuntimeError("add the siimcovid utils dataset to this kernel's dataset_sources")
     sys.path.insert(0, hits[0].rsplit("/siimcovid/", 1)[0])

@@ -168,7 +168,8 @@ class FakeTime:
 SMALL = {  # the pipeline's shape in four stages, five kernels: fast to push through the fake
     "w": {"enable_internet": True},
     "p": {"_render": {"needs": ["w"]}},
-    "f": {"_render": {"needs": ["w", "p"], "repeat": {"fold": [0, 1]}}, "id": "{user}/xtest-f-{fold}",
+    "f": {"_render": {"needs": ["w", "p"], "repeat": {"fold": [0, 1]}, "accelerators": ["NvidiaTeslaT4"]},
+          "id": "{user}/xtest-f-{fold}",
           "title": "xtest f {fold}", "enable_tpu": True},
     "i": {"_render": {"needs": ["p", "f"]}, "enable_gpu": True},
 }
@@ -187,6 +188,8 @@ def fake(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_KAGGLE_WORLD", str(world))
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "kaggle-config"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.kaggle of the machine's user
+    monkeypatch.delenv("KAGGLE_API_TOKEN", raising=False)
     monkeypatch.setenv("KAGGLE_USERNAME", "alice")
     monkeypatch.setenv("KAGGLE_KEY", SECRET)
 
@@ -274,7 +277,8 @@ def test_a_failed_kernel_stops_the_run_with_its_log_tail(fake, capsys):
 def test_a_refused_push_is_an_error_even_with_exit_status_0(fake, capsys):
     fake.small().scenario(refuse=["xtest-p"])
     assert fake.push() == 1
-    assert "Kernel push error" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "xtest-p was not pushed" in out and "invalid kernel sources" in out
     assert _pushed(fake.calls()) == ["xtest-w", "xtest-p"]
 
 
@@ -327,10 +331,15 @@ def test_session_limits_are_respected(fake):
     assert fake.world()["peak"]["tpu"] == 2
 
 
-def test_accelerator_applies_to_its_stage_only(fake):
-    assert fake.small().push("--accelerator", "f=NvidiaTeslaT4") == 0
-    accs = {p["id"].split("/")[1]: p["accelerator"] for p in fake.world()["pushes"]}
-    assert {s for s, a in accs.items() if a} == set(SMALL_FOLDS) and accs["xtest-f-0"] == "NvidiaTeslaT4"
+def test_accelerator_applies_to_the_kernels_that_offer_it(fake):
+    assert fake.small().push("--accelerator", "NvidiaTeslaT4") == 0
+    shapes = {p["id"].split("/")[1]: p["meta"].get("machine_shape") for p in fake.world()["pushes"]}
+    assert {s for s, a in shapes.items() if a} == set(SMALL_FOLDS) and shapes["xtest-f-0"] == "NvidiaTeslaT4"
+    fold = next(p["meta"] for p in fake.world()["pushes"] if p["id"] == "alice/xtest-f-0")
+    assert fold["enable_gpu"] is True and fold["enable_tpu"] is False
+    assert all(p["accelerator"] is None for p in fake.world()["pushes"])  # the metadata says it
+    with pytest.raises(UserError, match="no kernel takes"):
+        fake.push("--accelerator", "NvidiaL4")
 
 
 def test_secrets_never_printed_or_stored(fake, capsys):

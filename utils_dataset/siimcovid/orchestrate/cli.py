@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -20,12 +19,20 @@ DEFAULT_OUT = "build/kaggle"
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--user", default=os.environ.get("KAGGLE_USERNAME"),
-                   help="your Kaggle user name (default: $KAGGLE_USERNAME)")
+    p.add_argument("--user", default=None,
+                   help="your Kaggle user name (default: $KAGGLE_USERNAME, then the one in kaggle.json)")
     p.add_argument("--out", default=DEFAULT_OUT, help="rendered kernels, staged dataset and state.json")
     p.add_argument("--max-fan-in", type=int, default=G.MAX_FAN_IN,
                    help="a kernel reading more kernels than this reads collect-<stage> kernels instead")
     p.add_argument("--templates", default=None, help=argparse.SUPPRESS)  # another kernel-metadata/ (tests)
+
+
+def _choices(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--accelerator", default=None,
+                   help="accelerator id for the kernels whose template offers it (kernel-metadata `_render."
+                        "accelerators`, e.g. NvidiaL4); the other kernels keep theirs")
+    p.add_argument("--docker-image", default=None,
+                   help="image for the wheels kernel and every kernel installing its output")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -34,6 +41,7 @@ def parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("plan", help="render every kernel, validate, print the graph")
     _common(p)
+    _choices(p)
     p.add_argument("--budget", default=None,
                    help="JSON {stage: seconds per test image per kernel}: warn when inference may pass 9 h")
     p = sub.add_parser("push", help="upload the utils dataset, push kernels in graph order, wait for each")
@@ -44,8 +52,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print what would be pushed; no kaggle call")
     p.add_argument("--max-sessions", default=None,
                    help="concurrent sessions, e.g. cpu=5,gpu=2,tpu=1 (the defaults)")
-    p.add_argument("--accelerator", action="append", default=[], metavar="STAGE=ID",
-                   help="e.g. train-study-fold=TpuV5E8: passed to `kernels push` for that stage only")
+    _choices(p)
     p.add_argument("--poll", type=float, default=20.0, help="first poll interval in seconds (backs off to 300)")
     p = sub.add_parser("status", help="the graph with each kernel's pushed version and state")
     _common(p)
@@ -58,29 +65,19 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _graph(a) -> G.Graph:
-    if not a.user:
-        raise UserError("--user is required (or set KAGGLE_USERNAME)")
-    return G.build(a.user, meta_dir=a.templates, max_fan_in=a.max_fan_in)
+    from ..kaggle import choose, resolve_user
 
-
-def _accelerators(items: list[str], graph: G.Graph) -> dict[str, str]:
-    out = {}
-    for item in items:
-        stage, _, acc = item.partition("=")
-        if not acc or stage not in graph.stages():
-            raise UserError(f"--accelerator {item!r}: use STAGE=ID with a stage of {graph.stages()}")
-        out[stage] = acc
-    return out
+    user, _ = resolve_user(a.user)
+    graph = G.build(user, meta_dir=a.templates, max_fan_in=a.max_fan_in)
+    # the user's accelerator / image, each only where the templates allow it (kaggle.choose)
+    choose([n.kernel for n in graph.order()], getattr(a, "accelerator", None), getattr(a, "docker_image", None))
+    return graph
 
 
 def _client():
-    from .client import Client, credentials_present
+    from .client import Client
 
-    client = Client()
-    if not credentials_present():
-        raise UserError("no Kaggle credentials: put your API token in ~/.kaggle/kaggle.json (or "
-                        "~/.kaggle/access_token, or set KAGGLE_API_TOKEN)")
-    return client
+    return Client()  # checks the credentials once (one line, exit 2) before anything is pushed
 
 
 def _fail_on(errors: list[str]) -> None:
@@ -125,7 +122,6 @@ def cli_kaggle(argv: list[str], sleep: Callable[[float], None] = time.sleep,
 
     _fail_on(errors)
     limits = parse_limits(a.max_sessions)
-    accelerators = _accelerators(a.accelerator, g)
     g.select(a.only)  # unknown names fail before anything is written
     if a.from_stage:
         g.select([a.from_stage])
@@ -138,7 +134,7 @@ def cli_kaggle(argv: list[str], sleep: Callable[[float], None] = time.sleep,
     from ..kaggle import dataset_dir
 
     pusher = Pusher(g, client, state, out / "kernels", dataset_dir(out, g.user), limits=limits,
-                    accelerators=accelerators, poll=Poll(first_s=a.poll), sleep=sleep, clock=clock)
+                    poll=Poll(first_s=a.poll), sleep=sleep, clock=clock)
     print(G.text(g))
     try:
         return pusher.run(a.only, a.from_stage, a.dry_run)

@@ -63,7 +63,6 @@ class Pusher:
     kernels_dir: Path
     dataset_dir: Path | None = None
     limits: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
-    accelerators: dict[str, str] = field(default_factory=dict)  # stage -> --accelerator ID
     poll: Poll = field(default_factory=Poll)
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.time
@@ -127,7 +126,7 @@ class Pusher:
             if (n.slug in forced or any(u in will_push for u in n.upstream)
                     or not (self._up_to_date(n) or self._in_flight(n))):
                 will_push.add(n.slug)
-                action = "push" + (f" --accelerator {self.accelerators[n.stage]}" if n.stage in self.accelerators else "")
+                action = f"push ({n.accelerator})"
             elif self._in_flight(n):
                 action = f"wait for v{self.state.version(n.slug)} (pushed earlier)"
             else:
@@ -238,7 +237,7 @@ class Pusher:
                 continue
             digest, inputs = self._hash(n), self._inputs(n)
             try:
-                version = self.client.push(self.kernels_dir / n.slug, self.accelerators.get(n.stage))
+                version = self.client.push(self.kernels_dir / n.slug)
             except KaggleError as exc:
                 self.state.update(n.slug, id=n.id, status="error", message=str(exc), hash=digest, upstream=inputs)
                 self._say(f"stopped: {n.slug} was not pushed: {exc}")
