@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "binary-merge": ("siimcovid.binary.merge", "cli", "merge binary none members x folds: fitted weights, OOF none AP"),
     "infer": ("siimcovid.inference", "cli", "inference kernel: test DICOMs -> study folds + learner -> submission.csv"),
     "kernels": ("siimcovid.kaggle", "cli", "render kernel-metadata/ and push helpers"),
+    "kaggle": ("siimcovid.orchestrate.cli", "cli_kaggle", "the kernel graph on Kaggle: plan | push | status | pull"),
+    "run-local": ("siimcovid.orchestrate.local", "cli", "run the kernel graph's notebooks locally with papermill"),
 }
 
 
