@@ -13,6 +13,7 @@ from siimcovid.orchestrate.collect import collect, kernel_outputs
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDS = ["siimcovid-train-study-fold-0", "siimcovid-train-study-fold-1"]  # the tiny profile's folds
+BINARY = ["siimcovid-train-binary-fold-0", "siimcovid-train-binary-fold-1"]
 
 
 class Recorder:
@@ -50,7 +51,7 @@ def test_kernels_run_in_order_on_a_kaggle_shaped_input(tmp_path, data, capsys):
     out, rec = tmp_path / "out", Recorder()
     assert _run(data, out, rec) == 0
     order = [c["slug"] for c in rec.calls]
-    assert order == ["siimcovid-wheels", "siimcovid-preprocess", *FOLDS, "siimcovid-inference"]
+    assert order == ["siimcovid-wheels", "siimcovid-preprocess", *BINARY, *FOLDS, "siimcovid-inference"]
     by = {c["slug"]: c for c in rec.calls}
     utils = (ROOT / "utils_dataset").resolve()
     for c in rec.calls:
@@ -68,16 +69,17 @@ def test_kernels_run_in_order_on_a_kaggle_shaped_input(tmp_path, data, capsys):
     assert set(fold1["mounted"]) == {"datasets/local/siimcovid-utils", "notebooks/local/siimcovid-wheels",
                                      "notebooks/local/siimcovid-preprocess"}
     inf = by["siimcovid-inference"]
-    assert {f"notebooks/local/{f}" for f in FOLDS} <= set(inf["mounted"])
+    assert {f"notebooks/local/{f}" for f in FOLDS + BINARY} <= set(inf["mounted"])
+    assert by[BINARY[1]]["params"]["fold"] == 1 and by[BINARY[1]]["params"]["members"] == ["tiny_cpu"]
     assert "competitions/siim-covid19-detection" in inf["mounted"]
     text = capsys.readouterr().out
-    assert "[3/5] siimcovid-train-study-fold-0: running train-study.ipynb (not available here: google/" in text
-    assert text.count(": done in") == 5
+    assert "[5/7] siimcovid-train-study-fold-0: running train-study.ipynb (not available here: google/" in text
+    assert text.count(": done in") == 7
 
     # resumable: everything done is skipped
     rec2 = Recorder()
     assert _run(data, out, rec2) == 0 and rec2.calls == []
-    assert capsys.readouterr().out.count("skipped") == 5
+    assert capsys.readouterr().out.count("skipped") == 7
 
 
 def test_a_failure_stops_the_run_and_the_next_run_resumes_there(tmp_path, data, capsys):
