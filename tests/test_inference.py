@@ -70,7 +70,7 @@ def bad_run(world):
     out = world["root"] / "out_bad"
     rc = main(["infer", "--data", str(world["bad_data"]), "--train-pre", str(world["pre"]), "--study-work",
                str(world["work"]), str(world["root"] / "nope"), "--out", str(out), "--workers", "1",
-               "--learner-set", "patch_iter=30", "--no-progress"])
+               "--set", "learner.patch_iter=30", "--no-progress"])
     return {"rc": rc, "out": out, "summary": json.loads((out / I.SUMMARY).read_text())}
 
 
@@ -179,12 +179,12 @@ def test_fold_hub_from_another_machine_is_found_by_name(tmp_path, monkeypatch):
 
 
 def test_config_from_notebook_parameters():
-    cfg = I.config_from_params(study_work="/a", size="128", tta="off", out=None, learner={"patch_iter": "40"})
-    assert cfg.study_work == ["/a"] and cfg.size == 128 and cfg.tta is False and cfg.out is None
+    cfg = I.config_from_params(study_work="/a", learner_size="128", tta="off", out=None, learner={"patch_iter": "40"})
+    assert cfg.study_work == ["/a"] and cfg.learner_size == 128 and cfg.tta is False and cfg.out is None
     assert I.check_learner_options(cfg.learner) == {"patch_iter": 40}
-    with pytest.raises(ValueError, match="unknown parameters"):
+    with pytest.raises(ValueError, match="unknown infer config key .nonsense."):
         I.config_from_params(nonsense=1)
-    with pytest.raises(ValueError, match="learner option 'depth' unknown"):
+    with pytest.raises(ValueError, match="unknown learner.*key .depth."):
         I.check_learner_options({"depth": 3})
 
 
@@ -196,7 +196,7 @@ def test_notebook_runs_under_papermill(world):
     out = run_dir / "out"
     pm.execute_notebook(str(ROOT / "notebooks" / "inference.ipynb"), str(run_dir / "inference.out.ipynb"),
                         parameters=dict(data_dir=str(world["data"]), train_pre=str(world["pre"]),
-                                        study_work=[str(world["good"])], out_dir=str(out), size=64, workers=1,
+                                        study_work=[str(world["good"])], out_dir=str(out), learner_size=64, workers=1,
                                         threads=2, learner=LEARNER),
                         cwd=str(run_dir), progress_bar=False, kernel_name="python3")
     from siimcovid.submission import validate_submission
@@ -226,7 +226,7 @@ def test_finds_every_input_in_a_kaggle_shaped_layout(world, tmp_path, monkeypatc
     shutil.copytree(world["hub"], inp / "models" / "google" / "efficientnet-v2" / "tensorFlow2" / "tiny" / "1")
     monkeypatch.setenv("SIIM_INPUT", str(inp))
     out = tmp_path / "working"
-    summary = I.run(I.config_from_params(data=None, train_pre=None, study_work=None, out=str(out), size=None,
+    summary = I.run(I.config_from_params(data=None, train_pre=None, study_work=None, out=str(out), learner_size=None,
                                          limit=0, exp=None, hub=None, batch_size=None, tta=None, workers=1,
                                          threads=0, seed=0, learner=LEARNER))
     assert Path(summary["data"]) == comp

@@ -45,6 +45,7 @@ from .data import (
 )
 from .dicom import one_line
 from .log import get_logger
+from .variants import opt
 
 PRE_TEST = "pre_test"
 STUDY_OUT, IMAGE_OUT, SUBMISSION, SUMMARY = "test_study.csv", "test_image.csv", "submission.csv", "inference.json"
@@ -57,23 +58,24 @@ PIXEL_KEYS = ("keep_aspect", "decoder", "reduce_j2k", "no_voi_range", "percentil
 
 @dataclass
 class InferConfig:
-    data: str | None = None  # competition folder; None = found by sample_submission.csv
-    train_pre: str | None = None  # the preprocess kernel's output (meta.csv + images/<S>/train)
-    study_work: list[str] | None = None  # folders holding fold*/; None = search SIIM_INPUT / /kaggle/input
-    out: str | None = None  # None = /kaggle/working on Kaggle, ./work/inference locally
-    size: int | None = None  # the learner's image size (images/<S>/); None = the smallest in train_pre
-    limit: int = 0  # convert at most this many test images (smoke runs; the rest get fallback rows)
-    exp: str | None = None  # only folds of this experiment (config name or parent folder name)
-    hub: str | None = None  # SavedModel folder for every fold's backbone (overrides config.json)
-    batch_size: int | None = None  # prediction batch; None = each fold's training batch
-    tta: bool | None = None  # hflip TTA; None = each fold's tta_hflip
-    agg: str | None = None  # image -> study: mean | max; None = the folds' study_agg
-    workers: int = 0  # preprocess worker processes (0 = one per core)
-    threads: int = 0  # TensorFlow threads (0 = TF default)
+    data: str | None = opt(None, "competition folder; none = found by sample_submission.csv")
+    train_pre: str | None = opt(None, "the preprocess kernel's output (meta.csv + images/<S>/train); none = found")
+    study_work: list[str] | None = opt(None, "folders holding fold*/; none = search SIIM_INPUT and /kaggle/input")
+    out: str | None = opt(None, "output folder; none = /kaggle/working on Kaggle, ./work/inference locally")
+    learner_size: int | None = opt(None, "the small learner's PNG folder (images/<S>/); none = the smallest in train_pre")
+    limit: int = opt(0, "convert at most this many test images (smoke runs; the rest get fallback rows)")
+    exp: str | None = opt(None, "only folds of this experiment (config name or parent folder name)")
+    hub: str | None = opt(None, "SavedModel folder for every fold's backbone (overrides config.json)")
+    batch_size: int | None = opt(None, "prediction batch; none = each fold's training batch")
+    tta: bool | None = opt(None, "hflip TTA; none = each fold's tta_hflip")
+    agg: str | None = opt(None, "image -> study: mean | max; none = the folds' study_agg", choices=("mean", "max"))
+    workers: int = opt(0, "preprocess worker processes (0 = one per core)")
+    threads: int = opt(0, "TensorFlow threads (0 = TF default)")
     seed: int = 0
-    learner_work: int = 64  # the learner's working resolution (px)
-    learner: dict = field(default_factory=dict)  # other LearnerConfig fields, e.g. {"patch_iter": 50}
-    progress: bool = True
+    learner_work: int = opt(64, "the learner's working resolution (px)")
+    learner: dict = opt(default_factory=dict, help="other LearnerConfig fields, e.g. {patch_iter: 50} or "
+                                                   "--set learner.patch_iter=50")
+    progress: bool = opt(True, "progress bars")
 
 
 class FoldError(RuntimeError):
@@ -471,20 +473,15 @@ def score_if_truth(sub: pd.DataFrame, data_dir: Path) -> dict | None:
 
 
 def check_learner_options(options: dict) -> dict:
-    """``InferConfig.learner`` keys must be LearnerConfig fields (values coerced from text)."""
-    from dataclasses import fields
-
+    """``InferConfig.learner`` keys must be LearnerConfig fields (values typed by the schema)."""
     from .baseline import LearnerConfig
+    from .variants import coerce, unknown_key
 
-    valid = {f.name: f for f in fields(LearnerConfig)}
     out = {}
     for k, v in (options or {}).items():
-        if k not in valid or k in ("work", "seed"):
-            raise ValueError(f"learner option {k!r} unknown; valid: {sorted(set(valid) - {'work', 'seed'})}")
-        default = getattr(LearnerConfig(), k)
-        if isinstance(v, str):
-            v = json.loads(v) if not isinstance(default, str) else v
-        out[k] = tuple(v) if isinstance(default, tuple) else type(default)(v)
+        if k in ("work", "seed"):  # set by InferConfig.learner_work / seed
+            raise unknown_key(LearnerConfig, k, "learner (work and seed are infer options)")
+        out[k] = coerce(LearnerConfig, k, v)
     return out
 
 
@@ -504,7 +501,7 @@ def resolve_inputs(cfg: InferConfig) -> tuple[Path, Path | None, Path]:
     return data, pre, out
 
 
-def learner_size(train_pre: Path | None, size: int | None) -> int | None:
+def pick_learner_size(train_pre: Path | None, size: int | None) -> int | None:
     if size:
         return int(size)
     if train_pre is None:
@@ -540,7 +537,7 @@ def run(cfg: InferConfig, image_predictor: ImagePredictor | None = None) -> dict
             sizes.add(fold_src_size(d, fold_config(d), train_pre))
         except FoldError:
             pass  # reported when the fold is loaded
-    l_size = learner_size(train_pre, cfg.size)
+    l_size = pick_learner_size(train_pre, cfg.learner_size)
     if l_size:
         sizes.add(l_size)
     if not sizes:
@@ -633,23 +630,16 @@ def format_summary(s: dict) -> str:
     return "\n".join(lines)
 
 
-def config_from_params(**params) -> InferConfig:
-    """An InferConfig from notebook parameters: papermill's ``-p study_work /a`` passes one
-    string, ``-p size 128`` may arrive as text; ``None`` / "" mean "find it" / the default."""
+def config_from_params(config: str | None = None, **params) -> InferConfig:
+    """An InferConfig from notebook parameters (over the ``config`` variant in configs/infer/):
+    papermill's ``-p study_work /a`` passes one string (several: os.pathsep-separated), numbers
+    may arrive as text; ``None`` / "" mean "find it" / the variant's value."""
+    from .variants import load
+
     kw = {k: v for k, v in params.items() if v is not None and v != ""}
-    unknown = set(kw) - set(InferConfig.__dataclass_fields__)
-    if unknown:
-        raise ValueError(f"inference: unknown parameters {sorted(unknown)}")
     if isinstance(kw.get("study_work"), (str, os.PathLike)):
         kw["study_work"] = [str(p) for p in str(kw["study_work"]).split(os.pathsep) if p]
-    elif "study_work" in kw:
-        kw["study_work"] = [str(p) for p in kw["study_work"]]
-    for k in ("size", "limit", "batch_size", "workers", "threads", "seed", "learner_work"):
-        if k in kw:
-            kw[k] = int(kw[k])
-    if isinstance(kw.get("tta"), str):
-        kw["tta"] = kw["tta"].strip().lower() in ("1", "true", "on", "yes")
-    return InferConfig(**kw)
+    return load("infer", config, kw, InferConfig, default_name="default")
 
 
 def plot_test_predictions(out: str | os.PathLike, n: int = 4, min_score: float = 0.3):
@@ -694,35 +684,12 @@ def cli(argv: list[str]) -> int:
     """Inference: test DICOMs -> study folds + small learner -> submission.csv (validated, scored
     when DATA/truth exists). Exit 0 when the submission validates, 1 when it was written with
     problems, 2 when it could not be written."""
+    from .variants import add_schema_args, load, overrides_from_args
+
     ap = argparse.ArgumentParser(prog="python -m siimcovid infer", description=cli.__doc__)
-    ap.add_argument("--data", default=None, help="competition folder (default: found by sample_submission.csv)")
-    ap.add_argument("--train-pre", default=None, help="train preprocess output (meta.csv + images/<S>/train)")
-    ap.add_argument("--study-work", nargs="*", default=None,
-                    help="folders holding fold*/ (default: search SIIM_INPUT and /kaggle/input)")
-    ap.add_argument("--out", default=None, help="output folder (default /kaggle/working or ./work/inference)")
-    ap.add_argument("--size", type=int, default=None, help="the learner's image size (default: smallest in --train-pre)")
-    ap.add_argument("--limit", type=int, default=0, help="convert at most N test images (smoke runs)")
-    ap.add_argument("--exp", default=None, help="only folds of this experiment")
-    ap.add_argument("--hub", default=None, help="backbone SavedModel folder for every fold")
-    ap.add_argument("--batch-size", type=int, default=None, help="prediction batch (default: the fold's)")
-    ap.add_argument("--tta", choices=("config", "on", "off"), default="config", help="hflip TTA (default: the fold's)")
-    ap.add_argument("--agg", choices=("mean", "max"), default=None, help="image -> study (default: the folds')")
-    ap.add_argument("--workers", type=int, default=0, help="preprocess worker processes (0 = one per core)")
-    ap.add_argument("--threads", type=int, default=0, help="TensorFlow threads (0 = TF default)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--learner-work", type=int, default=64, help="the learner's working resolution (px)")
-    ap.add_argument("--learner-set", action="append", default=[], metavar="KEY=VALUE",
-                    help="another LearnerConfig field (repeatable), e.g. --learner-set patch_iter=50")
-    ap.add_argument("--no-progress", action="store_true")
+    add_schema_args(ap, InferConfig, stage="infer")
     a = ap.parse_args(argv)
-    bad = [x for x in a.learner_set if "=" not in x]
-    if bad:
-        ap.error(f"--learner-set expects KEY=VALUE, got {bad}")
-    cfg = InferConfig(data=a.data, train_pre=a.train_pre, study_work=a.study_work, out=a.out, size=a.size,
-                      limit=a.limit, exp=a.exp, hub=a.hub, batch_size=a.batch_size,
-                      tta={"config": None, "on": True, "off": False}[a.tta], agg=a.agg, workers=a.workers,
-                      threads=a.threads, seed=a.seed, learner_work=a.learner_work,
-                      learner=dict(x.split("=", 1) for x in a.learner_set), progress=not a.no_progress)
+    cfg = load("infer", a.config, overrides_from_args(a), InferConfig, default_name="default")
     try:
         summary = run(cfg)
     except (FileNotFoundError, ValueError) as exc:

@@ -28,7 +28,7 @@ import pandas as pd
 import siimcovid  # noqa: F401  (sets SM_FRAMEWORK / TF_USE_LEGACY_KERAS before TF loads)
 
 from ..log import get_logger, run_header, seed_everything
-from .config import StudyConfig, load_config
+from .config import StudyConfig
 from .evaluate import OOF_CSV, PROB_COLS, TEST_CSV, TTA_COLS, predict_frame, read_pred_csv, study_map_from_images
 
 if TYPE_CHECKING:
@@ -262,28 +262,25 @@ def train_fold(cfg: StudyConfig) -> dict:
 
 def cli(argv: list[str]) -> int:
     """Train one fold of the study classifier (resumes when its folder holds a checkpoint)."""
+    from .. import variants
+
     ap = argparse.ArgumentParser(prog="python -m siimcovid study-train", description=cli.__doc__)
-    ap.add_argument("--config", default=None, help="variant name in siimcovid/configs/study/ or a YAML path")
     ap.add_argument("--fold", type=int, nargs="+", default=None, help="fold(s) to train (default: the config's)")
-    ap.add_argument("--preprocess", default=None, help="preprocess output folder (holds meta.csv)")
-    ap.add_argument("--workdir", default=None, help="parent of <exp>/fold<k>/")
-    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                    help="override one config key (repeatable), e.g. --set image_size=128")
     ap.add_argument("--make-tiny-hub", metavar="DIR", default=None,
                     help="write a tiny local hub-style SavedModel to DIR (for CPU demos/tests) and exit")
     ap.add_argument("--tiny-width", type=int, default=16, help="channels of the first stage (x2 per stage)")
     ap.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    variants.add_schema_args(ap, StudyConfig, stage="study", exclude=("fold",))
     a = ap.parse_args(argv)
     if a.make_tiny_hub:
         from .model import export_tiny_savedmodel
 
         print(f"wrote {export_tiny_savedmodel(a.make_tiny_hub, width=a.tiny_width)}")
         return 0
-    overrides = {k: v for k, v in (("preprocess", a.preprocess), ("workdir", a.workdir)) if v}
-    folds = a.fold or [None]
-    for fold in folds:
-        o = dict(overrides, **({"fold": fold} if fold is not None else {}))
-        cfg = load_config(a.config, overrides=o, sets=a.sets)
+    overrides = variants.overrides_from_args(a)
+    configs = [variants.load("study", a.config, [overrides, {"fold": k} if k is not None else {}], StudyConfig)
+               for k in (a.fold or [None])]  # every fold's config checked before the first trains
+    for cfg in configs:
         if a.print_config:
             print(json.dumps(cfg.to_dict(), indent=2))
             return 0
