@@ -272,9 +272,9 @@ def _set_policy(cfg) -> None:
     """The fold's mixed-precision policy on this device (float32 on CPU), as training chose it."""
     import tensorflow as tf
 
-    from .study.train import set_precision
+    from .classify.runtime import set_policy
 
-    set_precision(cfg, "gpu" if tf.config.list_physical_devices("GPU") else "cpu")
+    set_policy(cfg.mixed_precision, "gpu" if tf.config.list_physical_devices("GPU") else "cpu")
 
 
 def predict_folds(fold_dirs: Sequence[Path], pre_test: Path, *, train_pre: Path | None = None,
@@ -293,7 +293,7 @@ def predict_folds(fold_dirs: Sequence[Path], pre_test: Path, *, train_pre: Path 
     if fold_dirs:
         import tf_keras
 
-        from .study.train import set_threads
+        from .classify.runtime import set_threads
 
         set_threads(threads)
     for d in tqdm(list(fold_dirs), desc="study folds", disable=not progress or None):

@@ -1,9 +1,7 @@
-"""Train one fold of the study classifier (``python -m siimcovid study-train``).
+"""Train one fold of the study classifier (``python -m siimcovid study-train``) on the shared core.
 
-Writes ``<workdir>/<exp>/fold<k>/``: best.weights.h5, last.ckpt* + state.json (resume),
-history.csv/.png, oof.csv, test.csv, config.json, run.json, fold_score.json. Re-running the
-same command continues after the last finished epoch (the optimizer step, hence the learning
-rate schedule, comes back with the checkpoint).
+The fit loop, model, input pipeline and outputs are :mod:`siimcovid.classify` (see its train
+module for the fold folder); the study task (:mod:`.task`) adds the classes, targets and metric.
 
 Noisy student: with ``teacher=`` (the previous round's output: any folder holding its
 ``fold*/oof.csv`` and ``test.csv``, e.g. its kernel outputs under /kaggle/input) the training
@@ -14,79 +12,18 @@ predictions as targets (their mask is unknown and left out of the mask loss).
 from __future__ import annotations
 
 import argparse
-import glob
 import json
-import math
 import os
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 import siimcovid  # noqa: F401  (sets SM_FRAMEWORK / TF_USE_LEGACY_KERAS before TF loads)
 
-from ..log import get_logger, run_header, seed_everything
+from ..classify.train import plot_history  # noqa: F401  (re-exported)
 from .config import StudyConfig
-from .evaluate import OOF_CSV, PROB_COLS, TEST_CSV, TTA_COLS, predict_frame, read_pred_csv, study_map_from_images
-
-if TYPE_CHECKING:
-    import tensorflow as tf
-
-STATE_JSON = "state.json"
-CKPT_PREFIX = "last.ckpt"
-
-
-# --------------------------------------------------------------------------- runtime
-def tpu_present() -> bool:
-    """Cheap check before touching the TPU resolver (which may wait on a metadata server)."""
-    env = ("TPU_NAME", "TPU_ACCELERATOR_TYPE", "COLAB_TPU_ADDR", "TPU_WORKER_ID")
-    return any(os.environ.get(k) for k in env) or bool(glob.glob("/dev/accel*")) or bool(glob.glob("/dev/vfio/[0-9]*"))
-
-
-def get_strategy() -> tuple["tf.distribute.Strategy", str]:
-    """TPUStrategy when a TPU is found, MirroredStrategy on several GPUs, else the default."""
-    import tensorflow as tf
-
-    log = get_logger()
-    if tpu_present():
-        for tpu in ("local", None):
-            try:
-                resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu) if tpu else \
-                    tf.distribute.cluster_resolver.TPUClusterResolver()
-                tf.config.experimental_connect_to_cluster(resolver)
-                tf.tpu.experimental.initialize_tpu_system(resolver)
-                strategy = tf.distribute.TPUStrategy(resolver)
-                log.info("TPU: %d replicas", strategy.num_replicas_in_sync)
-                return strategy, "tpu"
-            except Exception as exc:  # noqa: BLE001 - any failure means "no usable TPU"
-                log.info("no TPU via %r: %s", tpu, exc)
-    gpus = tf.config.list_physical_devices("GPU")
-    if len(gpus) > 1:
-        return tf.distribute.MirroredStrategy(), "gpu"
-    return tf.distribute.get_strategy(), ("gpu" if gpus else "cpu")
-
-
-def set_precision(cfg: StudyConfig, device: str) -> str:
-    import tf_keras
-
-    policy = cfg.mixed_precision
-    if policy == "auto":
-        policy = {"tpu": "mixed_bfloat16", "gpu": "mixed_float16"}.get(device, "off")
-    tf_keras.mixed_precision.set_global_policy("float32" if policy == "off" else policy)
-    return policy
-
-
-def set_threads(n: int) -> None:
-    import tensorflow as tf
-
-    if n > 0:
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(n)
-            tf.config.threading.set_inter_op_parallelism_threads(n)
-        except RuntimeError:  # already initialised in this process
-            pass
+from .evaluate import OOF_CSV, PROB_COLS, TEST_CSV, TTA_COLS, read_pred_csv
 
 
 # --------------------------------------------------------------------------- noisy student
@@ -150,114 +87,12 @@ def student_targets(train: pd.DataFrame, test: pd.DataFrame, cfg: StudyConfig) -
     return rows, targets.astype(np.float32), known, info
 
 
-# --------------------------------------------------------------------------- history
-def plot_history(history: pd.DataFrame, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    for col in [c for c in history.columns if c.endswith("loss")]:
-        axes[0].plot(history["epoch"], history[col], marker="o", label=col)
-    axes[0].set_xlabel("epoch"); axes[0].set_title("losses"); axes[0].legend(fontsize=8)
-    for col in [c for c in ("val_map", "val_map_tta") if c in history]:
-        axes[1].plot(history["epoch"], history[col], marker="o", label=col)
-    axes[1].set_xlabel("epoch"); axes[1].set_title("validation study mAP"); axes[1].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-
-
-# --------------------------------------------------------------------------- the fold
 def train_fold(cfg: StudyConfig) -> dict:
-    """Train (or resume) one fold, then write its OOF and test predictions. -> fold summary."""
-    import tensorflow as tf
+    """Train (or resume) one study fold through the shared core. -> fold summary."""
+    from ..classify.train import train_fold as core_train_fold
+    from .task import STUDY
 
-    from ..paths import find_input
-    from ..preprocess import META_CSV
-    from .dataset import load_meta, make_train_dataset, pick_src_size, train_val_split
-    from .model import build_model, compile_model
-
-    log = get_logger()
-    out = cfg.out_dir()
-    out.mkdir(parents=True, exist_ok=True)
-    set_threads(cfg.threads)
-    seed_everything(cfg.seed)
-    tf.random.set_seed(cfg.seed)
-    strategy, device = get_strategy()
-    policy = set_precision(cfg, device)
-    header = run_header("study-train", cfg, out)
-    log.info("fold %d -> %s (device %s, %d replica(s), precision %s, git %s)", cfg.fold, out, device,
-             strategy.num_replicas_in_sync, policy, header.get("git"))
-    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-
-    pre = find_input(META_CSV, hint=cfg.preprocess)
-    src = pick_src_size(pre, cfg.image_size, cfg.src_size, cfg.input_format)
-    meta = load_meta(pre, src, input_format=cfg.input_format)
-    train, val = train_val_split(meta, cfg.fold, cfg.positive_boxed_only)
-    test = meta[meta["split"] == "test"].reset_index(drop=True)
-    rows, targets, known, info = student_targets(train, test, cfg)
-    info.update(preprocess=str(pre), src_size=src, input_format=cfg.input_format, n_val=len(val), n_test=len(test),
-                n_rows=len(rows))
-    log.info("data: %s", info)
-
-    steps = cfg.steps_per_epoch or max(1, len(rows) // cfg.batch_size)
-    train_ds = make_train_dataset(rows, targets, cfg, src, mask_known=known, training=True)
-    with strategy.scope():
-        model = build_model(cfg)
-        compile_model(model, cfg, steps)
-        model.optimizer.build(model.trainable_variables)  # slots exist before a restore
-    log.info("model %s: %d params, aux decoder %s", model.name, model.count_params(), model.aux_design)
-
-    ckpt = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
-    state_path, hist_path = out / STATE_JSON, out / "history.csv"
-    state = {"epochs_done": 0, "best_map": -1.0, "best_epoch": -1}
-    if state_path.exists() and (out / f"{CKPT_PREFIX}.index").exists():
-        state.update(json.loads(state_path.read_text()))
-        ckpt.read(str(out / CKPT_PREFIX)).assert_existing_objects_matched()
-        log.info("resumed from %s after epoch %d (best mAP %.4f at epoch %d)", out / CKPT_PREFIX,
-                 state["epochs_done"], state["best_map"], state["best_epoch"])
-    history = pd.read_csv(hist_path) if hist_path.exists() and state["epochs_done"] else pd.DataFrame()
-    history = history[history["epoch"] < state["epochs_done"]] if len(history) else history
-
-    for epoch in range(state["epochs_done"], cfg.epochs):
-        t0 = time.time()
-        h = model.fit(train_ds, initial_epoch=epoch, epochs=epoch + 1, steps_per_epoch=steps, verbose=cfg.verbose)
-        pred = predict_frame(model, val, cfg, tta=False)
-        val_map = study_map_from_images(pred, PROB_COLS, cfg.study_agg)["map"]
-        row = {"epoch": epoch, **{k: float(v[-1]) for k, v in h.history.items()},
-               "val_map": val_map, "lr": float(model.optimizer.learning_rate(model.optimizer.iterations))
-               if callable(model.optimizer.learning_rate) else float(model.optimizer.learning_rate),
-               "seconds": time.time() - t0}
-        history = pd.concat([history, pd.DataFrame([row])], ignore_index=True)
-        if val_map > state["best_map"] or state["best_epoch"] < 0:
-            model.save_weights(str(out / "best.weights.h5"))
-            state.update(best_map=float(val_map), best_epoch=epoch)
-        state["epochs_done"] = epoch + 1
-        ckpt.write(str(out / CKPT_PREFIX))
-        history.to_csv(hist_path, index=False)
-        state_path.write_text(json.dumps(state, indent=2))
-        log.info("fold %d epoch %d/%d: loss %.4f val study mAP %.4f (best %.4f @ %d) %.0fs", cfg.fold, epoch + 1,
-                 cfg.epochs, row.get("loss", math.nan), val_map, state["best_map"], state["best_epoch"], row["seconds"])
-    if len(history):
-        plot_history(history, out / "history.png")
-
-    model.load_weights(str(out / "best.weights.h5"))
-    oof = predict_frame(model, val, cfg)
-    oof.to_csv(out / "oof.csv", index=False)
-    tst = predict_frame(model, test, cfg)
-    tst.drop(columns=["study_label"], errors="ignore").to_csv(out / "test.csv", index=False)
-    score = {
-        "fold": cfg.fold, "exp": cfg.name, "best_epoch": state["best_epoch"], "epochs_done": state["epochs_done"],
-        "oof_study_map": study_map_from_images(oof, PROB_COLS, cfg.study_agg)["map"],
-        "oof_study_map_tta": study_map_from_images(oof, TTA_COLS, cfg.study_agg)["map"],
-        "n_oof_images": len(oof), "n_test_images": len(tst), "data": info,
-    }
-    (out / "fold_score.json").write_text(json.dumps(score, indent=2, default=str))
-    log.info("fold %d OOF study mAP %.4f (hflip TTA %.4f) -> %s", cfg.fold, score["oof_study_map"],
-             score["oof_study_map_tta"], out)
-    return score
+    return core_train_fold(cfg, STUDY)
 
 
 def cli(argv: list[str]) -> int:
