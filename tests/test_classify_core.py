@@ -1,6 +1,6 @@
 """The shared classifier core: a task defined HERE (a toy 1-output sigmoid "has a box" task, the
 shape of the binary `none` stage) trains through classify.train_fold with no copied training
-code, resumes, and predicts with TTA; the backbone registry names the valid choices."""
+code and predicts with TTA; the backbone registry names the valid choices."""
 from __future__ import annotations
 
 import json

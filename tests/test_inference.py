@@ -16,6 +16,7 @@ import pytest
 
 import siimcovid  # noqa: F401  (before TensorFlow: selects tf_keras for hub and sm)
 from siimcovid import inference as I
+from siimcovid.study import predict as P
 from siimcovid.data import STUDY_CLASSES, read_image_csv, read_study_csv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,11 +159,11 @@ def test_find_fold_dirs_nested_and_by_experiment(tmp_path):
         (d / "fold9").mkdir()  # nothing below a fold folder is another fold
         (d / "fold9" / "config.json").write_text("{}")
     (tmp_path / "notebooks" / "u" / "other" / "fold3").mkdir(parents=True)  # neither config nor weights
-    found, problems = I.find_fold_dirs([tmp_path])
+    found, problems = P.find_fold_dirs([tmp_path])
     assert [d.name for d in found] == ["fold0", "fold1", "fold0"] and not problems
-    only_a, _ = I.find_fold_dirs([tmp_path], exp="a")
+    only_a, _ = P.find_fold_dirs([tmp_path], exp="a")
     assert [d.parent.name for d in only_a] == ["a", "a"]
-    none, problems = I.find_fold_dirs([tmp_path / "missing"])
+    none, problems = P.find_fold_dirs([tmp_path / "missing"])
     assert not none and "does not exist" in problems[0]
 
 
@@ -171,11 +172,11 @@ def test_fold_hub_from_another_machine_is_found_by_name(tmp_path, monkeypatch):
         (tmp_path / "models" / name).mkdir(parents=True)
         (tmp_path / "models" / name / "saved_model.pb").write_bytes(b"")
     monkeypatch.setenv("SIIM_INPUT", str(tmp_path))
-    assert I.resolve_fold_hub("/home/someone/work/tiny_hub") == str(tmp_path / "models" / "tiny_hub")
-    assert I.resolve_fold_hub("/gone/unknown_name") == str(tmp_path / "models" / "other_hub")
+    assert P.resolve_fold_hub("/home/someone/work/tiny_hub") == str(tmp_path / "models" / "tiny_hub")
+    assert P.resolve_fold_hub("/gone/unknown_name") == str(tmp_path / "models" / "other_hub")
     monkeypatch.setenv("SIIM_INPUT", str(tmp_path / "empty"))
     with pytest.raises(FileNotFoundError, match="no saved_model.pb"):
-        I.resolve_fold_hub("/gone/tiny_hub")
+        P.resolve_fold_hub("/gone/tiny_hub")
 
 
 def test_config_from_notebook_parameters():

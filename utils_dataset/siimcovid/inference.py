@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -43,15 +42,11 @@ from .data import (
     read_image_csv,
     read_study_csv,
 )
-from .dicom import one_line
 from .log import get_logger
 from .variants import opt
 
 PRE_TEST = "pre_test"
 STUDY_OUT, IMAGE_OUT, SUBMISSION, SUMMARY = "test_study.csv", "test_image.csv", "submission.csv", "inference.json"
-WEIGHTS = "best.weights.h5"
-FOLD_CONFIG = "config.json"
-FOLD_RE = re.compile(r"^fold\d+$")
 # Pixel settings copied from the train preprocess run (preprocess.json) so test images match.
 PIXEL_KEYS = ("keep_aspect", "decoder", "reduce_j2k", "no_voi_range", "percentiles", "exact")
 
@@ -76,133 +71,6 @@ class InferConfig:
     learner: dict = opt(default_factory=dict, help="other LearnerConfig fields, e.g. {patch_iter: 50} or "
                                                    "--set learner.patch_iter=50")
     progress: bool = opt(True, "progress bars")
-
-
-class FoldError(RuntimeError):
-    """A fold that cannot predict; the message names its folder and the reason."""
-
-
-# ---------------------------------------------------------------------------------------
-# Finding the folds
-# ---------------------------------------------------------------------------------------
-
-
-def _walk(root: Path, max_depth: int):
-    """os.walk below ``root`` (sorted, at most ``max_depth`` levels) that does not descend into
-    the competition's DICOM trees or a preprocess output's images/: on Kaggle those hold tens
-    of thousands of entries and never a fold or a SavedModel."""
-    base = len(root.parts)
-    for dirpath, dirs, files in os.walk(root, followlinks=True):
-        d = Path(dirpath)
-        if len(d.parts) - base >= max_depth or SAMPLE_SUBMISSION in files:
-            dirs[:] = []
-        else:
-            dirs[:] = sorted(x for x in dirs if not (x == "images" and "meta.csv" in files))
-        yield d, dirs, files
-
-
-def find_fold_dirs(roots: Sequence[str | os.PathLike] | None = None, exp: str | None = None,
-                   max_depth: int = 8) -> tuple[list[Path], list[str]]:
-    """Every ``fold<k>/`` holding ``config.json`` or ``best.weights.h5`` under ``roots`` (default:
-    SIIM_INPUT and /kaggle/input), sorted; plus the problems (a root that does not exist, a fold
-    folder of another experiment is silently left out). A root may itself be a fold folder."""
-    from .paths import search_roots
-
-    given = roots is not None
-    root_paths = [Path(r) for r in roots] if given else search_roots(None)
-    problems: list[str] = []
-    found: list[Path] = []
-
-    def is_fold(d: Path) -> bool:
-        return bool(FOLD_RE.match(d.name)) and ((d / FOLD_CONFIG).is_file() or (d / WEIGHTS).is_file())
-
-    for root in root_paths:
-        if not root.is_dir():
-            problems.append(f"study folds: {root} does not exist (skipped)")
-            continue
-        if is_fold(root):
-            found.append(root)
-            continue
-        for d, dirs, _files in _walk(root, max_depth):
-            if d != root and is_fold(d):
-                found.append(d)
-                dirs[:] = []  # nothing below a fold folder is another fold
-    if exp:
-        def exp_of(d: Path) -> str | None:
-            try:
-                return json.loads((d / FOLD_CONFIG).read_text()).get("name")
-            except (OSError, ValueError):
-                return None
-        found = [d for d in found if d.parent.name == exp or exp_of(d) == exp]
-    unique = sorted({d.resolve(): d for d in found}.values())
-    if not unique and not problems:
-        problems.append(f"study folds: no fold*/ with {FOLD_CONFIG} under {[str(r) for r in root_paths] or '(no roots)'}"
-                        + (f" for experiment {exp!r}" if exp else ""))
-    return unique, problems
-
-
-def resolve_fold_hub(handle: str, override: str | None = None) -> str:
-    """The backbone SavedModel for a fold whose ``config.json`` names ``handle``.
-
-    A folder that exists or a URL goes through :func:`siimcovid.study.model.resolve_hub_handle`
-    (a URL becomes the mounted Kaggle Models copy). A local path from the training machine that
-    does not exist here (``work/tiny_hub`` on the kernel that trained) is looked up by
-    ``saved_model.pb`` under SIIM_INPUT and /kaggle/input, preferring a folder of the same name.
-    The weights file holds every weight, the backbone's too: only the architecture must match."""
-    from .paths import search_roots
-    from .study.model import resolve_hub_handle
-
-    if override:
-        return resolve_hub_handle(override)
-    if os.path.isdir(handle) or handle.startswith(("http://", "https://", "gs://")):
-        return resolve_hub_handle(handle)
-    name = Path(handle).name
-    hits: list[Path] = []
-    for root in search_roots(None):
-        if not root.is_dir():
-            continue
-        for d, dirs, files in _walk(root, 10):
-            if "saved_model.pb" in files:
-                hits.append(d)
-                dirs[:] = []
-    if not hits:
-        raise FileNotFoundError(f"hub handle {handle!r}: not a folder here and no saved_model.pb under "
-                                f"{[str(r) for r in search_roots(None)]} (pass --hub or add the model to the kernel)")
-    same = [h for h in hits if h.name == name]
-    pick = (same or hits)[0]
-    get_logger().info("hub handle %s -> %s", handle, pick)
-    return str(pick)
-
-
-def fold_config(fold_dir: Path):
-    from .study.config import from_json
-
-    path = fold_dir / FOLD_CONFIG
-    if not path.is_file():
-        raise FoldError(f"{fold_dir}: no {FOLD_CONFIG} (cannot tell how the fold was built)")
-    try:
-        return from_json(path)
-    except (ValueError, TypeError) as exc:
-        raise FoldError(f"{path}: unreadable config ({type(exc).__name__}: {exc})") from exc
-
-
-def fold_src_size(fold_dir: Path, cfg, train_pre: Path | None = None) -> int:
-    """The images/<S>/ size the fold was trained on: config src_size, else what training picked
-    (fold_score.json), else what it would pick from ``train_pre``, else its input size."""
-    if cfg.src_size:
-        return int(cfg.src_size)
-    try:
-        return int(json.loads((fold_dir / "fold_score.json").read_text())["data"]["src_size"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    if train_pre is not None:
-        from .study.dataset import pick_src_size
-
-        try:
-            return pick_src_size(train_pre, cfg.image_size)
-        except FileNotFoundError:
-            pass
-    return int(cfg.image_size)
 
 
 # ---------------------------------------------------------------------------------------
@@ -250,104 +118,6 @@ def read_errors(pre_dir: Path) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------
 
 
-def load_fold_model(fold_dir: Path, cfg, hub: str | None = None):
-    """Build the fold's model and load its best weights; FoldError naming the cause otherwise."""
-    from .study.model import build_model
-
-    weights = fold_dir / WEIGHTS
-    if not weights.is_file():
-        raise FoldError(f"{fold_dir}: no {WEIGHTS} (fold unfinished or not mounted)")
-    try:
-        cfg = replace(cfg, hub_handle=resolve_fold_hub(cfg.hub_handle, hub))
-        model = build_model(cfg)
-        model.load_weights(str(weights))
-    except FoldError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any failure means "this fold cannot predict"
-        raise FoldError(f"{fold_dir}: cannot build/load the model ({type(exc).__name__}: {one_line(exc)})") from exc
-    return model
-
-
-def _set_policy(cfg) -> None:
-    """The fold's mixed-precision policy on this device (float32 on CPU), as training chose it."""
-    import tensorflow as tf
-
-    from .classify.runtime import set_policy
-
-    set_policy(cfg.mixed_precision, "gpu" if tf.config.list_physical_devices("GPU") else "cpu")
-
-
-def predict_folds(fold_dirs: Sequence[Path], pre_test: Path, *, train_pre: Path | None = None,
-                  hub: str | None = None, batch_size: int | None = None, tta: bool | None = None,
-                  threads: int = 0, progress: bool = True) -> tuple[pd.DataFrame, dict]:
-    """Image-level test predictions of every fold that loads -> (frame image_id, study_id,
-    source (the fold folder), p_* (TTA when on); info with per-fold status). Empty when none loads."""
-    from tqdm.auto import tqdm
-
-    from .study.dataset import load_meta
-    from .study.evaluate import PROB_COLS, TTA_COLS, predict_frame
-
-    log = get_logger()
-    info: dict = {"folds": {}, "used": [], "skipped": []}
-    parts: list[pd.DataFrame] = []
-    if fold_dirs:
-        import tf_keras
-
-        from .classify.runtime import set_threads
-
-        set_threads(threads)
-    for d in tqdm(list(fold_dirs), desc="study folds", disable=not progress or None):
-        t0 = time.time()
-        try:
-            cfg = fold_config(d)
-            if batch_size:
-                cfg = replace(cfg, batch_size=int(batch_size))
-            use_tta = cfg.tta_hflip if tta is None else bool(tta)
-            src = fold_src_size(d, cfg, train_pre)
-            try:
-                test = load_meta(pre_test, src, split="test")
-            except (FileNotFoundError, ValueError) as exc:
-                raise FoldError(f"{d}: test images at {src} px not available ({exc})") from exc
-            _set_policy(cfg)
-            model = load_fold_model(d, cfg, hub)
-            try:
-                pred = predict_frame(model, test, cfg, tta=use_tta)
-            except Exception as exc:  # noqa: BLE001 - e.g. out of GPU memory: the other folds still count
-                raise FoldError(f"{d}: prediction failed ({type(exc).__name__}: {one_line(exc)}); try a smaller "
-                                f"batch_size") from exc
-        except FoldError as exc:
-            log.warning("study fold skipped: %s", exc)
-            info["folds"][str(d)] = {"status": "skipped", "reason": str(exc)}
-            info["skipped"].append(str(d))
-            continue
-        finally:
-            tf_keras.backend.clear_session()
-        cols = TTA_COLS if use_tta else PROB_COLS
-        part = pred[["image_id", "study_id"]].copy()
-        part[PROB_COLS] = pred[cols].to_numpy()
-        part["source"] = str(d)
-        parts.append(part)
-        info["folds"][str(d)] = {"status": "used", "exp": cfg.name, "fold": cfg.fold, "image_size": cfg.image_size,
-                                 "src_size": src, "tta": use_tta, "study_agg": cfg.study_agg,
-                                 "n_images": len(pred), "seconds": round(time.time() - t0, 2)}
-        info["used"].append(str(d))
-        log.info("study fold %s: %d test images in %.1f s (src %d px, input %d px, TTA %s)", d, len(pred),
-                 time.time() - t0, src, cfg.image_size, use_tta)
-    if not parts:
-        return pd.DataFrame(columns=["image_id", "study_id", "source", *PROB_COLS]), info
-    allp = pd.concat(parts, ignore_index=True)
-    info["n_folds_per_image"] = allp.groupby("image_id")["source"].nunique().value_counts().to_dict()
-    return allp, info
-
-
-def study_from_images(images: pd.DataFrame, how: str = "mean") -> pd.DataFrame:
-    """Per-fold image probabilities (p_*, ``source``) -> the study predictions CSV, by the same
-    rule as study-merge (:func:`siimcovid.study.evaluate.ensemble_study`)."""
-    from .study.evaluate import PROB_COLS, ensemble_study
-
-    return ensemble_study(images, PROB_COLS, how)[0]
-
-
 def predict_study(fold_dirs: Sequence[Path], pre_test: Path, data_dir: Path, *, train_pre: Path | None = None,
                   hub: str | None = None, batch_size: int | None = None, tta: bool | None = None,
                   agg: str | None = None, threads: int = 0, progress: bool = True) -> tuple[pd.DataFrame, dict]:
@@ -356,11 +126,13 @@ def predict_study(fold_dirs: Sequence[Path], pre_test: Path, data_dir: Path, *, 
     from .baseline import class_priors
 
     log = get_logger()
-    images, info = predict_folds(fold_dirs, pre_test, train_pre=train_pre, hub=hub, batch_size=batch_size,
+    from .study.predict import predict_images, to_studies
+
+    images, info = predict_images(fold_dirs, pre_test, train_pre=train_pre, hub=hub, batch_size=batch_size,
                                  tta=tta, threads=threads, progress=progress)
     aggs = {v["study_agg"] for v in info["folds"].values() if v["status"] == "used"}
     how = agg or (aggs.pop() if len(aggs) == 1 else "mean")
-    study = study_from_images(images, how)
+    study = to_studies(images, how)
     priors = class_priors(read_study_csv(Path(data_dir) / STUDY_CSV))
     info.update(aggregation=how, priors=dict(zip(STUDY_CLASSES, priors.round(6).tolist())))
     wanted = sample_ids(data_dir)[0]
@@ -473,14 +245,17 @@ def score_if_truth(sub: pd.DataFrame, data_dir: Path) -> dict | None:
 
 
 def check_learner_options(options: dict) -> dict:
-    """``InferConfig.learner`` keys must be LearnerConfig fields (values typed by the schema)."""
+    """``InferConfig.learner`` keys must be LearnerConfig fields (values typed by the schema);
+    work and seed are InferConfig's own (learner_work, seed)."""
     from .baseline import LearnerConfig
-    from .variants import coerce, unknown_key
+    from .variants import UnknownKeyError, coerce, schema_fields
 
+    valid = sorted(set(schema_fields(LearnerConfig)) - {"work", "seed"})
     out = {}
     for k, v in (options or {}).items():
-        if k in ("work", "seed"):  # set by InferConfig.learner_work / seed
-            raise unknown_key(LearnerConfig, k, "learner (work and seed are infer options)")
+        if k not in valid:
+            raise UnknownKeyError(f"unknown learner config key {k!r}; valid keys: {', '.join(valid)} "
+                                  "(work and seed: the infer options learner_work and seed)")
         out[k] = coerce(LearnerConfig, k, v)
     return out
 
@@ -506,7 +281,7 @@ def pick_learner_size(train_pre: Path | None, size: int | None) -> int | None:
         return int(size)
     if train_pre is None:
         return None
-    from .study.dataset import image_sizes
+    from .classify.data import image_sizes
 
     sizes = image_sizes(train_pre)
     return sizes[0] if sizes else None
@@ -528,15 +303,12 @@ def run(cfg: InferConfig, image_predictor: ImagePredictor | None = None) -> dict
     timing = summary["timing"]
 
     # which sizes the test images are needed at
-    folds, fold_problems = find_fold_dirs(cfg.study_work, cfg.exp)
+    from .study.predict import find_folds, test_sizes
+
+    folds, fold_problems = find_folds(cfg.study_work, cfg.exp)
     for p in fold_problems:
         log.warning(p)
-    sizes: set[int] = set()
-    for d in folds:
-        try:
-            sizes.add(fold_src_size(d, fold_config(d), train_pre))
-        except FoldError:
-            pass  # reported when the fold is loaded
+    sizes = test_sizes(folds, train_pre)
     l_size = pick_learner_size(train_pre, cfg.learner_size)
     if l_size:
         sizes.add(l_size)
