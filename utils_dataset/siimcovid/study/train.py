@@ -21,6 +21,11 @@ import pandas as pd
 
 import siimcovid  # noqa: F401  (sets SM_FRAMEWORK / TF_USE_LEGACY_KERAS before TF loads)
 
+# the strategy / precision rules (and the guard against an attached but unusable accelerator)
+# live in siimcovid.accelerator (the core calls them through classify.runtime); the names stay
+# importable from here
+from ..accelerator import get_strategy, set_precision, tpu_present  # noqa: F401
+from ..classify.runtime import set_threads  # noqa: F401
 from ..classify.train import plot_history  # noqa: F401  (re-exported)
 from .config import StudyConfig
 from .evaluate import OOF_CSV, PROB_COLS, TEST_CSV, TTA_COLS, read_pred_csv
