@@ -190,7 +190,7 @@ def test_merge_cli_exit_statuses(binary_work, tmp_path):
     args = ["--work", str(work), "--set", "n_random=20", "--set", "members=[memA, memB]", "--study", str(study),
             "--out", str(tmp_path / "o2")]
     assert cli(args) == 1  # memB's broken fold
-    with pytest.raises(UserError, match="unknown ensemble key"):
+    with pytest.raises(UserError, match="unknown binary config key .nope.; valid keys: blend_grid"):
         cli(["--work", str(work), "--set", "nope=1"])
     with pytest.raises(UserError, match="no <member>/fold"):
         cli(["--work", str(tmp_path / "study")])

@@ -26,7 +26,7 @@ import argparse
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -36,6 +36,7 @@ import pandas as pd
 from ..errors import EXIT_OK, EXIT_PARTIAL, UserError
 from ..log import get_logger, run_header
 from ..runs import OOF_CSV, TEST_CSV, find_runs
+from ..variants import opt
 from .ensemble import NoneAP, fit_blend, fit_weights
 
 PRED_COL, TTA_COL = "p_none", "p_none_tta"
@@ -43,7 +44,6 @@ STAGE_TRAIN = "binary-train"  # what a binary fold's run.json names (folds of ot
 MERGED_OOF, MERGED_TEST = "oof_binary.csv", "test_binary.csv"
 ENSEMBLE_JSON, SCORES_JSON = "ensemble.json", "scores.json"
 STUDY_OOF, STUDY_TEST = "oof_study.csv", "test_study.csv"  # study-merge's outputs
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "binary"
 
 
 def member_col(member: str) -> str:
@@ -55,36 +55,20 @@ def member_col(member: str) -> str:
 class EnsembleConfig:
     """configs/binary/ensemble.yaml: which members, and how their weights are fitted."""
 
-    members: list = field(default_factory=list)  # variant names; empty: every member found
-    use_tta: bool = True  # ensemble the hflip-TTA columns (p_none_tta)
-    fit_margin: float = 0.002  # fitted weights must beat equal weights by this OOF AP, else equal
-    n_random: int = 2000  # Dirichlet samples before the coordinate refinement
+    members: list[str] = opt(default_factory=list, help="variant names; empty: every member found")
+    use_tta: bool = opt(True, "ensemble the hflip-TTA columns (p_none_tta)")
+    fit_margin: float = opt(0.002, "fitted weights must beat equal weights by this OOF AP, else equal weights")
+    n_random: int = opt(2000, "Dirichlet samples over the simplex before the coordinate refinement")
     seed: int = 0
-    blend_grid: int = 101  # weights tried for ensemble vs study negative
+    blend_grid: int = opt(101, "weights tried for the ensemble vs the study negative")
 
 
-def load_ensemble_config(name: str | os.PathLike | None = "ensemble", overrides: dict | None = None) -> EnsembleConfig:
-    """A YAML in configs/binary/ (by name) or a path; unknown keys -> UserError naming the valid ones."""
-    import yaml
+def load_ensemble_config(name: str | os.PathLike | None = "ensemble", overrides=None) -> EnsembleConfig:
+    """``ensemble`` (or another variant / YAML path in configs/binary/) <- overrides (dict or key=value
+    strings), through siimcovid.variants: unknown keys are a UserError naming the valid ones."""
+    from .. import variants
 
-    valid = [f.name for f in fields(EnsembleConfig)]
-    data: dict = {}
-    if name:
-        path = Path(name)
-        if not path.suffix:
-            path = CONFIG_DIR / f"{name}.yaml"
-        if not path.is_file():
-            raise UserError(f"binary-merge: no ensemble config {name!r} ({path} not found); "
-                            f"use a name in {CONFIG_DIR} or a YAML path")
-        data = yaml.safe_load(path.read_text()) or {}
-    data.update(overrides or {})
-    unknown = sorted(set(data) - set(valid))
-    if unknown:
-        raise UserError(f"binary-merge: unknown ensemble key(s) {unknown}; valid keys: {valid}")
-    cfg = EnsembleConfig(**data)
-    if isinstance(cfg.members, str):
-        cfg.members = [m for m in cfg.members.split(",") if m]
-    return cfg
+    return variants.load("binary", name, overrides, EnsembleConfig)
 
 
 # --------------------------------------------------------------------------- reading folds
@@ -369,18 +353,6 @@ def format_scores(s: dict) -> str:
     return "\n".join(lines)
 
 
-def _parse_sets(items: Sequence[str]) -> dict:
-    import yaml
-
-    out = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"binary-merge: --set wants key=value, got {item!r}")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
-
-
 def cli(argv: list[str]) -> int:
     """Merge binary `none` members x folds: fitted member weights, OOF none AP, test predictions."""
     ap = argparse.ArgumentParser(prog="python -m siimcovid binary-merge", description=cli.__doc__)
@@ -395,7 +367,7 @@ def cli(argv: list[str]) -> int:
                     help="study-merge output folder (oof_study.csv, test_study.csv) or a study OOF CSV: "
                          "adds the study negative's none AP and the best blend")
     a = ap.parse_args(argv)
-    cfg = load_ensemble_config(a.config, _parse_sets(a.set))
+    cfg = load_ensemble_config(a.config, list(a.set))
     run_header("binary-merge", {**asdict(cfg), "work": a.work, "study": a.study})
     scores = merge(a.work, cfg, study=a.study, out_dir=a.out)
     print(format_scores(scores))
