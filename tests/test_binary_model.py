@@ -51,7 +51,8 @@ def test_fold_outputs_follow_the_contract(binary_run):
     assert list(test.columns) == ["image_id", "study_id", "fold", "p_none", "p_none_tta"] and len(test) == 4
     s = binary_run["score"]
     assert {"oof_none_ap", "oof_none_ap_tta"} <= set(s) and 0 <= s["oof_none_ap"] <= 1
-    assert "val_none_ap" in pd.read_csv(out / "history.csv")
+    history = pd.read_csv(out / "history.csv")
+    assert {"val_none_ap", "seg_loss", "seg2_loss"} <= set(history.columns)  # both mask heads trained
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["src_size"] == 64 and cfg["aux_heads"] == 2 and cfg["loss"] == "bce"
 
