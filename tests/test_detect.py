@@ -197,3 +197,138 @@ def test_wbf_two_levels_folds_then_models_with_score_scaling():
         fuse_two_level({"a": m1}, 100, 100, score_scale={"b": 1.0})
     with pytest.raises(UserError, match="unknown WBF keys"):
         fuse_two_level({"a": m1}, 100, 100, folds={"iou": 0.5})
+
+
+# ----------------------------------------------------------------------------- pseudo labels
+def test_pseudo_label_filter_follows_the_first_place_rule():
+    from siimcovid.detect.pseudo import PseudoRule, select
+
+    b = lambda *scores: np.array([[0, 0, 10, 10, s] for s in scores], dtype=float)  # noqa: E731
+    boxes = pd.DataFrame({"image_id": ["keep", "neg", "weakpos", "lowbox", "nobox", "third", "nostudy"],
+                          "boxes": [b(0.9, 0.5, 0.1), b(0.9, 0.9), b(0.9, 0.9), b(0.9, 0.1), b(), b(0.3, 0.8, 0.25),
+                                    b(0.9)]})
+    studies = pd.DataFrame({"study_id": ["s1", "s2", "s3", "s4", "s5", "s6"],
+                            "negative": [0.1, 0.35, 0.1, 0.1, 0.1, 0.29],
+                            "typical": [0.8, 0.8, 0.5, 0.9, 0.9, 0.0],
+                            "indeterminate": [0.0, 0.0, 0.69, 0.0, 0.0, 0.71], "atypical": [0.0] * 6})
+    image_study = {"keep": "s1", "neg": "s2", "weakpos": "s3", "lowbox": "s4", "nobox": "s5", "third": "s6"}
+    out = select(boxes, studies, image_study)
+    assert list(out["image_id"]) == ["keep", "third"]
+    kept = json.loads(out.iloc[0]["boxes"])
+    assert [k[4] for k in kept] == [0.9, 0.5]  # top 2, best first
+    assert [k[4] for k in json.loads(out.iloc[1]["boxes"])] == [0.8, 0.3]
+    # thresholds are config
+    loose = select(boxes, studies, image_study, PseudoRule.from_dict({"negative_max": 0.4, "min_box_score": 0.05}))
+    assert set(loose["image_id"]) == {"keep", "neg", "lowbox", "third"}
+    with pytest.raises(UserError, match="unknown pseudo-label keys"):
+        PseudoRule.from_dict({"neg_max": 0.2})
+
+
+# ----------------------------------------------------------------------------- train / predict / merge
+DET_SIZE = 128
+
+
+def write_det_fixture(root, n_train=12, n_test=2, n_folds=2, seed=0):
+    """Preprocess-shaped folder at 128 px: bright rectangles are the opacities; originals 512 x 384."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    s, oh, ow = DET_SIZE, 512, 384
+    rows = []
+    for i in range(n_train + n_test):
+        split = "train" if i < n_train else "test"
+        boxes = []
+        if i % 3:  # a third without box
+            for _ in range(1 + i % 2):
+                x, y = rng.integers(4, 80, 2)
+                w, h = rng.integers(24, 44, 2)
+                boxes.append([float(x), float(y), float(x + w), float(y + h)])
+        img = rng.integers(10, 50, (s, s)).astype(np.uint8)
+        for x0, y0, x1, y1 in boxes:
+            img[int(y0):int(y1), int(x0):int(x1)] = 220
+        d = root / "images" / str(s) / split
+        d.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(d / f"im{i:02d}.png"), img)
+        plan = Resize.plan(oh, ow, s)
+        orig = plan.to_original(boxes).round(2).tolist() if boxes else []
+        rows.append({"image_id": f"im{i:02d}", "study_id": f"st{i:02d}", "series_id": f"se{i:02d}", "split": split,
+                     "dicom": "x.dcm", "orig_h": oh, "orig_w": ow, "photometric": "MONOCHROME2",
+                     "transfer_syntax": "1.2.840.10008.1.2.1", "bits_stored": 12, "keep_aspect": False,
+                     "boxes": json.dumps(orig), f"boxes_{s}": json.dumps(boxes),
+                     "study_label": (1 if boxes else 0) if split == "train" else -1,
+                     "fold": i % n_folds if split == "train" else -1})
+    pd.DataFrame(rows).to_csv(root / "meta.csv", index=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def det_run(tmp_path_factory):
+    """Fold 0 trained for 1 epoch, then resumed to 2 epochs through the CLI; fold 1 for 1 epoch."""
+    from siimcovid.__main__ import main
+
+    root = tmp_path_factory.mktemp("det")
+    pre = write_det_fixture(root / "pre")
+    work = root / "work"
+    base = ["det-train", "--config", "tiny_cpu", "--preprocess", str(pre), "--workdir", str(work), "--no-progress",
+            "--set", "train_dataloader.batch_size=4", "--set", "default_hooks.logger.interval=1"]
+    assert main(base + ["--fold", "0", "--set", "train_cfg.max_epochs=1"]) == 0
+    first = sorted(p.name for p in (work / "tiny_cpu" / "fold0").glob("epoch_*.pth"))
+    assert main(base + ["--fold", "0", "--set", "train_cfg.max_epochs=2"]) == 0
+    assert main(base + ["--fold", "1", "--set", "train_cfg.max_epochs=1"]) == 0
+    return {"pre": pre, "work": work, "first": first}
+
+
+def test_det_train_writes_a_run_and_resumes_after_the_last_epoch(det_run):
+    out = det_run["work"] / "tiny_cpu" / "fold0"
+    assert det_run["first"] == ["epoch_1.pth"]
+    assert sorted(p.name for p in out.glob("epoch_*.pth")) == ["epoch_1.pth", "epoch_2.pth"]
+    hist = pd.read_csv(out / "history.csv")
+    assert hist["epoch"].max() == 2 and hist["step"].is_monotonic_increasing and "loss" in hist
+    # the second session started from epoch 1's checkpoint instead of from scratch
+    assert hist["step"].nunique() == len(hist) and (hist["epoch"] == 1).any()
+    assert (out / "loss.png").stat().st_size > 1000
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["src_size"] == 128 and cfg["siim"]["variant"] == "tiny_cpu" and cfg["n_train_images"] > 0
+    coco = json.loads((out / "coco" / "train.json").read_text())
+    assert all(a["category_id"] == 1 for a in coco["annotations"]) and coco["images"]
+    score = json.loads((out / "fold_score.json").read_text())
+    assert score["epochs"] == 2 and 0.0 <= score["opacity_ap_tta"] <= 1.0
+
+
+def test_predictions_are_in_original_pixels_with_and_without_tta(det_run):
+    from siimcovid.detect.predict import read_predictions
+
+    out = det_run["work"] / "tiny_cpu" / "fold0"
+    meta = pd.read_csv(det_run["pre"] / "meta.csv")
+    oof = read_predictions(out / "oof.csv")
+    assert set(oof["image_id"]) == set(meta[(meta["split"] == "train") & (meta["fold"] == 0)]["image_id"])
+    test = read_predictions(out / "test.csv")
+    assert set(test["image_id"]) == set(meta[meta["split"] == "test"]["image_id"])
+    allb = np.concatenate([*oof["boxes"], *oof["boxes_notta"], *test["boxes"]])
+    assert len(allb)
+    assert allb[:, [0, 2]].max() <= 384 and allb[:, [1, 3]].max() <= 512  # original frame, not 128 px
+    assert allb[:, [1, 3]].max() > 128  # (a 128 px box could not reach here)
+    assert ((allb[:, 4] >= 0) & (allb[:, 4] <= 1)).all()
+
+
+def test_det_merge_scores_oof_and_skips_a_broken_fold(det_run, tmp_path):
+    import shutil
+
+    from siimcovid.__main__ import main
+    from siimcovid.detect.predict import read_predictions
+
+    exp = tmp_path / "tiny_cpu"
+    shutil.copytree(det_run["work"] / "tiny_cpu", exp)
+    assert main(["det-merge", "--work", str(exp)]) == 0
+    scores = json.loads((exp / "scores.json").read_text())
+    assert scores["folds"] == [0, 1] and scores["skipped"] == []
+    meta = pd.read_csv(det_run["pre"] / "meta.csv")
+    assert scores["oof"]["n_images"] == int((meta["split"] == "train").sum())
+    for k in ("opacity_ap_tta", "opacity_ap_notta", "none_ap_max_tta", "none_ap_prod_tta", "none_ap_max_notta"):
+        assert 0.0 <= scores["oof"][k] <= 1.0, k
+    test = read_predictions(exp / "test_boxes.csv")
+    assert len(test) == int((meta["split"] == "test").sum())
+    (exp / "fold1" / "oof.csv").write_text("garbage\n")
+    assert main(["det-merge", "--work", str(exp)]) == 1
+    scores = json.loads((exp / "scores.json").read_text())
+    assert scores["folds"] == [0] and scores["skipped"][0]["fold"] == 1
