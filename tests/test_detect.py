@@ -332,3 +332,22 @@ def test_det_merge_scores_oof_and_skips_a_broken_fold(det_run, tmp_path):
     assert main(["det-merge", "--work", str(exp)]) == 1
     scores = json.loads((exp / "scores.json").read_text())
     assert scores["folds"] == [0] and scores["skipped"][0]["fold"] == 1
+
+
+def test_train_det_notebook_runs_under_papermill(det_run, tmp_path):
+    """The notebook's one call into the package, its loss plot and merge, on the tiny set (1 epoch)."""
+    from pathlib import Path
+
+    import papermill as pm
+
+    root = Path(__file__).resolve().parents[1]
+    work = tmp_path / "work"
+    pm.execute_notebook(str(root / "notebooks" / "train-det.ipynb"), str(tmp_path / "out.ipynb"), cwd=str(tmp_path),
+                        parameters=dict(config="tiny_cpu", fold=1, preprocess=str(det_run["pre"]), workdir=str(work),
+                                        gpus=0, merge=True, overrides={"train_cfg.max_epochs": 1,
+                                                                       "train_dataloader.batch_size": 4}),
+                        progress_bar=False, kernel_name="python3")
+    out = work / "tiny_cpu"
+    assert (out / "fold1" / "oof.csv").exists() and (out / "scores.json").exists()
+    nb = json.loads((tmp_path / "out.ipynb").read_text())
+    assert any("image/png" in o.get("data", {}) for c in nb["cells"] for o in c.get("outputs", []))

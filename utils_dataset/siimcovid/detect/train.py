@@ -91,6 +91,12 @@ def _read_pseudo(cfg) -> pd.DataFrame | None:
     if int(cfg.siim.get("round", 1)) < 2:
         return None
     src = cfg.siim.get("pseudo")
+    if not src:  # on Kaggle: the pseudo-label file of an attached kernel's output
+        from ..paths import find_input
+        from .pseudo import PSEUDO_CSV
+
+        with contextlib.suppress(FileNotFoundError):
+            src = str(find_input(PSEUDO_CSV) / PSEUDO_CSV)
     if not src or not Path(src).exists():
         raise UserError(f"round {cfg.siim['round']} needs siim.pseudo = the pseudo_labels.csv of "
                         f"`python -m siimcovid det-pseudo` (got {src!r})")
@@ -201,7 +207,7 @@ def train_fold(cfg, *, preprocess=None, workdir="work/det", launcher: str = "non
     hist.to_csv(out / HISTORY_CSV, index=False)
     plot_loss(hist, out / LOSS_PNG)
     score = {"exp": exp_name(cfg), "fold": fold, "variant": s["variant"], "round": int(s.get("round", 1)),
-             "epochs": int(cfg.train_cfg.max_epochs), "train_seconds": round(train_seconds, 1)}
+             "epochs": int(cfg.train_cfg.max_epochs), "train_seconds": round(train_seconds, 1), "run_dir": str(out)}
     if predict:
         score.update(predict_fold(cfg, out, meta, held, progress=progress))
     (out / SCORES_JSON).write_text(json.dumps(score, indent=1))
@@ -240,6 +246,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-predict", action="store_true", help="train only (no oof.csv/test.csv)")
     p.add_argument("--no-progress", action="store_true")
     return p
+
+
+def gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def torchrun_command(argv: list[str], gpus: int) -> list[str]:
+    """det-train under torchrun on ``gpus`` GPUs (mmdet's distributed launcher, one process per GPU)."""
+    return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={int(gpus)}", "--master_port=29517",
+            "-m", "siimcovid", "det-train", *argv, "--launcher", "pytorch"]
+
+
+def run(config=None, folds=(0,), *, size=None, train_round=None, pseudo=None, overrides=None, preprocess=None,
+        workdir=None, gpus=None, progress=True) -> list[dict]:
+    """The notebook's one call: train + predict ``folds``; on several GPUs through torchrun
+    (a child process per GPU), else in this process. Returns each fold's fold_score."""
+    import subprocess
+
+    from ..paths import working_dir
+
+    sets = [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in (overrides or {}).items()]
+    for key, value in (("siim.size", size), ("siim.round", train_round), ("siim.pseudo", pseudo)):
+        if value is not None:
+            sets.append(f"{key}={value}")
+    workdir = Path(workdir) if workdir else working_dir("work/det")
+    gpus = gpu_count() if gpus is None else int(gpus)
+    scores = []
+    for fold in folds:
+        cfg = C.load(config, sets + [f"siim.fold={int(fold)}"])  # a bad config fails here, before any launch
+        if gpus > 1:
+            argv = ["--config", str(config or C.DEFAULT_VARIANT), "--fold", str(int(fold)), "--workdir", str(workdir)]
+            argv += ["--preprocess", str(preprocess)] if preprocess else []
+            for item in sets:
+                argv += ["--set", item]
+            subprocess.run(torchrun_command(argv, gpus), check=True)
+            scores.append(json.loads((run_dir(cfg, workdir) / SCORES_JSON).read_text()))
+        else:
+            scores.append(train_fold(cfg, preprocess=preprocess, workdir=workdir, progress=progress))
+    return scores
 
 
 def cli(argv: list[str]) -> int:
