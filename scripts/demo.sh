@@ -41,6 +41,14 @@ siim learner --data "$D/data" --pre "$D/pre" --size "$SIZE" --out "$D/subs/learn
 siim study-train --config "$STUDY_CONFIG" --preprocess "$D/pre" --workdir "$D/study" \
   --set hub_handle="$D/tiny_hub" --set verbose=0 --fold $FOLDS
 siim study-merge --work "$D/study/$STUDY_CONFIG"
+# Detector (issue 9): the default DCN Faster R-CNN made narrow for CPU (tiny_cpu), one run per fold as the
+# train-det-r1-fold-k kernels do, merged; --truth scores its fused test boxes on the same test split as
+# the learner's (opacity AP in $D/det/<config>/scores.json). Re-runs resume after the last epoch.
+DET_CONFIG="${DEMO_DET_CONFIG:-tiny_cpu}"
+# shellcheck disable=SC2086
+siim det-train --config "$DET_CONFIG" --preprocess "$D/pre" --workdir "$D/det" --size "$SIZE" --fold $FOLDS --no-progress
+siim det-merge --work "$D/det/$DET_CONFIG" --truth "$D/data" || echo "det-merge: a fold was skipped, see $D/det/$DET_CONFIG/scores.json" >&2
+
 # The pipeline's submission, made the way the Kaggle inference kernel makes it: test DICOMs only ->
 # PNGs, the five folds' study predictions (hflip TTA) averaged, image rows from the best image-level
 # component so far (the small learner; the detectors are the next stage), validated.

@@ -264,8 +264,12 @@ def write_det_fixture(root, n_train=12, n_test=2, n_folds=2, seed=0):
 @pytest.fixture(scope="module")
 def det_run(tmp_path_factory):
     """Fold 0 trained for 1 epoch, then resumed to 2 epochs through the CLI; fold 1 for 1 epoch."""
+    import torch
+
     from siimcovid.__main__ import main
 
+    # one thread: on a shared 2-core machine OpenMP's spinning threads cost 5-8x the CPU of the work itself
+    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("det")
     pre = write_det_fixture(root / "pre")
     work = root / "work"
@@ -334,12 +338,13 @@ def test_det_merge_scores_oof_and_skips_a_broken_fold(det_run, tmp_path):
     assert scores["folds"] == [0] and scores["skipped"][0]["fold"] == 1
 
 
-def test_train_det_notebook_runs_under_papermill(det_run, tmp_path):
+def test_train_det_notebook_runs_under_papermill(det_run, tmp_path, monkeypatch):
     """The notebook's one call into the package, its loss plot and merge, on the tiny set (1 epoch)."""
     from pathlib import Path
 
     import papermill as pm
 
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the kernel process inherits it
     root = Path(__file__).resolve().parents[1]
     work = tmp_path / "work"
     pm.execute_notebook(str(root / "notebooks" / "train-det.ipynb"), str(tmp_path / "out.ipynb"), cwd=str(tmp_path),

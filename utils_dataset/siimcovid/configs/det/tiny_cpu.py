@@ -15,10 +15,10 @@ model = dict(
 )
 siim = dict(size=128, workers=0, score_scale=1.0, predict_batch=16)
 train_dataloader = dict(batch_size=8, num_workers=0)
-train_cfg = dict(max_epochs=12)
+train_cfg = dict(max_epochs=8)
 optim_wrapper = dict(optimizer=dict(lr=0.02))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=30),
-    dict(type='CosineAnnealingLR', by_epoch=True, begin=0, end=12, T_max=12, eta_min_ratio=0.01,
+    dict(type='CosineAnnealingLR', by_epoch=True, begin=0, end=8, T_max=8, eta_min_ratio=0.01,
          convert_to_iter_based=True),
 ]
