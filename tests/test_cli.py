@@ -36,3 +36,62 @@ print("tensorflow" in sys.modules, "torch" in sys.modules)
 def test_light_commands_do_not_import_tensorflow():
     r = subprocess.run([sys.executable, "-c", LIGHT_PROBE], capture_output=True, text=True)
     assert r.stdout.strip().splitlines()[-1] == "False False", r.stdout + r.stderr
+
+
+# ---------------------------------------------------------------- help texts and user errors (issue #13)
+import argparse as _argparse
+
+import pytest as _pytest
+
+HELPED = ["synth", "score", "validate-submission", "make-submission", "folds", "baseline"]
+
+
+class _Parser(Exception):
+    def __init__(self, parser):
+        self.parser = parser
+
+
+def _parser_of(name, monkeypatch):
+    """The command's argparse parser, caught when the command parses its argv."""
+    def catch(self, *args, **kwargs):
+        raise _Parser(self)
+
+    monkeypatch.setattr(_argparse.ArgumentParser, "parse_args", catch)
+    module, func, _ = COMMANDS[name]
+    with _pytest.raises(_Parser) as e:
+        getattr(importlib.import_module(module), func)([])
+    return e.value.parser
+
+
+@_pytest.mark.parametrize("name", HELPED)
+def test_help_describes_every_option_its_default_and_the_outputs(name, monkeypatch):
+    parser = _parser_of(name, monkeypatch)
+    text = " ".join(parser.format_help().split())
+    for action in parser._actions:
+        if isinstance(action, _argparse._HelpAction):
+            continue
+        assert action.help and action.help.strip(), f"{name} {action.option_strings or action.dest}: no help"
+        if action.default is not None and action.default is not False:
+            assert f"(default: {action.default})" in text or "default" in action.help, (
+                f"{name} {action.option_strings}: default {action.default!r} not shown")
+    assert parser.epilog and "Writes" in parser.epilog, f"{name}: the help does not say where outputs land"
+
+
+@_pytest.mark.parametrize("argv", [
+    ["synth", "--out", "{tmp}/new", "--studies", "0"],
+    ["synth", "--out", "{tmp}/file.txt"],
+    ["folds", "--data", "{tmp}/nope"],
+    ["folds", "--data", "{tmp}", "--k", "1"],
+    ["baseline", "--data", "{tmp}"],
+    ["score", "{tmp}/file.txt", "--truth", "{tmp}"],
+    ["validate-submission", "{tmp}/nope.csv", "--data", "{tmp}"],
+    ["make-submission", "--data", "{tmp}/nope"],
+])
+def test_user_mistakes_are_one_line_and_write_nothing(argv, tmp_path, capsys, caplog):
+    (tmp_path / "file.txt").write_text("not a folder\n")
+    before = sorted(tmp_path.rglob("*"))
+    assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"siimcovid {argv[0]}: "), err
+    assert sorted(tmp_path.rglob("*")) == before
+    assert not caplog.records  # the run header is logged only once the inputs are known

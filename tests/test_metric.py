@@ -19,7 +19,8 @@ from siimcovid.metric import (
     score_submission,
     voc_ap,
 )
-from siimcovid.submission import SubmissionError, format_image_prediction, format_study_prediction
+from siimcovid.errors import UserError
+from siimcovid.submission import SubmissionError, format_image_prediction, format_study_prediction, validate_submission
 
 # Five studies, six images (s5 holds two). Priors: negative 1/5 studies, none 3/6 images.
 STUDIES = {"s1": "negative", "s2": "typical", "s3": "indeterminate", "s4": "atypical", "s5": "typical"}
@@ -227,8 +228,10 @@ def test_every_bad_row_is_named(truth):
         score_submission(df, *truth)
     text = "\n".join(e.value.problems)
     assert len(e.value.problems) == 5, text
-    for needle in ("(s1_study): 5 tokens", "(s2_study): group 1: unknown label 'opacity'", "(s3_study): group 1: conf 'nan'",
-                   "(i2): id ends neither", "(i1_image): id repeats row 4"):
+    # File lines, as validate-submission numbers them: the header is line 1, row i is line i + 2.
+    for needle in ("line 2 (s1_study): 5 tokens", "line 3 (s2_study): group 1: unknown label 'opacity'",
+                   "line 4 (s3_study): group 1: conf 'nan'", "line 6 (i2): id ends neither",
+                   "line 7: id i1_image repeats line 5"):
         assert needle in text
 
 
@@ -260,13 +263,14 @@ def test_cli_prints_one_json_object(tmp_path, capsys):
     assert json.loads((tmp_path / "s.json").read_text()) == out
 
 
-def test_cli_bad_rows_exit_nonzero(tmp_path, capsys):
+def test_cli_bad_rows_are_refused_with_exit_2(tmp_path, capsys):
     study_csv, image_csv = write_truth(tmp_path / "truth")
     sub = tmp_path / "submission.csv"
     sub_frame({"s1_study": "negative 1 0 0", "i1_image": "none x 0 0 1 1"}).to_csv(sub, index=False)
-    assert cli([str(sub), "--study-csv", str(study_csv), "--image-csv", str(image_csv)]) == 1
-    err = capsys.readouterr().err
-    assert "2 bad row(s)" in err and "s1_study" in err and "i1_image" in err
+    assert cli([str(sub), "--study-csv", str(study_csv), "--image-csv", str(image_csv), "--out", str(tmp_path / "s.json")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and not (tmp_path / "s.json").exists()  # nothing scored, nothing written
+    assert "2 problem(s)" in captured.err and "line 2 (s1_study)" in captured.err and "line 3 (i1_image)" in captured.err
 
 
 def test_score_command_subprocess_skips_class_as_null(tmp_path):
@@ -277,8 +281,80 @@ def test_score_command_subprocess_skips_class_as_null(tmp_path):
     r = subprocess.run([sys.executable, "-m", "siimcovid", "score", str(sub), "--truth", str(tmp_path / "truth")],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    out = json.loads(r.stdout)
+    out = json.loads(r.stdout)  # stdout stays exactly one JSON object (the demo captures it)
     assert out["ap"]["atypical"] is None and out["skipped_classes"] == ["atypical"] and out["score"] == 1.0
+    assert out["n_classes_scored"] == 5
+    # ... and the human summary on stderr says the score is a mean of five
+    assert "no ground truth for atypical in the scored rows: the score is the mean of 5 class APs, not 6" in r.stderr
+
+
+# A submission Kaggle rejects: an inverted box, `none 1.5`, an empty PredictionString.
+INVALID = {"a1": "opacity 0.5 40 10 10 60 none 0.5 0 0 1 1", "b": "none 1.5 0 0 1 1", "c": ""}
+
+
+def invalid_rows() -> dict:
+    rows = perfect_rows()
+    rows["i2_image"], rows["i4_image"], rows["i6_image"] = INVALID["a1"], INVALID["b"], INVALID["c"]
+    return rows
+
+
+def test_score_refuses_what_the_validator_rejects_with_the_same_line_numbers(truth, tmp_path, capsys):
+    sub = tmp_path / "submission.csv"
+    sub_frame(invalid_rows()).to_csv(sub, index=False)
+    expected = validate_submission(sub, None)
+    assert expected == [
+        "line 8 (i2_image): group 1 (opacity): box 40 10 10 60 needs x0 < x1 and y0 < y1",
+        "line 10 (i4_image): group 1 (none): confidence 1.5 outside [0, 1]",
+        "line 12 (i6_image): empty PredictionString",
+    ]
+    with pytest.raises(SubmissionError) as e:
+        score_submission(sub_frame(invalid_rows()), *truth)
+    assert e.value.problems == expected  # one validation, one numbering
+    write_truth(tmp_path / "truth")
+    assert cli([str(sub), "--truth", str(tmp_path / "truth"), "--out", str(tmp_path / "s.json")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and not (tmp_path / "s.json").exists()
+    for p in expected:
+        assert p in captured.err
+    assert "not scored" in captured.err and "--score-invalid" in captured.err
+
+
+def test_score_invalid_flag_scores_but_says_kaggle_would_reject(truth, tmp_path, capsys):
+    write_truth(tmp_path / "truth")
+    sub = tmp_path / "submission.csv"
+    sub_frame(invalid_rows()).to_csv(sub, index=False)
+    assert cli([str(sub), "--truth", str(tmp_path / "truth"), "--score-invalid"]) == 1
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert out["valid"] is False and len(out["problems"]) == 3 and 0 < out["score"] < 1
+    assert "KAGGLE WOULD REJECT" in captured.err
+    r = score_submission(sub_frame(invalid_rows()), *truth, allow_invalid=True)
+    assert r["valid"] is False and r["n_image_rows"] == 6  # the empty row counts as no detection
+
+
+def test_score_checks_sample_ids_of_a_synthetic_set(tmp_path, capsys):
+    """--truth DIR of a synthetic set (sample_submission.csv + truth/): the ids are checked like
+    validate-submission --data DIR does."""
+    write_truth(tmp_path / "truth")
+    rows = sample_default_rows()
+    sub_frame(rows).to_csv(tmp_path / "sample_submission.csv", index=False)
+    sub = tmp_path / "submission.csv"
+    sub_frame({k: v for k, v in rows.items() if k != "s3_study"}).to_csv(sub, index=False)
+    assert cli([str(sub), "--truth", str(tmp_path), "--skip-bounds"]) == 2
+    assert "missing id s3_study (in sample_submission.csv)" in capsys.readouterr().err
+    sub_frame(rows).to_csv(sub, index=False)
+    assert cli([str(sub), "--truth", str(tmp_path), "--skip-bounds"]) == 0
+    assert "validated against" in capsys.readouterr().err
+
+
+def test_score_user_mistakes_are_user_errors(tmp_path):
+    write_truth(tmp_path / "truth")
+    with pytest.raises(UserError, match="nope.csv: no such file"):
+        cli([str(tmp_path / "nope.csv"), "--truth", str(tmp_path)])
+    with pytest.raises(UserError, match="no \\*study_level.csv"):
+        cli([str(tmp_path / "nope.csv"), "--truth", str(tmp_path / "nowhere")])
+    with pytest.raises(UserError, match="not both"):
+        cli(["x.csv", "--truth", str(tmp_path), "--study-csv", "a.csv"])
 
 
 def test_repeated_truth_id_is_an_error(truth):

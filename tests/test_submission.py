@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from siimcovid.data import STUDY_CLASSES
+from siimcovid.errors import UserError
 from siimcovid.submission import (
     DEFAULT_IMAGE,
     DEFAULT_STUDY,
@@ -289,11 +290,30 @@ def test_unreadable_submission_names_the_file(tmp_path):
         read_submission(p)
 
 
-def test_make_submission_bad_input_file_is_named(mini, tmp_path, capsys):
+def test_make_submission_bad_input_file_is_named(mini, tmp_path):
     image = tmp_path / "image.csv"
     pd.DataFrame({"image_id": ["a1"], "boxes": ["[]"]}).to_csv(image, index=False)  # no 'none' column
-    assert cli_make(["--data", str(mini), "--image", str(image), "--out", str(tmp_path / "s.csv")]) == 2
-    assert "image.csv: missing columns ['none']" in capsys.readouterr().out
-    assert cli_make(["--data", str(mini), "--study", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "s.csv")]) == 2
-    assert "nope.csv: not found" in capsys.readouterr().out
+    with pytest.raises(UserError, match=r"image\.csv: missing columns \['none'\]"):
+        cli_make(["--data", str(mini), "--image", str(image), "--out", str(tmp_path / "s.csv")])
+    with pytest.raises(UserError, match=r"nope\.csv: not found"):
+        cli_make(["--data", str(mini), "--study", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "s.csv")])
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_validate_numbers_file_lines_and_needs_no_data_folder_for_row_checks(tmp_path):
+    rows = {**good_rows(), "a1_image": "opacity 0.5 30 10 20 40 none 1.5 0 0 1 1", "b2_image": ""}
+    sub = write_sub(tmp_path / "s.csv", rows)
+    problems = validate_submission(sub, None)  # the row checks alone, as score runs them without --data
+    assert problems == [
+        "line 4 (a1_image): group 1 (opacity): box 30 10 20 40 needs x0 < x1 and y0 < y1",
+        "line 4 (a1_image): group 2 (none): confidence 1.5 outside [0, 1]",
+        "line 6 (b2_image): empty PredictionString",
+    ]
+
+
+def test_validate_wrong_paths_are_one_line_user_errors(mini, tmp_path):
+    sub = write_sub(tmp_path / "s.csv", good_rows())
+    with pytest.raises(UserError, match="nope.csv: no such file"):
+        cli_validate([str(tmp_path / "nope.csv"), "--data", str(mini)])
+    with pytest.raises(UserError, match="no such folder"):
+        cli_validate([str(sub), "--data", str(tmp_path / "nowhere")])

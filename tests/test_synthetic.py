@@ -12,6 +12,7 @@ import pytest
 pydicom = pytest.importorskip("pydicom")
 
 from siimcovid import data, synthetic
+from siimcovid.errors import UserError
 from siimcovid.synthetic import (
     TRANSFER_SYNTAXES,
     Anatomy,
@@ -239,6 +240,61 @@ def test_plan_matches_real_priors_roughly(tmp_path):
     assert plan["split"].eq("test").mean() == pytest.approx(0.2, abs=0.03)
 
 
-def test_cli_reports_bad_arguments(tmp_path, capsys):
-    assert synthetic.cli(["--out", str(tmp_path / "x"), "--studies", "0"]) == 2
-    assert "studies" in capsys.readouterr().out
+def test_cli_reports_bad_arguments(tmp_path):
+    for args, match in ((["--studies", "0"], "--studies 0: must be >= 1"),
+                        (["--syntaxes", "explicit,nosuch"], "unknown transfer syntaxes \\['nosuch'\\]"),
+                        (["--test-fraction", "1"], "--test-fraction 1.0")):
+        with pytest.raises(UserError, match=match):
+            synthetic.cli(["--out", str(tmp_path / "x"), *args])
+    assert not (tmp_path / "x").exists()  # a failed start writes nothing
+
+
+TINY = ["--studies", "3", "--scale", "0.03", "--syntaxes", "explicit", "--no-progress"]
+
+
+def _ids(folder):
+    return set(pd.read_csv(folder / data.SAMPLE_SUBMISSION)["id"])
+
+
+def test_synth_never_merges_two_sets(tmp_path):
+    out = tmp_path / "d"
+    assert synthetic.cli(["--out", str(out), "--seed", "1", *TINY]) == 0
+    first = _ids(out)
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    with pytest.raises(UserError, match=r"is not empty: it holds a synthetic set of 3 studies, seed 1.*--overwrite"):
+        synthetic.cli(["--out", str(out), "--seed", "2", *TINY])
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before  # refused: nothing written
+    # the same set again: nothing to do
+    assert synthetic.cli(["--out", str(out), "--seed", "1", *TINY]) == 0
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    # --overwrite starts clean: none of the first set's files (nor a folds.csv made from it) survive
+    (out / "folds.csv").write_text("study_id,fold\n")
+    assert synthetic.cli(["--out", str(out), "--seed", "2", "--overwrite", *TINY]) == 0
+    second = _ids(out)
+    assert not first & second and not (out / "folds.csv").exists()
+    n_dcm = len(list(out.rglob("*.dcm")))
+    assert n_dcm == len(data.load_train(out)) + len(data.load_test(out))
+
+
+def test_synth_refuses_a_folder_it_did_not_write_even_with_overwrite(tmp_path):
+    out = tmp_path / "d"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "models").mkdir()
+    with pytest.raises(UserError, match=r"2 entries not written by synth \(models/, notes.txt\)"):
+        synthetic.cli(["--out", str(out), *TINY])
+    with pytest.raises(UserError, match="--overwrite only replaces a folder written by synth"):
+        synthetic.cli(["--out", str(out), "--overwrite", *TINY])
+    assert sorted(p.name for p in out.iterdir()) == ["models", "notes.txt"]
+
+
+def test_synth_redoes_an_interrupted_run_of_the_same_set(tmp_path):
+    out = tmp_path / "d"
+    cfg = SynthConfig(out=str(out), studies=3, seed=4, scale=0.03, syntax_mix={"explicit": 1.0})
+    out.mkdir()
+    (out / synthetic.PARTIAL_JSON).write_text(json.dumps({"config": {**cfg.__dict__}}))
+    (out / "train").mkdir()
+    (out / "train" / "stale.dcm").write_bytes(b"half")
+    generate(cfg, progress=False)
+    assert not (out / "train" / "stale.dcm").exists() and not (out / synthetic.PARTIAL_JSON).exists()
+    assert (out / synthetic.SUMMARY_JSON).is_file()

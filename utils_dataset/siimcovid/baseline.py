@@ -105,25 +105,33 @@ def write_submission(data_dir: Path, study: pd.DataFrame, image: pd.DataFrame, o
 
 
 def cli_baseline(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="python -m siimcovid baseline",
-                                 description="Prior-only submission: class priors and the none share, no boxes.")
-    ap.add_argument("--data", required=True, help="competition folder (train CSVs + sample_submission.csv)")
-    ap.add_argument("--out", default="submission.csv")
+    from .clihelp import HelpFormatter
+
+    ap = argparse.ArgumentParser(
+        prog="python -m siimcovid baseline", formatter_class=HelpFormatter,
+        description="Prior-only submission: class priors and the none share, no boxes.",
+        epilog="Writes OUT (a submission: every sample_submission.csv id once) and, when asked, the study / image "
+               "prediction CSVs; the priors come from DATA's train CSVs. Prints what it wrote.")
+    ap.add_argument("--data", required=True, help="competition folder (train CSVs + sample_submission.csv), or the "
+                                                  "one folder below it that holds them")
+    ap.add_argument("--out", default="submission.csv", help="submission CSV to write (folders created)")
     ap.add_argument("--study-preds", default=None, help="also write the study predictions CSV here")
     ap.add_argument("--image-preds", default=None, help="also write the image predictions CSV here")
     ap.add_argument("--oracle", action="store_true",
                     help="write the ground truth of a synthetic set (DATA/truth) instead: must score 1.0")
     a = ap.parse_args(argv)
     from .data import find_data_dir
+    from .errors import UserError
     from .log import get_logger, run_header
 
+    data_dir = find_data_dir(a.data)
+    if Path(a.out).is_dir():
+        raise UserError(f"--out {a.out}: is a folder; pass the CSV file to write, e.g. {Path(a.out) / 'submission.csv'}")
     run_header("baseline", vars(a))
     try:
-        data_dir = find_data_dir(a.data)
         study, image, info = (oracle_predictions if a.oracle else prior_predictions)(data_dir)
     except (FileNotFoundError, ValueError) as exc:
-        print(f"baseline: {exc}")
-        return 2
+        raise UserError(str(exc)) from None
     for path, frame in ((a.study_preds, study), (a.image_preds, image)):
         if path:
             Path(path).parent.mkdir(parents=True, exist_ok=True)

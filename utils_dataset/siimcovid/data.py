@@ -182,7 +182,9 @@ def scan_dicoms(root: str | os.PathLike) -> pd.DataFrame:
 
 
 def find_data_dir(hint: str | os.PathLike | None = None, marker: str = SAMPLE_SUBMISSION) -> Path:
-    """Resolve the competition folder. Kept here so every stage imports one function."""
+    """The competition folder: ``hint`` (``--data``) itself or the ONE folder below it holding
+    ``marker``; without a hint, SIIM_INPUT and then /kaggle/input are searched. A wrong path, no
+    match or several matches are UserErrors naming them (rules: :func:`siimcovid.paths.find_input`)."""
     from .paths import find_input
 
     return find_input(marker, hint=hint)

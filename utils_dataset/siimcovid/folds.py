@@ -102,15 +102,33 @@ def cli(argv: list[str]) -> int:
     """Write folds.csv: K folds stratified on the study class, grouped by patient."""
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m siimcovid folds", description=cli.__doc__)
-    ap.add_argument("--data", required=True, help="competition folder (train CSVs + train/)")
-    ap.add_argument("--out", default=None, help=f"output CSV (default DATA/{FOLDS_CSV})")
-    ap.add_argument("--k", type=int, default=5)
-    ap.add_argument("--seed", type=int, default=42)
+    from .clihelp import HelpFormatter
+    from .data import STUDY_CSV, find_data_dir
+    from .errors import UserError
+
+    ap = argparse.ArgumentParser(
+        prog="python -m siimcovid folds", description=cli.__doc__,
+        formatter_class=HelpFormatter,
+        epilog=f"Writes one CSV (study_id,label,group,fold), by default DATA/{FOLDS_CSV}, and prints the studies "
+               "per fold and class. PatientID comes from the train DICOM headers (unless --no-patients).")
+    ap.add_argument("--data", required=True, help=f"competition folder (train CSVs + train/), or the one folder "
+                                                  f"below it holding {STUDY_CSV}")
+    ap.add_argument("--out", default=None, help=f"output CSV (default: DATA/{FOLDS_CSV})")
+    ap.add_argument("--k", type=int, default=5, help="number of folds (>= 2)")
+    ap.add_argument("--seed", type=int, default=42, help="seed of the group shuffle: another seed, other folds")
     ap.add_argument("--no-patients", action="store_true", help="group by study only (skip DICOM headers)")
     a = ap.parse_args(argv)
-    folds = folds_for_data(a.data, a.k, a.seed, patients=not a.no_patients)
-    out = save_folds(folds, a.out or Path(a.data) / FOLDS_CSV)
+    if a.k < 2:
+        raise UserError(f"--k {a.k}: need at least 2 folds")
+    data_dir = find_data_dir(a.data, marker=STUDY_CSV)
+    out = Path(a.out) if a.out else data_dir / FOLDS_CSV
+    if out.is_dir():
+        raise UserError(f"--out {out}: is a folder; pass the CSV file to write, e.g. {out / FOLDS_CSV}")
+    try:
+        folds = folds_for_data(data_dir, a.k, a.seed, patients=not a.no_patients)
+    except (FileNotFoundError, ValueError) as exc:  # a data folder of the wrong shape, too few groups
+        raise UserError(str(exc)) from None
+    out = save_folds(folds, out)
     counts = folds.groupby(["fold", "label"]).size().unstack(fill_value=0)
     print(f"wrote {out}: {len(folds)} studies, {folds['group'].nunique()} groups\n{counts}")
     return 0

@@ -3,7 +3,8 @@
 Classes: negative, typical, indeterminate, atypical (study rows, whose ground truth is the
 "box" 0 0 1 1 of the study's class) and opacity, none (image rows; an image without opacity
 has the ground truth ``none`` 0 0 1 1). Score = mean of the six APs = 2/3 study mAP + 1/3
-image mAP. Kaggle's own code is not public; this follows the rules in siim-facts.md:
+image mAP. Kaggle's own code is not public; this follows the competition's evaluation page and the
+PASCAL VOC devkit:
 
 * Detections of a class are pooled over all scored rows and sorted by confidence with a
   STABLE sort, so ties keep submission order (row order, then order inside the row).
@@ -22,7 +23,11 @@ image mAP. Kaggle's own code is not public; this follows the rules in siim-facts
   one point per detection, where tied rows listed true-positives-first score higher.
   Matching (which box a tied detection takes) follows the stable order either way.
 * A class without ground truth in the scored rows has no AP (None in JSON, NaN in Python):
-  it is left out of every mean and listed in ``skipped_classes``.
+  it is left out of every mean and listed in ``skipped_classes`` (so the score is a mean of
+  five, say; ``score`` prints a line saying so). Kaggle's test set holds every class.
+* A submission is scored only when it passes the validator's row checks
+  (:func:`submission.check_rows`; ``score`` runs the whole ``validate-submission`` first):
+  Kaggle rejects what they reject, so a local score for it would be misleading.
 * Only rows present in BOTH the submission and the ground truth are scored: ground truth
   is restricted to the submission's ids, and submission ids without ground truth are
   counted (``n_*_ids_without_truth``) and ignored.
@@ -41,7 +46,16 @@ import pandas as pd
 
 from .boxes import iou_matrix
 from .data import IMAGE_CLASSES, IMAGE_SUFFIX, STUDY_CLASSES, STUDY_SUFFIX, strip_suffix
-from .submission import FULL_BOX, SubmissionError, parse_row, read_submission
+from .errors import EXIT_PARTIAL, EXIT_USAGE, UserError
+from .submission import (
+    FIRST_DATA_LINE,
+    FULL_BOX,
+    SubmissionError,
+    check_rows,
+    print_problems,
+    read_submission,
+    validate_submission,
+)
 
 CLASSES: tuple[str, ...] = STUDY_CLASSES + IMAGE_CLASSES
 IOU_THRESHOLD = 0.5
@@ -186,34 +200,34 @@ def score_submission(
     *,
     group_ties: bool = True,
     iou_threshold: float = IOU_THRESHOLD,
+    allow_invalid: bool = False,
 ) -> dict:
     """Score a submission (columns id, PredictionString) against the ground truth frames of
     ``data.read_study_csv`` / ``data.read_image_csv`` (either may be None).
 
-    Raises :class:`submission.SubmissionError` listing EVERY bad row (``.problems``), and
-    ValueError when no submission id has ground truth. Returns a JSON-ready dict: score,
-    study_map, image_map, ap (six classes, None when skipped), n_truth, n_detections,
-    skipped_classes, row counts."""
+    Rows are checked by :func:`submission.check_rows` first (row i of the frame is file line
+    i + 2). Any problem raises :class:`submission.SubmissionError` listing EVERY bad row
+    (``.problems``), unless ``allow_invalid``: then the rows that parse are scored as given
+    (an empty row as no detection; a repeated id counts once) and ``problems`` / ``valid``
+    say what Kaggle would reject. ValueError when no submission id has ground truth. Returns a
+    JSON-ready dict: score, study_map, image_map, ap (six classes, None when skipped),
+    n_classes_scored, skipped_classes, n_truth, n_detections, row counts, valid, problems."""
     missing_cols = {"id", "PredictionString"} - set(submission_df.columns)
     if missing_cols:
         raise SubmissionError(f"submission lacks columns {sorted(missing_cols)}")
     studies, images = _truth_tables(study_truth_df, image_truth_df)
 
     problems: list[str] = []
+    rows = zip(range(FIRST_DATA_LINE, FIRST_DATA_LINE + len(submission_df)),
+               submission_df["id"].astype(str), submission_df["PredictionString"])
+    checked = check_rows(rows, problems)
+    if problems and not allow_invalid:
+        raise SubmissionError(f"{len(problems)} problem(s) in the submission", problems)
+
     detections: dict[str, list[Detection]] = {c: [] for c in CLASSES}
     scored = {"study": [], "image": []}
     without_truth = {"study": 0, "image": 0}
-    seen: dict[str, int] = {}
-    for i, (row_id, s) in enumerate(zip(submission_df["id"].astype(str), submission_df["PredictionString"])):
-        where = f"row {i + 1} ({row_id})"  # 1-based data row; the CSV line is one more
-        if row_id in seen:
-            problems.append(f"{where}: id repeats row {seen[row_id]}")
-            continue
-        seen[row_id] = i + 1
-        parsed = parse_row(row_id, s, where, problems)
-        if parsed is None:
-            continue
-        kind, preds = parsed
+    for _line, row_id, kind, preds, _ok in checked:
         key = strip_suffix(row_id, STUDY_SUFFIX if kind == "study" else IMAGE_SUFFIX)
         if key not in (studies if kind == "study" else images):
             without_truth[kind] += 1
@@ -221,8 +235,6 @@ def score_submission(
         scored[kind].append(key)
         for label, conf, x0, y0, x1, y1 in preds:
             detections[label].append((row_id, conf, x0, y0, x1, y1))
-    if problems:
-        raise SubmissionError(f"{len(problems)} bad row(s) in the submission", problems)
     if not scored["study"] and not scored["image"]:
         raise ValueError(
             f"no submission id has ground truth ({without_truth['study']} study and "
@@ -245,10 +257,12 @@ def score_submission(
         for c in CLASSES
     }
     out = summarize(ap)
+    skipped = [c for c in CLASSES if math.isnan(ap[c])]
     out.update(
         {
             "ap": ap,
-            "skipped_classes": [c for c in CLASSES if math.isnan(ap[c])],
+            "n_classes_scored": len(CLASSES) - len(skipped),
+            "skipped_classes": skipped,
             "n_truth": {c: int(sum(len(v) for v in truths[c].values())) for c in CLASSES},
             "n_detections": {c: len(detections[c]) for c in CLASSES},
             "n_study_rows": len(scored["study"]),
@@ -259,9 +273,29 @@ def score_submission(
             "n_truth_images_not_in_submission": len(images) - len(scored["image"]),
             "iou_threshold": iou_threshold,
             "ties": "grouped" if group_ties else "per-detection",
+            "valid": not problems,
+            "problems": problems,
         }
     )
     return out
+
+
+def summary_lines(result: Mapping) -> list[str]:
+    """The human summary of a score (``score`` prints it on stderr; stdout stays the JSON)."""
+    def f(v):
+        return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
+
+    lines = [f"score {f(result['score'])} (study mAP {f(result['study_map'])}, image mAP {f(result['image_map'])}) "
+             f"over {result['n_study_rows']} study and {result['n_image_rows']} image rows"]
+    skipped = list(result.get("skipped_classes") or [])
+    if skipped:
+        lines.append(
+            f"no ground truth for {', '.join(skipped)} in the scored rows: the score is the mean of "
+            f"{len(CLASSES) - len(skipped)} class APs, not {len(CLASSES)} (Kaggle's test set has every class)")
+    n_extra = result.get("n_study_ids_without_truth", 0) + result.get("n_image_ids_without_truth", 0)
+    if n_extra:
+        lines.append(f"{n_extra} submission id(s) have no ground truth and were not scored")
+    return lines
 
 
 def json_ready(obj):
@@ -296,49 +330,86 @@ def find_truth_files(truth_dir: str | os.PathLike) -> tuple[Path, Path]:
 
 
 def cli(argv: list[str]) -> int:
-    """Score a submission.csv with the competition metric; prints one JSON object."""
+    """Score a submission.csv with the competition metric: the JSON result on stdout, a human
+    summary on stderr. The submission is validated first, exactly as validate-submission does;
+    an invalid one is refused (exit 2) unless --score-invalid."""
     import argparse
 
-    from .data import read_image_csv, read_study_csv
+    from .clihelp import HelpFormatter
+    from .data import SAMPLE_SUBMISSION, find_data_dir, read_image_csv, read_study_csv
     from .log import run_header
 
-    ap = argparse.ArgumentParser(prog="python -m siimcovid score", description=cli.__doc__)
+    ap = argparse.ArgumentParser(
+        prog="python -m siimcovid score", description=cli.__doc__,
+        formatter_class=HelpFormatter,
+        epilog="Writes nothing unless --out. Exit 0: scored; 1: scored with --score-invalid although Kaggle would "
+               "reject the file; 2: not scored (a wrong path, or an invalid submission, its problems listed by "
+               "file line, header = line 1). Ids and box bounds are checked against the competition folder "
+               "(--data, or the --truth folder of a synthetic set, which holds sample_submission.csv and truth/).")
     ap.add_argument("submission", help="submission.csv (id,PredictionString)")
     ap.add_argument("--truth", default=None, help="folder with one *study_level.csv and one *image_level.csv "
-                                                  "(or those in its truth/ sub-folder)")
+                                                  "(or those in its truth/ sub-folder, as a synthetic set keeps them)")
     ap.add_argument("--study-csv", default=None, help="study ground truth (train_study_level.csv format)")
     ap.add_argument("--image-csv", default=None, help="image ground truth (train_image_level.csv format)")
+    ap.add_argument("--data", default=None,
+                    help="competition folder to validate against (sample ids, DICOM sizes); default: the --truth "
+                         "folder when it holds sample_submission.csv and truth/, else the file's own rows only")
+    ap.add_argument("--skip-bounds", action="store_true", help="do not read DICOM headers to check box bounds")
+    ap.add_argument("--score-invalid", action="store_true",
+                    help="score a submission that fails validation anyway (exit 1), with a loud warning that "
+                         "Kaggle would reject it")
     ap.add_argument("--per-detection-ties", action="store_true",
                     help="one PR point per detection (VOC devkit) instead of one per distinct confidence")
-    ap.add_argument("--out", default=None, help="also write the JSON here")
+    ap.add_argument("--out", default=None, help="also write the JSON to this file")
     a = ap.parse_args(argv)
     if a.truth and (a.study_csv or a.image_csv):
-        ap.error("use either --truth DIR or --study-csv/--image-csv, not both")
+        raise UserError("use either --truth DIR or --study-csv/--image-csv, not both")
     if not (a.truth or a.study_csv or a.image_csv):
-        ap.error("ground truth needed: --truth DIR or --study-csv F --image-csv F")
-    run_header("score", vars(a))
+        raise UserError("ground truth needed: --truth DIR or --study-csv F --image-csv F")
     try:
         study_csv, image_csv = find_truth_files(a.truth) if a.truth else (a.study_csv, a.image_csv)
         study_truth = read_study_csv(study_csv) if study_csv else None
         image_truth = read_image_csv(image_csv) if image_csv else None
-        sub = read_submission(a.submission)
     except (FileNotFoundError, ValueError) as exc:
-        print(f"score: {exc}", file=sys.stderr)
-        return 2
+        raise UserError(str(exc)) from None
+    data_dir = None
+    if a.data:
+        data_dir = find_data_dir(a.data)
+    elif a.truth and (Path(a.truth) / SAMPLE_SUBMISSION).is_file() and Path(study_csv).parent == Path(a.truth) / "truth":
+        data_dir = Path(a.truth)  # a synthetic set: its truth/ is the truth of its sample_submission ids
+    if not Path(a.submission).is_file():
+        raise UserError(f"{a.submission}: no such file (pass the submission.csv to score)")
+    run_header("score", vars(a))
+
+    problems = validate_submission(a.submission, data_dir, check_bounds=not a.skip_bounds)
+    checked = (f"validated against {data_dir}" + (" (box bounds not checked)" if a.skip_bounds else "")
+               if data_dir else "validated rows only (no --data: ids and box bounds not checked)")
+    if problems and not a.score_invalid:
+        print_problems(f"score: {a.submission} is not a valid submission, not scored", problems, file=sys.stderr)
+        print("score: fix it (or pass --score-invalid to score it anyway)", file=sys.stderr)
+        return EXIT_USAGE
     try:
-        result = score_submission(sub, study_truth, image_truth, group_ties=not a.per_detection_ties)
-    except SubmissionError as exc:
-        print(f"score: {a.submission}: {len(exc.problems)} bad row(s):", file=sys.stderr)
-        for i, p in enumerate(exc.problems, start=1):
-            print(f"{i:4d}. {p}", file=sys.stderr)
-        return 1
-    except ValueError as exc:
-        print(f"score: {exc}", file=sys.stderr)
-        return 2
+        sub = read_submission(a.submission)
+        result = score_submission(sub, study_truth, image_truth, group_ties=not a.per_detection_ties,
+                                  allow_invalid=a.score_invalid)
+    except ValueError as exc:  # SubmissionError included: an unreadable file, or no id with truth
+        raise UserError(f"{a.submission}: {exc}") from None
+    result["problems"] = problems  # the validator's list: the same rows, plus ids and bounds
+    result["valid"] = not problems
+    result["validation"] = checked
     result["submission"] = str(a.submission)
     result["truth_files"] = [str(p) for p in (study_csv, image_csv) if p]
     text = json.dumps(json_ready(result), sort_keys=False)
     print(text)
     if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(text + "\n")
-    return 0
+    if problems:
+        bar = "!" * 78
+        print(f"{bar}\nscore: KAGGLE WOULD REJECT {a.submission}: {len(problems)} problem(s); the score below is "
+              f"not a Kaggle score\n{bar}", file=sys.stderr)
+        print_problems(f"score: {a.submission}", problems, file=sys.stderr)
+    for line in summary_lines(result):
+        print(f"score: {line}", file=sys.stderr)
+    print(f"score: {checked}", file=sys.stderr)
+    return EXIT_PARTIAL if problems else 0

@@ -211,25 +211,6 @@ def labels_for(kind: str) -> tuple[str, ...]:
     return STUDY_CLASSES if kind == "study" else IMAGE_CLASSES
 
 
-def parse_row(row_id: str, s: object, where: str, problems: list[str], *, allow_empty: bool = True):
-    """One submission row -> (kind, predictions), or None with the row's problems appended.
-
-    The single place a row's id kind and PredictionString are checked, for the scorer and
-    the validator alike (the validator passes ``allow_empty=False``: Kaggle rejects it)."""
-    kind = row_kind(row_id)
-    if kind is None:
-        problems.append(f"{where}: id ends neither in {STUDY_SUFFIX} nor {IMAGE_SUFFIX}")
-        return None
-    if not allow_empty and _is_empty(s):
-        problems.append(f"{where}: empty PredictionString")
-        return None
-    try:
-        return kind, parse_prediction_string(s, source=where, labels=labels_for(kind))
-    except SubmissionError as exc:
-        problems.extend(exc.problems)
-        return None
-
-
 def check_predictions(
     preds: Sequence[Prediction], kind: str, *, image_hw: tuple[int, int] | None = None
 ) -> list[str]:
@@ -258,6 +239,54 @@ def check_predictions(
         if n > 1 and (kind == "study" or label == "none"):
             problems.append(f"label {label!r} appears {n} times")
     return problems
+
+
+# Row numbers in every message are LINES of the CSV file: the header is line 1, the first data
+# row line 2 (what an editor shows). A DataFrame's row i is line i + FIRST_DATA_LINE.
+FIRST_DATA_LINE = 2
+
+
+def check_rows(
+    rows: Iterable[tuple[int, str, object]],
+    problems: list[str],
+    *,
+    image_sizes: Mapping[str, tuple[int, int]] | None = None,
+) -> list[tuple[int, str, str, list[Prediction], bool]]:
+    """The one row check, for the validator and the scorer alike.
+
+    ``rows``: (file line, id, PredictionString) in file order. Appends every problem, each
+    starting with ``line N``: a repeated id, an id without ``_study``/``_image``, an empty
+    PredictionString (Kaggle rejects null values), the checks of :func:`parse_prediction_string`
+    and of :func:`check_predictions` (opacity bounds when ``image_sizes`` knows the image).
+    Returns (line, id, kind, predictions, ok) for the first row of each id whose string
+    parses (an empty one as no predictions); ``ok`` is False when the row has a problem."""
+    seen: dict[str, int] = {}
+    out = []
+    for n, row_id, s in rows:
+        row_id = str(row_id)
+        where = f"line {n} ({row_id})"
+        before = len(problems)
+        first = seen.setdefault(row_id, n)
+        if first != n:
+            problems.append(f"line {n}: id {row_id} repeats line {first}")
+        kind = row_kind(row_id)
+        if kind is None:
+            problems.append(f"{where}: id ends neither in {STUDY_SUFFIX} nor {IMAGE_SUFFIX}")
+            continue
+        if _is_empty(s):
+            problems.append(f"{where}: empty PredictionString")
+            preds: list[Prediction] = []
+        else:
+            try:
+                preds = parse_prediction_string(s, source=where, labels=labels_for(kind))
+            except SubmissionError as exc:
+                problems.extend(exc.problems)
+                continue
+            hw = (image_sizes or {}).get(strip_suffix(row_id, IMAGE_SUFFIX)) if kind == "image" else None
+            problems.extend(f"{where}: {p}" for p in check_predictions(preds, kind, image_hw=hw))
+        if first == n:
+            out.append((n, row_id, kind, preds, len(problems) == before))
+    return out
 
 
 def read_submission(path: str | os.PathLike) -> pd.DataFrame:
@@ -459,26 +488,28 @@ def read_image_sizes(
 
 
 def validate_submission(
-    sub_path: str | os.PathLike, data_dir: str | os.PathLike, *, check_bounds: bool = True, progress: bool = False
+    sub_path: str | os.PathLike, data_dir: str | os.PathLike | None, *, check_bounds: bool = True,
+    progress: bool = False,
 ) -> list[str]:
-    """Every problem of a submission file against the competition folder (empty list = OK).
+    """Every problem of a submission file (empty list = OK); ``score`` runs the same function.
 
-    Checks: header exactly ``id,PredictionString``; two fields per line; every
-    ``sample_submission.csv`` id exactly once and no other id; per row the checks of
-    :func:`parse_prediction_string` (groups of six, known labels for the row kind, finite
-    numbers) and :func:`check_predictions` (confidence range, x0 < x1, y0 < y1, 0 0 1 1
-    study and none boxes, opacity boxes inside the ORIGINAL image from DATA/test DICOM
-    headers); an empty PredictionString (Kaggle rejects null values). Unreadable DICOMs and
-    images without a DICOM are reported too."""
-    sub_path, data_dir = Path(sub_path), Path(data_dir)
+    Always: header exactly ``id,PredictionString``; two fields per line; per row
+    :func:`check_rows` (each id once, known suffix, no empty PredictionString, groups of six,
+    known labels, finite numbers, confidence in [0, 1], x0 < x1 and y0 < y1, 0 0 1 1 study and
+    none boxes). With the competition folder ``data_dir``: every ``sample_submission.csv`` id
+    exactly once and no other id, and (``check_bounds``) opacity boxes inside the ORIGINAL
+    image read from DATA/test DICOM headers; unreadable DICOMs and images without a DICOM are
+    reported too. Problems name file lines (header = line 1)."""
+    sub_path = Path(sub_path)
     problems: list[str] = []
-    sample_path = data_dir / SAMPLE_SUBMISSION
-    if not sample_path.is_file():
-        return [f"{sample_path}: not found (is --data the competition folder?)"]
+    sample_ids: list[str] | None = None
+    if data_dir is not None:
+        sample_path = Path(data_dir) / SAMPLE_SUBMISSION
+        if not sample_path.is_file():
+            return [f"{sample_path}: not found (is --data the competition folder?)"]
+        sample_ids = pd.read_csv(sample_path, dtype=str, keep_default_na=False)["id"].tolist()
     if not sub_path.is_file():
         return [f"{sub_path}: not found"]
-    sample_ids = pd.read_csv(sample_path, dtype=str, keep_default_na=False)["id"].tolist()
-    sample_set = set(sample_ids)
 
     with open(sub_path, newline="") as f:
         lines = list(csv.reader(f))
@@ -487,44 +518,36 @@ def validate_submission(
     if tuple(lines[0]) != HEADER:
         problems.append(f"line 1: header {','.join(lines[0])!r} must be exactly 'id,PredictionString'")
     rows: list[tuple[int, str, str]] = []
-    for n, fields in enumerate(lines[1:], start=2):
+    for n, fields in enumerate(lines[1:], start=FIRST_DATA_LINE):
         if len(fields) != 2:
             problems.append(f"line {n}: {len(fields)} fields, expected 2 (id,PredictionString)")
             if not fields:
                 continue
         rows.append((n, fields[0], fields[1] if len(fields) > 1 else ""))
 
-    seen: dict[str, int] = {}
-    for n, row_id, _ in rows:
-        if row_id in seen:
-            problems.append(f"line {n}: id {row_id} repeats line {seen[row_id]}")
-        else:
-            seen[row_id] = n
-        if row_id not in sample_set:
-            problems.append(f"line {n}: id {row_id!r} is not in {SAMPLE_SUBMISSION}")
-    for row_id in sample_ids:
-        if row_id not in seen:
-            problems.append(f"missing id {row_id} (in {SAMPLE_SUBMISSION})")
-
     sizes: dict[str, tuple[int, int]] = {}
-    if check_bounds:
-        image_ids = {strip_suffix(r, IMAGE_SUFFIX) for _, r, _ in rows if row_kind(r) == "image" and r in sample_set}
-        test_dir = data_dir / "test"
-        if not test_dir.is_dir():
-            problems.append(f"{test_dir}: not found, image bounds cannot be checked (use --skip-bounds)")
-        else:
-            sizes, dicom_problems = read_image_sizes(test_dir, image_ids, progress=progress)
-            problems.extend(dicom_problems)
-
-    for n, row_id, s in rows:
-        where = f"line {n} ({row_id})"
-        parsed = parse_row(row_id, s, where, problems, allow_empty=False)
-        if parsed is None:
-            continue
-        kind, preds = parsed
-        hw = sizes.get(strip_suffix(row_id, IMAGE_SUFFIX)) if kind == "image" else None
-        problems.extend(f"{where}: {p}" for p in check_predictions(preds, kind, image_hw=hw))
+    if sample_ids is not None:
+        sample_set = set(sample_ids)
+        ids = {r for _, r, _ in rows}
+        problems.extend(f"line {n}: id {r!r} is not in {SAMPLE_SUBMISSION}" for n, r, _ in rows if r not in sample_set)
+        problems.extend(f"missing id {r} (in {SAMPLE_SUBMISSION})" for r in sample_ids if r not in ids)
+        if check_bounds:
+            image_ids = {strip_suffix(r, IMAGE_SUFFIX) for _, r, _ in rows if row_kind(r) == "image" and r in sample_set}
+            test_dir = Path(data_dir) / "test"
+            if not test_dir.is_dir():
+                problems.append(f"{test_dir}: not found, image bounds cannot be checked (use --skip-bounds)")
+            else:
+                sizes, dicom_problems = read_image_sizes(test_dir, image_ids, progress=progress)
+                problems.extend(dicom_problems)
+    check_rows(rows, problems, image_sizes=sizes)
     return problems
+
+
+def print_problems(title: str, problems: Sequence[str], file=None) -> None:
+    """``title: N problem(s)`` then every problem numbered, as validate-submission prints them."""
+    print(f"{title}: {len(problems)} problem(s) (line N = line of the CSV file, header = line 1)", file=file)
+    for i, p in enumerate(problems, start=1):
+        print(f"{i:4d}. {p}", file=file)
 
 
 # ---------------------------------------------------------------------------------------
@@ -532,29 +555,41 @@ def validate_submission(
 # ---------------------------------------------------------------------------------------
 
 
+def _submission_file(path: str) -> Path:
+    """The submission path a command was given, or a UserError naming it."""
+    p = Path(path)
+    if not p.is_file():
+        from .errors import UserError
+
+        raise UserError(f"{p}: no such file (pass the submission.csv to check)")
+    return p
+
+
 def cli_validate(argv: list[str]) -> int:
     """Check a submission.csv against the competition folder; list every problem."""
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m siimcovid validate-submission", description=cli_validate.__doc__)
-    ap.add_argument("submission", help="submission.csv to check")
-    ap.add_argument("--data", required=True, help="competition folder (sample_submission.csv + test/)")
-    ap.add_argument("--skip-bounds", action="store_true", help="do not read DICOM headers for image bounds")
-    a = ap.parse_args(argv)
+    from .clihelp import HelpFormatter
     from .data import find_data_dir
 
-    try:
-        data_dir = find_data_dir(a.data)
-    except FileNotFoundError as exc:
-        print(f"validate-submission: {exc}")
-        return 2
-    problems = validate_submission(a.submission, data_dir, check_bounds=not a.skip_bounds, progress=True)
+    ap = argparse.ArgumentParser(
+        prog="python -m siimcovid validate-submission", description=cli_validate.__doc__,
+        formatter_class=HelpFormatter,
+        epilog="Writes nothing. Prints OK and the row counts (exit 0), or every problem numbered, naming lines of "
+               "the CSV file (header = line 1) (exit 1). `score` runs the same checks before it scores.")
+    ap.add_argument("submission", help="submission.csv to check")
+    ap.add_argument("--data", required=True,
+                    help="competition folder (sample_submission.csv + test/), or the one folder below it that holds it")
+    ap.add_argument("--skip-bounds", action="store_true",
+                    help="do not read DATA/test DICOM headers to check that opacity boxes lie inside the images")
+    a = ap.parse_args(argv)
+    data_dir = find_data_dir(a.data)
+    sub_path = _submission_file(a.submission)
+    problems = validate_submission(sub_path, data_dir, check_bounds=not a.skip_bounds, progress=True)
     if problems:
-        print(f"{a.submission}: {len(problems)} problem(s)")
-        for i, p in enumerate(problems, start=1):
-            print(f"{i:4d}. {p}")
+        print_problems(str(a.submission), problems)
         return 1
-    sub = read_submission(a.submission)
+    sub = read_submission(sub_path)
     n_study = int(sub["id"].str.endswith(STUDY_SUFFIX).sum())
     bounds = "" if a.skip_bounds else ", boxes inside the images"
     print(f"OK {a.submission}: {len(sub)} rows ({n_study} study, {len(sub) - n_study} image), every sample id once{bounds}")
@@ -562,17 +597,19 @@ def cli_validate(argv: list[str]) -> int:
 
 
 def _read_input_csv(path: str | os.PathLike, columns: Sequence[str], **kwargs) -> pd.DataFrame:
-    """A CSV that must hold ``columns``; any problem is a ValueError naming the file."""
+    """A CSV that must hold ``columns``; any problem is a UserError naming the file."""
+    from .errors import UserError
+
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found")
+        raise UserError(f"{path}: not found")
     try:
         df = pd.read_csv(path, **kwargs)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: not a readable CSV ({type(exc).__name__}: {exc})") from None
+        raise UserError(f"{path}: not a readable CSV ({type(exc).__name__}: {exc})") from None
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise ValueError(f"{path}: missing columns {missing}, got {list(df.columns)}")
+        raise UserError(f"{path}: missing columns {missing}, got {list(df.columns)}")
     return df
 
 
@@ -580,29 +617,36 @@ def cli_make(argv: list[str]) -> int:
     """Write submission.csv from study and/or image prediction CSVs (see docs/contracts.md)."""
     import argparse
 
+    from .clihelp import HelpFormatter
     from .data import find_data_dir
+    from .errors import UserError
     from .log import get_logger, run_header
 
-    ap = argparse.ArgumentParser(prog="python -m siimcovid make-submission", description=cli_make.__doc__)
-    ap.add_argument("--data", required=True, help="competition folder (sample_submission.csv + test/)")
-    ap.add_argument("--study", default=None, help="CSV study_id,negative,typical,indeterminate,atypical")
-    ap.add_argument("--image", default=None, help="CSV image_id,boxes (JSON [[x0,y0,x1,y1,score],...]),none")
-    ap.add_argument("--out", default="submission.csv")
+    ap = argparse.ArgumentParser(
+        prog="python -m siimcovid make-submission", description=cli_make.__doc__,
+        formatter_class=HelpFormatter,
+        epilog="Writes OUT only: every sample_submission.csv id once, in its order. A row without a usable "
+               "prediction keeps the sample's string (negative 1 / none 1) and is listed; prints the row and "
+               "fallback counts and the problems.")
+    ap.add_argument("--data", required=True,
+                    help="competition folder (sample_submission.csv + test/), or the one folder below it that holds it")
+    ap.add_argument("--study", default=None, help="CSV study_id,negative,typical,indeterminate,atypical "
+                                                  "(without it every study row uses the fallback)")
+    ap.add_argument("--image", default=None, help="CSV image_id,boxes (JSON [[x0,y0,x1,y1,score],...] in original "
+                                                  "pixels),none (without it every image row uses the fallback)")
+    ap.add_argument("--out", default="submission.csv", help="submission CSV to write (folders created)")
     ap.add_argument("--strict", action="store_true", help="exit 1 when any row needed a fallback or was fixed")
-    ap.add_argument("--no-clip", action="store_true", help="do not read DICOM headers to clip boxes to the image")
+    ap.add_argument("--no-clip", action="store_true", help="do not read DATA/test DICOM headers to clip boxes to the image")
     a = ap.parse_args(argv)
+    data_dir = find_data_dir(a.data)
+    if Path(a.out).is_dir():
+        raise UserError(f"--out {a.out}: is a folder; pass the CSV file to write, e.g. {Path(a.out) / 'submission.csv'}")
+    sample = _read_input_csv(data_dir / SAMPLE_SUBMISSION, ["id"], dtype=str, keep_default_na=False)
+    study = _read_input_csv(a.study, ["study_id", *STUDY_CLASSES], dtype={"study_id": str}) if a.study else None
+    image = _read_input_csv(a.image, ["image_id", "boxes", "none"], dtype={"image_id": str, "boxes": str},
+                            keep_default_na=False) if a.image else None
     run_header("make-submission", vars(a))
     log = get_logger()
-
-    try:
-        data_dir = find_data_dir(a.data)
-        sample = _read_input_csv(data_dir / SAMPLE_SUBMISSION, ["id"], dtype=str, keep_default_na=False)
-        study = _read_input_csv(a.study, ["study_id", *STUDY_CLASSES], dtype={"study_id": str}) if a.study else None
-        image = _read_input_csv(a.image, ["image_id", "boxes", "none"], dtype={"image_id": str, "boxes": str},
-                                keep_default_na=False) if a.image else None
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"make-submission: {exc}")
-        return 2
     if image is not None:
         image["none"] = pd.to_numeric(image["none"].replace("", np.nan), errors="coerce")
     sizes: dict[str, tuple[int, int]] | None = None
@@ -613,7 +657,10 @@ def cli_make(argv: list[str]) -> int:
                 lambda s: strip_suffix(s, IMAGE_SUFFIX))))
         else:
             log.warning("%s: no test/ folder, boxes are not clipped to the images", data_dir)
-    sub, problems = build_submission(sample, study, image, image_sizes=sizes)
+    try:
+        sub, problems = build_submission(sample, study, image, image_sizes=sizes)
+    except ValueError as exc:  # a prediction CSV of the wrong shape: nothing written yet
+        raise UserError(str(exc)) from None
     problems = header_problems + problems
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -3,8 +3,12 @@
 ``python -m siimcovid synth --out DIR --studies N --seed S`` writes a folder that every stage
 can read exactly as it reads ``/kaggle/input/siim-covid19-detection``, plus ``truth/`` so a
 local run of the whole pipeline can be scored. The numbers it imitates (class priors, boxes
-per image, box and image sizes, multi-image studies, patients, DICOM variety) come from
-``siim-facts.md``.
+per image, box and image sizes, multi-image studies, patients, DICOM variety) are counts of
+the real train CSVs and DICOMs, written next to the constants that use them.
+
+``--out`` must be new or empty: two sets are never merged in one folder (the next stage would
+read files no CSV lists). A folder holding this very set is left as it is, an interrupted run of
+it is redone from scratch, and ``--overwrite`` replaces another set that synth wrote.
 
 The images carry a learnable, class-dependent signal: a chest-like background and soft
 opacities inside the boxes (typical = bilateral peripheral lower-zone pair, indeterminate =
@@ -39,6 +43,7 @@ from .data import (
     format_boxes_column,
     format_label,
 )
+from .errors import UserError
 from .submission import DEFAULT_IMAGE, DEFAULT_STUDY
 
 # Short name -> transfer syntax UID. "jpeg_lossless" (process 14, selection value 1) is
@@ -826,24 +831,107 @@ def _write_csvs(plan: pd.DataFrame, out: Path) -> None:
     files.to_csv(truth / "files.csv", index=False)
 
 
-def generate(cfg: SynthConfig, progress: bool = True) -> dict:
-    """Write the whole data set under ``cfg.out``; returns the summary saved as synth.json."""
+SUMMARY_JSON = "synth.json"  # written last: its presence means the set is complete
+PARTIAL_JSON = "synth.partial.json"  # written first, removed last: an interrupted run of this config
+
+
+def _config_key(cfg: SynthConfig | dict) -> dict:
+    """What decides a set's content (everything but the folder), JSON-normalised for comparison."""
+    d = asdict(cfg) if isinstance(cfg, SynthConfig) else dict(cfg)
+    d.pop("out", None)
+    return json.loads(json.dumps(d, sort_keys=True))
+
+
+def _describe_config(d: dict) -> str:
+    return f"{d.get('studies')} studies, seed {d.get('seed')}, scale {d.get('scale')}"
+
+
+def _read_config(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def check_config(cfg: SynthConfig) -> None:
+    """Reject impossible settings (UserError) before anything is written."""
+    if cfg.studies < 1:
+        raise UserError(f"--studies {cfg.studies}: must be >= 1")
+    if not 0.0 <= cfg.test_fraction < 1.0:
+        raise UserError(f"--test-fraction {cfg.test_fraction}: must be in [0, 1)")
+    if cfg.scale <= 0:
+        raise UserError(f"--scale {cfg.scale}: must be > 0")
+    unknown = set(cfg.syntax_mix) - set(TRANSFER_SYNTAXES)
+    if unknown:
+        raise UserError(f"--syntaxes: unknown transfer syntaxes {sorted(unknown)}; known: {', '.join(TRANSFER_SYNTAXES)}")
+    if not cfg.syntax_mix or sum(cfg.syntax_mix.values()) <= 0:
+        raise UserError("--syntaxes: name at least one transfer syntax")
+
+
+def prepare_out(cfg: SynthConfig, overwrite: bool = False) -> bool:
+    """Make ``cfg.out`` ready for a fresh set; True when it already holds exactly this set.
+
+    Two sets are never merged: a folder holding anything else is refused with a UserError that
+    says what it holds, unless ``overwrite`` and the folder was written by synth (then it is
+    emptied). The folder of an interrupted run of the SAME config is emptied and redone."""
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: is a file, not a folder: choose a folder")
+    entries = sorted(out.iterdir()) if out.is_dir() else []
+    if not entries:
+        return False
+    want = _config_key(cfg)
+    done = _read_config(out / SUMMARY_JSON)
+    partial = _read_config(out / PARTIAL_JSON)
+    if done is not None and _config_key(done) == want and not overwrite:
+        return True
+    if done is not None:
+        holds = f"a synthetic set of {_describe_config(done)} ({SUMMARY_JSON})"
+    elif partial is not None:
+        holds = f"an interrupted synthetic set of {_describe_config(partial)} ({PARTIAL_JSON})"
+    else:
+        names = [p.name + ("/" if p.is_dir() else "") for p in entries]
+        more = f" and {len(names) - 6} more" if len(names) > 6 else ""
+        holds = f"{len(names)} entries not written by synth ({', '.join(names[:6])}{more})"
+    ours = done is not None or partial is not None
+    redo = partial is not None and done is None and _config_key(partial) == want
+    if not (redo or (overwrite and ours)):
+        if overwrite:
+            raise UserError(f"--out {out} holds {holds}: --overwrite only replaces a folder written by synth; "
+                            "remove it yourself or choose another --out")
+        raise UserError(f"--out {out} is not empty: it holds {holds}, not the set asked for "
+                        f"({_describe_config(want)}): choose a new or empty --out, or pass --overwrite to replace it")
+    import shutil
+
+    from .log import get_logger
+
+    get_logger().info("synth: emptying %s (it held %s)", out, holds)
+    for p in entries:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+    return False
+
+
+def generate(cfg: SynthConfig, progress: bool = True, *, overwrite: bool = False) -> dict:
+    """Write the whole data set under ``cfg.out``; returns the summary saved as synth.json.
+
+    ``cfg.out`` must be new, empty or already hold this very set (then nothing is written and
+    its summary is returned); see :func:`prepare_out` for ``overwrite``."""
     from tqdm import tqdm
 
     from .log import get_logger, run_header
 
     t0 = time.time()
     out = Path(cfg.out)
-    if cfg.studies < 1:
-        raise ValueError("synth: --studies must be >= 1")
-    if not 0.0 <= cfg.test_fraction < 1.0:
-        raise ValueError("synth: --test-fraction must be in [0, 1)")
-    if cfg.scale <= 0:
-        raise ValueError("synth: --scale must be > 0")
-    unknown = set(cfg.syntax_mix) - set(TRANSFER_SYNTAXES)
-    if unknown:
-        raise ValueError(f"synth: unknown transfer syntaxes {sorted(unknown)}; known: {sorted(TRANSFER_SYNTAXES)}")
+    check_config(cfg)
+    if prepare_out(cfg, overwrite):
+        get_logger().info("synth: %s already holds this set (%s): nothing written; --overwrite regenerates it",
+                          out, SUMMARY_JSON)
+        return json.loads((out / SUMMARY_JSON).read_text())
     out.mkdir(parents=True, exist_ok=True)
+    (out / PARTIAL_JSON).write_text(json.dumps({"config": asdict(cfg)}, indent=2))
     run_header("synth", cfg)
     plan = plan_dataset(cfg)
     _write_csvs(plan, out)
@@ -888,33 +976,40 @@ def generate(cfg: SynthConfig, progress: bool = True) -> dict:
         "bits_stored": {str(b): sum(s.bits_stored == b for s in styles) for b in (12, 14, 15, 16)},
         "seconds": round(time.time() - t0, 1),
     }
-    (out / "synth.json").write_text(json.dumps(summary, indent=2))
+    (out / SUMMARY_JSON).write_text(json.dumps(summary, indent=2))
+    (out / PARTIAL_JSON).unlink()
     get_logger().info("synth: %d studies, %d images in %.1f s -> %s", summary["train"]["studies"] + summary["test"]["studies"],
                       len(plan), summary["seconds"], out)
     return summary
 
 
 def cli(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="python -m siimcovid synth", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", required=True, help="folder to write (created)")
+    from .clihelp import HelpFormatter
+
+    ap = argparse.ArgumentParser(
+        prog="python -m siimcovid synth", formatter_class=HelpFormatter,
+        description=__doc__.split("\n\n")[0],
+        epilog=f"Writes OUT/train/ and OUT/test/ (<study>/<series>/<image>.dcm), {STUDY_CSV}, {IMAGE_CSV}, "
+               f"{SAMPLE_SUBMISSION}, OUT/{TRUTH_DIR}/ (test ground truth + files.csv) and OUT/{SUMMARY_JSON}. "
+               "OUT must be new or empty; a folder that already holds this very set is left as is; anything else "
+               "is refused (--overwrite replaces an earlier synth set). Prints the train/test counts as JSON.")
+    ap.add_argument("--out", required=True, metavar="OUT", help="folder to write the data set into (created)")
     ap.add_argument("--studies", type=int, default=300, help="number of studies, train + test")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="random seed: the same seed and options give the same set")
     ap.add_argument("--scale", type=float, default=0.25, help="image size relative to the real data (1 = full size)")
     ap.add_argument("--test-fraction", type=float, default=0.2, help="share of studies (by patient) in test/")
     ap.add_argument("--syntaxes", default=None,
                     help="comma list of transfer syntaxes to use, evenly mixed (default: the built-in mix); "
                          f"known: {','.join(TRANSFER_SYNTAXES)}")
-    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="empty OUT first when it holds another set written by synth (never merges two sets)")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     a = ap.parse_args(argv)
     mix = dict(DEFAULT_SYNTAX_MIX)
-    if a.syntaxes:
+    if a.syntaxes is not None:
         mix = {s.strip(): 1.0 for s in a.syntaxes.split(",") if s.strip()}
     cfg = SynthConfig(out=a.out, studies=a.studies, seed=a.seed, scale=a.scale, test_fraction=a.test_fraction,
                       syntax_mix=mix)
-    try:
-        summary = generate(cfg, progress=not a.no_progress)
-    except ValueError as exc:
-        print(f"synth: {exc}")
-        return 2
+    summary = generate(cfg, progress=not a.no_progress, overwrite=a.overwrite)
     print(json.dumps({k: summary[k] for k in ("train", "test", "seconds")}, indent=1))
     return 0
