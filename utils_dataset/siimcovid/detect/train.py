@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..accelerator import torch_device
 from ..errors import UserError
 from ..log import get_logger, run_header
 from . import coco
@@ -75,12 +76,6 @@ def last_checkpoint(out: Path) -> Path | None:
             return p
     ckpts = sorted(out.glob("epoch_*.pth"), key=lambda p: int(p.stem.split("_")[1]))
     return ckpts[-1] if ckpts else None
-
-
-def torch_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def rank() -> int:
@@ -165,6 +160,7 @@ def train_fold(cfg, *, preprocess=None, workdir="work/det", launcher: str = "non
     log = get_logger()
     s = cfg.siim
     size, fold = int(s["size"]), int(s["fold"])
+    device = torch_device()  # a GPU session whose torch sees no CUDA stops here, loudly, before any write
     pre = find_preprocess(preprocess or s.get("preprocess"))
     meta = coco.load_meta(pre, size)
     pseudo = _read_pseudo(cfg)
@@ -209,15 +205,16 @@ def train_fold(cfg, *, preprocess=None, workdir="work/det", launcher: str = "non
     score = {"exp": exp_name(cfg), "fold": fold, "variant": s["variant"], "round": int(s.get("round", 1)),
              "epochs": int(cfg.train_cfg.max_epochs), "train_seconds": round(train_seconds, 1), "run_dir": str(out)}
     if predict:
-        score.update(predict_fold(cfg, out, meta, held, progress=progress))
+        score.update(predict_fold(cfg, out, meta, held, device=device, progress=progress))
     (out / SCORES_JSON).write_text(json.dumps(score, indent=1))
     return score
 
 
-def predict_fold(cfg, out: Path, meta: pd.DataFrame, held: pd.DataFrame, progress: bool = True) -> dict:
+def predict_fold(cfg, out: Path, meta: pd.DataFrame, held: pd.DataFrame, device: str = "cpu",
+                 progress: bool = True) -> dict:
     """oof.csv (held-out images) and test.csv of one fold, and the OOF figures."""
     s = cfg.siim
-    model = load_model(cfg, out / MODEL_PTH, device=torch_device())
+    model = load_model(cfg, out / MODEL_PTH, device=device)
     kw = dict(tta=dict(s["tta"]), wbf=dict(s["wbf"]), batch=int(s.get("predict_batch", 8)), progress=progress)
     oof = predict_images(model, held, int(s["size"]), **kw)
     write_predictions(oof, out / OOF_CSV)
