@@ -291,6 +291,15 @@ def test_det_train_writes_a_run_and_resumes_after_the_last_epoch(det_run):
     # the second session started from epoch 1's checkpoint instead of from scratch
     assert hist["step"].nunique() == len(hist) and (hist["epoch"] == 1).any()
     assert (out / "loss.png").stat().st_size > 1000
+    # the trap the resume goes through: torch >= 2.6 refuses mmengine's checkpoint by default ...
+    import pickle
+
+    import torch
+
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(out / "epoch_1.pth")
+    # ... while the exported weights load with the safe default
+    assert "state_dict" in torch.load(out / "model.pth")
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["src_size"] == 128 and cfg["siim"]["variant"] == "tiny_cpu" and cfg["n_train_images"] > 0
     coco = json.loads((out / "coco" / "train.json").read_text())
@@ -356,3 +365,25 @@ def test_train_det_notebook_runs_under_papermill(det_run, tmp_path, monkeypatch)
     assert (out / "fold1" / "oof.csv").exists() and (out / "scores.json").exists()
     nb = json.loads((tmp_path / "out.ipynb").read_text())
     assert any("image/png" in o.get("data", {}) for c in nb["cells"] for o in c.get("outputs", []))
+
+
+def test_round_two_without_pseudo_labels_stops_before_writing(tmp_path):
+    from siimcovid.__main__ import main
+
+    pre = write_det_fixture(tmp_path / "pre", n_train=4, n_test=1)
+    work = tmp_path / "work"
+    assert main(["det-train", "--config", "tiny_cpu", "--preprocess", str(pre), "--workdir", str(work),
+                 "--round", "2"]) == 2
+    assert not work.exists()
+    assert main(["det-train", "--config", "tiny_cpu", "--preprocess", str(pre), "--workdir", str(work),
+                 "--size", "256"]) == 2  # no images at that size
+    assert not work.exists()
+
+
+def test_two_gpus_run_det_train_under_torchrun():
+    from siimcovid.detect.train import torchrun_command
+
+    cmd = torchrun_command(["--config", "faster_rcnn_r50_dcn", "--fold", "3"], 2)
+    assert cmd[1:4] == ["-m", "torch.distributed.run", "--nproc_per_node=2"]
+    assert cmd[-6:] == ["det-train", "--config", "faster_rcnn_r50_dcn", "--fold", "3", "--launcher", "pytorch"][-6:]
+    assert cmd[-2:] == ["--launcher", "pytorch"]
