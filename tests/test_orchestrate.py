@@ -35,7 +35,8 @@ def test_graph_order_and_generated_sources(graph):
         "alice/siimcovid-wheels", "alice/siimcovid-preprocess", *(f"alice/{f}" for f in FOLDS + BINARY)}
     assert by[BINARY[3]].kernel.metadata["kernel_sources"] == ["alice/siimcovid-wheels", "alice/siimcovid-preprocess"]
     assert by["siimcovid-wheels"].kernel.metadata["kernel_sources"] == []
-    assert [n.slug for n in graph.sinks()] == ["siimcovid-inference"]
+    # the detector folds are read by nothing yet (the ensembling stage will)
+    assert [n.slug for n in graph.sinks() if n.stage != "train-det-fold"] == ["siimcovid-inference"]
     assert G.check(graph) == ([], [])
     assert graph.downstream({"siimcovid-train-study-fold-2"}) == {"siimcovid-train-study-fold-2", "siimcovid-inference"}
 
@@ -239,7 +240,7 @@ def test_push_runs_the_graph_in_order_waiting_for_each_version(fake, capsys):
     assert "zip" in calls[1]
     pushed = _pushed(calls)
     assert pushed[0] == "siimcovid-wheels" and pushed[1] == "siimcovid-preprocess" and pushed[-1] == "siimcovid-inference"
-    assert sorted(pushed[2:12]) == sorted(BINARY + FOLDS)
+    assert set(BINARY + FOLDS) <= set(pushed[2:-1]) and len(pushed) == len(G.build("alice").nodes)
     # waited for the version it pushed: wheels v4 (3 existed), asked by version, through 2 stale answers
     i_pre = next(i for i, c in enumerate(calls) if c[:2] == ["kernels", "push"] and "siimcovid-preprocess" in c[3])
     wheel_polls = [c for c in calls[:i_pre] if c[:2] == ["kernels", "status"]]
@@ -247,7 +248,7 @@ def test_push_runs_the_graph_in_order_waiting_for_each_version(fake, capsys):
     assert len(wheel_polls) >= 2 + 2  # stale, stale, RUNNING, COMPLETE
     state = json.loads((fake.out / "state.json").read_text())
     assert state["kernels"]["siimcovid-wheels"]["version"] == 4
-    assert all(k["status"] == "complete" for k in state["kernels"].values()) and len(state["kernels"]) == 13
+    assert all(k["status"] == "complete" for k in state["kernels"].values()) and len(state["kernels"]) == len(pushed)
     assert state["kernels"]["siimcovid-preprocess"]["upstream"] == {"siimcovid-wheels": 4}
     pushes = fake.world()["pushes"]
     inf = next(p for p in pushes if p["id"] == "alice/siimcovid-inference")["meta"]
@@ -288,7 +289,7 @@ def test_dry_run_calls_nothing(fake, capsys):
     assert fake.push("--dry-run") == 0
     assert fake.calls() == []
     out = capsys.readouterr().out
-    assert "would upload" in out and out.count("] push") == 13
+    assert "would upload" in out and out.count("] push") == len(G.build("alice").nodes)
 
 
 def test_resume_waits_for_a_version_pushed_before_an_interrupt(fake):
