@@ -97,7 +97,7 @@ def find_runs(roots: Sequence[str | os.PathLike] | str | os.PathLike | None = No
             if d != root and is_fold_dir(d):
                 found.append(d)
                 dirs[:] = []
-            elif d != root and FOLD_RE.match(d.name):  # a fold that never wrote anything: say so
+            elif d.parent == root and FOLD_RE.match(d.name):  # an experiment's fold that never wrote anything
                 notes.append(f"runs: {d}: none of {', '.join(FOLD_MARKERS)} (fold unfinished? skipped)")
                 dirs[:] = []
     if exp:
