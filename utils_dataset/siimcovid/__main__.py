@@ -21,6 +21,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "bench": ("siimcovid.bench", "cli", "benchmarks (e.g. `bench preprocess`)"),
     "study-train": ("siimcovid.study.train", "cli", "train one fold of the study classifier"),
     "study-merge": ("siimcovid.study.evaluate", "cli", "merge fold outputs: OOF mAP, TTA on/off, test predictions"),
+    "det-train": ("siimcovid.detect.train", "cli", "train one fold of a detector (mmdet), predict OOF + test boxes"),
+    "det-merge": ("siimcovid.detect.merge", "cli", "merge detector folds: OOF/test boxes, opacity + none AP"),
+    "det-pseudo": ("siimcovid.detect.pseudo", "cli", "pseudo-labels for the next detector round"),
     "infer": ("siimcovid.inference", "cli", "inference kernel: test DICOMs -> study folds + learner -> submission.csv"),
     "kernels": ("siimcovid.kaggle", "cli", "render kernel-metadata/ and push helpers"),
 }

@@ -1,0 +1,223 @@
+"""Detector configs: mmdet's own config, the project layer, the variant, then ``--set`` overrides.
+
+A variant (``siimcovid/configs/det/<name>.py``) names mmdet's config (``_base_ = 'mmdet::...'``) or
+another variant of ours as its ``_base_``. The layers, last wins:
+
+1. mmdet's config (with its own ``_base_`` chain, read by mmengine);
+2. ``configs/det/_base_/siim.py``: each of its top-level keys REPLACES mmdet's (dataset, pipelines,
+   schedule, hooks), ``siim`` holds the project keys (size, fold, weights, TTA, WBF, rounds);
+3. the variant files of the chain, root first, each merged key by key (mmengine's merge: dicts
+   merge, lists and other values replace, ``_delete_=True`` replaces a dict);
+4. ``--set key.sub=value`` overrides (values parsed as YAML).
+
+Then :func:`prepare` fills what follows from the ``siim`` keys (image size into the pipelines,
+the COCO file paths, workers, AMP, weights, the cosine's length), so each is set in one place.
+"""
+from __future__ import annotations
+
+import ast
+import copy
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from ..errors import UserError
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "det"
+PROJECT_BASE = CONFIG_DIR / "_base_" / "siim.py"
+DEFAULT_VARIANT = "faster_rcnn_r50_dcn"
+TINY_VARIANT = "tiny_cpu"
+
+
+def variants() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.py"))
+
+
+def resolve(variant: str | Path | None) -> Path:
+    if variant is None:
+        variant = DEFAULT_VARIANT
+    p = Path(variant)
+    if p.suffix == ".py" and p.exists():
+        return p.resolve()
+    q = CONFIG_DIR / f"{p.stem}.py"
+    if q.exists() and p.parent == Path("."):
+        return q
+    raise UserError(f"unknown detector config {str(variant)!r}: use one of {variants()} or a .py path")
+
+
+def _mmdet_config(name: str) -> Path:
+    import mmdet
+
+    path = Path(mmdet.__file__).parent / ".mim" / "configs" / name
+    if not path.exists():
+        raise UserError(f"mmdet has no config {name!r} (looked in {path.parent})")
+    return path
+
+
+def _read_own(path: Path) -> tuple[dict, str | None]:
+    """The variant file's own keys (its `_base_` not followed) and its `_base_`.
+
+    Evaluated like mmengine evaluates a config file; names starting with `_` are helpers."""
+    text = path.read_text()
+    ast.parse(text, str(path))  # a syntax error names the file
+    ns: dict[str, Any] = {}
+    exec(compile(text, str(path), "exec"), ns)  # noqa: S102 - the project's own config files
+    base = ns.get("_base_")
+    if isinstance(base, (list, tuple)):
+        if len(base) != 1:
+            raise UserError(f"{path}: a detector variant takes ONE _base_ (mmdet's config or another variant)")
+        base = base[0]
+    own = {k: v for k, v in ns.items()
+           if not k.startswith("_") and not callable(v) and type(v).__name__ != "module"}
+    return own, base
+
+
+def _chain(path: Path) -> tuple[Path, list[tuple[Path, dict]]]:
+    """(mmdet config, [(variant file, own keys)] root first)."""
+    chain: list[tuple[Path, dict]] = []
+    seen = set()
+    while True:
+        if path in seen:
+            raise UserError(f"{path}: _base_ loop")
+        seen.add(path)
+        own, base = _read_own(path)
+        chain.append((path, own))
+        if not base:
+            raise UserError(f"{path}: no _base_ (name mmdet's config, e.g. 'mmdet::dcn/...', or another variant)")
+        if str(base).startswith("mmdet::"):
+            return _mmdet_config(str(base)[len("mmdet::"):]), chain[::-1]
+        path = (path.parent / base).resolve()
+        if not path.exists():
+            raise UserError(f"{chain[-1][0]}: _base_ {base!r} does not exist")
+
+
+def _parse_value(text: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def parse_sets(items: Iterable[str] | Mapping[str, Any] | None) -> dict[str, Any]:
+    """``["a.b=1", "c=[1, 2]"]`` -> ``{"a.b": 1, "c": [1, 2]}`` (a mapping passes through)."""
+    if not items:
+        return {}
+    if isinstance(items, Mapping):
+        return dict(items)
+    out = {}
+    for item in items:
+        key, sep, value = str(item).partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set {item!r}: write key=value, e.g. --set train_cfg.max_epochs=2")
+        out[key.strip()] = _parse_value(value)
+    return out
+
+
+def _check_keys(cfg, overrides: Mapping[str, Any]) -> None:
+    """A typo in an override would silently add a key mmdet ignores: reject unknown paths."""
+    for key in overrides:
+        node: Any = getattr(cfg, "_cfg_dict", cfg)
+        parts = key.split(".")
+        for i, part in enumerate(parts):
+            if isinstance(node, (list, tuple)) and part.isdigit():
+                node = node[int(part)]
+                continue
+            if not isinstance(node, Mapping) or part not in node:
+                where = ".".join(parts[:i]) or "(top level)"
+                valid = sorted(node.keys()) if isinstance(node, Mapping) else []
+                raise UserError(f"--set {key}: no key {part!r} under {where}; valid: {valid}")
+            node = node[part]
+
+
+def load(variant: str | Path | None = None, overrides: Iterable[str] | Mapping[str, Any] | None = None):
+    """The mmengine Config of a variant with the project layer and overrides applied (see module doc)."""
+    from mmengine.config import Config
+
+    path = resolve(variant)
+    mm_path, chain = _chain(path)
+    cfg = Config.fromfile(str(mm_path))
+    project, _ = _read_own(PROJECT_BASE)
+    for key, value in project.items():
+        if key == "siim":
+            continue
+        cfg[key] = copy.deepcopy(value)
+    siim = copy.deepcopy(project["siim"])
+    for _file, own in chain:
+        own = copy.deepcopy(own)
+        siim.update(own.pop("siim", {}) or {})
+        cfg.merge_from_dict(own)
+    cfg["siim"] = siim
+    cfg["siim"]["variant"] = path.stem
+    sets = parse_sets(overrides)
+    _check_keys(cfg, sets)
+    cfg.merge_from_dict(sets)
+    check_single_class(cfg)
+    return cfg
+
+
+def _num_classes(node: Any, where: str = "model") -> list[tuple[str, int]]:
+    found = []
+    if isinstance(node, Mapping):
+        for k, v in node.items():
+            if k == "num_classes":
+                found.append((f"{where}.{k}", v))
+            else:
+                found += _num_classes(v, f"{where}.{k}")
+    elif isinstance(node, (list, tuple)):
+        for i, v in enumerate(node):
+            found += _num_classes(v, f"{where}[{i}]")
+    return found
+
+
+def check_single_class(cfg) -> None:
+    """Every head predicts the one class `opacity` (Cascade has three heads, each must say so)."""
+    wrong = [(k, v) for k, v in _num_classes(cfg.model) if v != 1]
+    if wrong:
+        raise UserError(f"config {cfg.siim.get('variant')}: heads not single-class: {wrong}; set num_classes=1")
+
+
+def _set_resize(pipeline: list, size: int) -> None:
+    for step in pipeline or []:
+        if step.get("type") in ("Resize", "mmdet.Resize"):
+            step["scale"] = (size, size)
+            step["keep_ratio"] = False
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def prepare(cfg, run_dir: str | Path, train_json: str | Path | None = None):
+    """Fill the run-specific fields from ``cfg.siim`` (in place; returns cfg)."""
+    s = cfg.siim
+    size = int(s["size"])
+    for key in ("train_pipeline", "test_pipeline"):
+        _set_resize(cfg.get(key), size)
+    ds = cfg.train_dataloader.dataset
+    _set_resize(ds.get("pipeline"), size)
+    ds.ann_file = str(train_json) if train_json else ""
+    workers = int(s.get("workers", 0))
+    cfg.train_dataloader.num_workers = workers
+    cfg.train_dataloader.persistent_workers = workers > 0
+    cfg.work_dir = str(run_dir)
+    cfg.randomness = dict(seed=int(s.get("seed", 42)), deterministic=False)
+    amp = s.get("amp", "auto")
+    if (amp == "auto" and cuda_available()) or amp is True:
+        cfg.optim_wrapper.type = "AmpOptimWrapper"
+        cfg.optim_wrapper.loss_scale = "dynamic"
+    epochs = int(cfg.train_cfg.max_epochs)
+    for sch in cfg.param_scheduler:
+        if sch.get("type") == "CosineAnnealingLR" and sch.get("by_epoch", True):
+            sch["end"] = epochs
+            sch["T_max"] = epochs
+    # No downloads on Kaggle (internet off): weights come from files or nowhere.
+    backbone = cfg.model.get("backbone", {})
+    if s.get("backbone_weights"):
+        backbone["init_cfg"] = dict(type="Pretrained", checkpoint=str(s["backbone_weights"]))
+    else:
+        backbone["init_cfg"] = None
+    cfg.load_from = str(s["weights"]) if s.get("weights") else None
+    return cfg

@@ -1,0 +1,183 @@
+"""Detector prediction: flip TTA fused with WBF, boxes back in ORIGINAL pixels, and the AP figures.
+
+A prediction table (``oof.csv`` / ``test.csv`` of a fold, the merged files of ``det-merge``) has
+one row per image: ``image_id, orig_h, orig_w, boxes, boxes_notta``, where ``boxes`` (with TTA)
+and ``boxes_notta`` (the plain image) are JSON lists of ``[x0, y0, x1, y1, score]`` in the
+image's original pixels, best first. :func:`read_predictions` gives them back as arrays.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..boxes import Resize
+from ..metric import average_precision
+from ..submission import FULL_BOX
+from .wbf import as_pred, flip_boxes, fuse
+
+PRED_COLUMNS = ["image_id", "orig_h", "orig_w", "boxes", "boxes_notta"]
+NONE_RULES = ("max", "prod")
+
+
+# ------------------------------------------------------------------------------------ io
+def boxes_json(pred) -> str:
+    return json.dumps([[round(float(v), 1) for v in b[:4]] + [round(float(b[4]), 5)] for b in as_pred(pred)])
+
+
+def parse_boxes(cell) -> np.ndarray:
+    if isinstance(cell, np.ndarray):
+        return as_pred(cell)
+    if cell is None or (isinstance(cell, float) and math.isnan(cell)) or cell == "":
+        return np.zeros((0, 5))
+    return as_pred(json.loads(cell) if isinstance(cell, str) else cell)
+
+
+def write_predictions(rows: Sequence[dict], path: str | Path) -> Path:
+    df = pd.DataFrame(
+        [{**r, "boxes": boxes_json(r["boxes"]), "boxes_notta": boxes_json(r["boxes_notta"])} for r in rows],
+        columns=PRED_COLUMNS)
+    path = Path(path)
+    tmp = path.with_suffix(".tmp")
+    df.to_csv(tmp, index=False)
+    tmp.replace(path)  # a reader never sees half a file
+    return path
+
+
+def read_predictions(path: str | Path) -> pd.DataFrame:
+    """A prediction table with ``boxes`` / ``boxes_notta`` as (N, 5) arrays."""
+    df = pd.read_csv(path, dtype={"image_id": str})
+    missing = set(PRED_COLUMNS) - set(df.columns)
+    if missing:
+        raise ValueError(f"{path}: not a detector prediction table (missing {sorted(missing)})")
+    for c in ("boxes", "boxes_notta"):
+        df[c] = df[c].map(parse_boxes)
+    return df
+
+
+# ------------------------------------------------------------------------------------ model
+def load_model(cfg, checkpoint: str | Path, device: str = "cpu"):
+    """The detector of ``cfg`` with weights from ``checkpoint`` (the run's plain-tensor model.pth)."""
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    from mmengine.runner import load_checkpoint
+
+    register_all_modules()
+    cfg = cfg.copy()
+    cfg.model.get("backbone", {})["init_cfg"] = None  # weights come from the checkpoint
+    model = MODELS.build(cfg.model)
+    load_checkpoint(model, str(checkpoint), map_location="cpu", strict=True, logger="silent")
+    model.cfg = cfg
+    model.dataset_meta = {"classes": ("opacity",)}
+    model.to(device).eval()
+    return model
+
+
+def _pipeline(cfg):
+    from mmcv.transforms import Compose
+
+    steps = [dict(s) for s in cfg.test_pipeline]
+    steps[0] = dict(type="mmdet.LoadImageFromNDArray")
+    return Compose(steps)
+
+
+def infer(model, images: Sequence[np.ndarray], batch: int = 8) -> list[np.ndarray]:
+    """Raw detections per image, (N, 5) in that image's own pixels."""
+    import torch
+    from mmengine.dataset import pseudo_collate
+
+    pipe = _pipeline(model.cfg)
+    out: list[np.ndarray] = []
+    for i in range(0, len(images), max(1, int(batch))):
+        data = pseudo_collate([pipe(dict(img=img, img_id=i + j)) for j, img in enumerate(images[i:i + batch])])
+        with torch.no_grad():
+            results = model.test_step(data)
+        for r in results:
+            inst = r.pred_instances
+            b = inst.bboxes.detach().cpu().numpy().astype(np.float64)
+            s = inst.scores.detach().cpu().numpy().astype(np.float64)
+            out.append(np.c_[b, s] if len(b) else np.zeros((0, 5)))
+    return out
+
+
+def flips(tta: dict) -> list[tuple[bool, bool]]:
+    """(hflip, vflip) of each TTA view; the plain image first."""
+    views = [(False, False)]
+    if tta.get("hflip", True):
+        views.append((True, False))
+    if tta.get("vflip", False):
+        views.append((False, True))
+    return views
+
+
+def predict_images(model, meta_rows: pd.DataFrame, size: int, *, tta: dict, wbf: dict, batch: int = 8,
+                   progress: bool = True) -> list[dict]:
+    """Prediction rows (see module doc) for ``meta_rows`` (with ``path``, orig_h/w, keep_aspect)."""
+    import cv2
+    from tqdm.auto import tqdm
+
+    views = flips(tta)
+    rows = []
+    chunk = max(1, int(batch))
+    it = range(0, len(meta_rows), chunk)
+    for start in tqdm(it, desc="predict", disable=not progress, total=len(it)):
+        part = meta_rows.iloc[start:start + chunk]
+        imgs = []
+        for p in part["path"]:
+            img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+            if img is None:
+                raise FileNotFoundError(f"{p}: cannot read image")
+            imgs.append(img)
+        per_view = []
+        for hf, vf in views:
+            view_imgs = [np.ascontiguousarray(im[::-1 if vf else 1, ::-1 if hf else 1]) for im in imgs]
+            preds = infer(model, view_imgs, batch=chunk)
+            per_view.append([flip_boxes(p, im.shape[0], im.shape[1], hf, vf) for p, im in zip(preds, imgs)])
+        for k, r in enumerate(part.itertuples(index=False)):
+            h, w = int(r.orig_h), int(r.orig_w)
+            plan = Resize.plan(h, w, (imgs[k].shape[0], imgs[k].shape[1]), bool(getattr(r, "keep_aspect", False)))
+            views_orig = [np.c_[plan.to_original(v[k][:, :4]), v[k][:, 4]] for v in per_view]
+            plain = views_orig[0][np.argsort(-views_orig[0][:, 4], kind="stable")]
+            fused = fuse(views_orig, h, w, **wbf) if len(views_orig) > 1 else plain
+            rows.append({"image_id": r.image_id, "orig_h": h, "orig_w": w, "boxes": fused, "boxes_notta": plain})
+    return rows
+
+
+# ------------------------------------------------------------------------------------ figures
+def none_score(pred, rule: str = "max") -> float:
+    """P(no opacity) from boxes: 1 - max score, or the product of (1 - score)."""
+    s = as_pred(pred)[:, 4]
+    if rule == "max":
+        return float(1.0 - s.max()) if len(s) else 1.0
+    if rule == "prod":
+        return float(np.prod(1.0 - s))
+    raise ValueError(f"none rule {rule!r}: use one of {NONE_RULES}")
+
+
+def opacity_ap(preds: pd.DataFrame, truth: dict[str, Iterable], column: str = "boxes") -> float:
+    """Project metric's opacity AP over every image of ``preds`` (truth: image_id -> original-px boxes)."""
+    dets = [(iid, float(b[4]), *map(float, b[:4])) for iid, p in zip(preds["image_id"], preds[column]) for b in p]
+    truths = {iid: np.asarray(truth[iid], dtype=float).reshape(-1, 4) for iid in preds["image_id"]
+              if len(truth.get(iid, []))}
+    return average_precision(dets, truths)
+
+
+def none_ap(preds: pd.DataFrame, truth: dict[str, Iterable], column: str = "boxes", rule: str = "max") -> float:
+    """AP of the `none` class when its score is derived from the boxes (``rule``)."""
+    dets = [(iid, none_score(p, rule), *FULL_BOX) for iid, p in zip(preds["image_id"], preds[column])]
+    truths = {iid: np.array([FULL_BOX], dtype=float) for iid in preds["image_id"] if not len(truth.get(iid, []))}
+    return average_precision(dets, truths)
+
+
+def figures(preds: pd.DataFrame, truth: dict[str, Iterable]) -> dict:
+    """Opacity AP and `none` AP (both rules), with and without TTA."""
+    out = {"n_images": int(len(preds)), "n_truth_boxes": int(sum(len(truth.get(i, [])) for i in preds["image_id"]))}
+    for col, tag in (("boxes", "tta"), ("boxes_notta", "notta")):
+        out[f"opacity_ap_{tag}"] = opacity_ap(preds, truth, col)
+        for rule in NONE_RULES:
+            out[f"none_ap_{rule}_{tag}"] = none_ap(preds, truth, col, rule)
+    return out
