@@ -67,10 +67,13 @@ def fill_studies(study: pd.DataFrame, study_ids: Sequence[str], priors: Sequence
     return have.reset_index(drop=True)
 
 
-def study_part(t: Tables, s: Settings, notes: list[str]) -> pd.DataFrame:
+def study_part(t: Tables, s: Settings, notes: list[str]) -> tuple[pd.DataFrame, set]:
+    """(study rows, the studies no member predicted)."""
     members = {n: member_image_probs(f, s.study_tta) for n, f in t.study.items() if len(f)}
     study = study_rows(members, s.study_weights, s.study_how)
-    return fill_studies(study, t.images["study_id"].astype(str).tolist(), t.study_priors, notes)
+    predicted = set(study.dropna(subset=STUDY_COLS)["study_id"].astype(str))
+    filled = fill_studies(study, t.images["study_id"].astype(str).tolist(), t.study_priors, notes)
+    return filled, set(filled["study_id"]) - predicted
 
 
 def image_inputs(t: Tables, s: Settings, *, oof: bool) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
@@ -98,13 +101,18 @@ def run_merge(t: Tables, s: Settings, *, oof: bool = False, notes: list[str] | N
         notes.append("no detector member: images get no boxes")
     if not t.binary:
         notes.append("no binary member: rules that use binary P(none) substitute it")
-    study = study_part(t, s, notes)
+    study, unpredicted = study_part(t, s, notes)
     if det is None and binary is None:
         det, binary = image_inputs(t, s, oof=oof)
     ev = evidence(t.images["image_id"].astype(str).tolist(), det, binary, negatives(t.images, study))
-    if not t.study and not t.detect and not t.binary:
-        ev.negative[:] = t.none_prior  # nothing at all: the `none` prior for every image
     img = image_rows(Rule.make(s.rule["preset"], s.rule.get("params")), ev, notes)
+    # An image no member saw (an undecodable test DICOM, every member missing): the `none` prior,
+    # not a rule applied to priors.
+    blind = ~ev.has_det & np.isnan(ev.binary) & t.images["study_id"].astype(str).isin(unpredicted).to_numpy()
+    if blind.any():
+        img.loc[blind, "none"] = t.none_prior
+        notes.append(f"{int(blind.sum())} image(s) without any member prediction: no boxes, none = the prior "
+                     f"{t.none_prior:.3f} (e.g. {list(img.loc[blind, 'image_id'][:3])})")
     img_none = img.assign(study_id=t.images["study_id"].astype(str).to_numpy())[["study_id", "none"]]
     study = adjust_negative(study, img_none, float(s.image_evidence or 0.0))
     return study[["study_id", *STUDY_COLS]], img
