@@ -290,3 +290,72 @@ def test_budget_projection_and_plan_hook(tmp_path):
     assert budget.project(ts[:1]).fits
     path = budget.write_budget(tmp_path / "budget.json", ts, p)
     assert budget.read_budget(path) == {"train-study": 0.5, "train-det": 0.4, "train-binary": 0.2}
+
+
+# ------------------------------------------------------------------------------------ kernel steps
+def test_kernel_steps_fit_probe_predict_merge_with_a_missing_member(oofset, tmp_path, monkeypatch):
+    import time
+
+    from siimcovid.ensemble import predictors, steps
+    from siimcovid.submission import build_submission, validate_submission
+
+    s = oofset
+    runs = tmp_path / "runs"
+    F.write_run(runs, "study", "effv2", s["A"])
+    F.write_run(runs, "binary", "b7", s["bin"])
+    F.write_run(runs, "detect", "frcnn", s["det"])
+    train_pre = F.write_meta(tmp_path / "pre", s["data"])
+    test = F.make_set(20, seed=5)
+    pre_test = tmp_path / "pre_test"
+    pre_test.mkdir()
+    tm = test["images"].assign(split="test", boxes="[]")
+    broken = tm.iloc[-1]
+    tm.iloc[:-1].to_csv(pre_test / "meta.csv", index=False)  # the last image failed to decode
+    pd.DataFrame({"dicom": [f"test/{broken.study_id}/ser/{broken.image_id}.dcm"], "image_id": [broken.image_id],
+                  "stage": ["decode"], "reason": ["broken"]}).to_csv(pre_test / "errors.csv", index=False)
+
+    def fake(kind):
+        def run(fold_dirs, pre, options):
+            meta = pd.read_csv(Path(pre) / "meta.csv", dtype=str)
+            time.sleep(0.001 * len(meta))
+            d = {**test, "images": test["images"][test["images"]["image_id"].isin(set(meta["image_id"]))]}
+            make = {"study": lambda: F.study_member(d, 1.5, 7), "detect": lambda: F.detector_member(d, 0.8, 8)}[kind]
+            return [pd.concat(make().values(), ignore_index=True) for _ in fold_dirs], {"used": list(fold_dirs)}
+        return run
+
+    def unavailable(fold_dirs, pre, options):
+        raise predictors.MemberUnavailable("binary members: no predictor here")
+    monkeypatch.setitem(predictors.PREDICTORS, "study", fake("study"))
+    monkeypatch.setitem(predictors.PREDICTORS, "detect", fake("detect"))
+    monkeypatch.setitem(predictors.PREDICTORS, "binary", unavailable)
+
+    problems: list[str] = []
+    cfg = config.load(None, {"rule": "power_awsaf", "det_members": ["frcnn", "yolo"]})
+    members_ = steps.find_members([runs], cfg, problems)
+    assert set(members_["detect"]) == {"frcnn"} and any("'yolo'" in p for p in problems)
+    settings, info = steps.fitted_settings(members_, train_pre, cfg, tmp_path / "out", problems)
+    assert info["source"] == "fitted" and (tmp_path / "out" / fit.FIT_JSON).is_file()
+    proj, timings = steps.probe_budget(members_, pre_test, tmp_path / "work", {}, problems, n_large=4)
+    assert {t.kind for t in timings} == {"study", "detect"} and all(t.units == 5 for t in timings)
+    assert any("binary:b7 could not be timed" in p for p in problems)
+    assert (tmp_path / "work" / "budget.json").is_file() and proj.total_s > 0
+    tables, _ = steps.predict_members(members_, pre_test, {}, problems)
+    assert any("MEMBER LEFT OUT binary:b7" in p for p in problems) and not tables["binary"]
+
+    sample_images = test["images"]["image_id"].tolist()
+    sample_studies = sorted(set(test["images"]["study_id"]))
+    imgs = steps.test_images(pre_test, sample_images)
+    assert imgs.set_index("image_id").loc[broken.image_id, "study_id"] == broken.study_id
+    notes: list[str] = []
+    study, image = steps.merge_test(tables, settings, imgs, sample_studies, [0.3, 0.45, 0.17, 0.08], 0.35, notes)
+    assert sorted(study["study_id"]) == sample_studies and sorted(image["image_id"]) == sorted(sample_images)
+    assert image.set_index("image_id").loc[broken.image_id, "none"] == pytest.approx(0.35)
+    assert any("without any member prediction" in n for n in notes)
+    ids = [f"{x}_study" for x in sample_studies] + [f"{x}_image" for x in sample_images]
+    data = tmp_path / "data"
+    data.mkdir()
+    pd.DataFrame({"id": ids, "PredictionString": "none 1 0 0 1 1"}).to_csv(data / "sample_submission.csv", index=False)
+    sub, build_problems = build_submission(ids, study, image)
+    assert not build_problems
+    sub.to_csv(tmp_path / "submission.csv", index=False)
+    assert validate_submission(tmp_path / "submission.csv", data, check_bounds=False) == []

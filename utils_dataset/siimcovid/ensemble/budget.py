@@ -29,10 +29,14 @@ class Timing:
     seconds_per_image: float
     units: int = 1
     n_timed: int = 0
+    load_s: float = 0.0  # once per fold (model build, weights), whatever the number of images
 
     @property
     def per_image(self) -> float:
         return self.seconds_per_image * self.units
+
+    def total(self, n_images: int) -> float:
+        return (self.load_s + self.seconds_per_image * n_images) * self.units
 
 
 def time_call(fn: Callable[[Sequence], Any], items: Sequence, *, warmup: int = 1) -> tuple[float, int]:
@@ -70,8 +74,8 @@ class Projection:
                f"(limit {self.limit_s / 3600:.0f} h, planning margin {self.margin:.0%}: "
                f"{'fits' if self.fits else 'DOES NOT FIT'})"]
         for m in sorted(self.members, key=lambda m: -m["total_s"]):
-            out.append(f"  {m['kind']:<10} {m['name']:<28} {m['seconds_per_image']:8.3f} s/image x {m['units']} "
-                       f"-> {m['total_s'] / 3600:6.2f} h")
+            out.append(f"  {m['kind']:<10} {m['name']:<28} {m['seconds_per_image']:8.3f} s/image "
+                       f"+ {m['load_s']:5.1f} s load, x {m['units']} fold(s) -> {m['total_s'] / 3600:6.2f} h")
         if self.overhead_s:
             out.append(f"  {'overhead':<10} {'(preprocess, merge, write)':<28} -> {self.overhead_s / 3600:6.2f} h")
         return out
@@ -83,9 +87,9 @@ def project(timings: Sequence[Timing], *, n_images: int = HIDDEN_TEST_IMAGES, ov
     (``overhead_per_image``: e.g. DICOM decoding, measured by the test preprocess)."""
     p = Projection(n_images, limit_s, margin, overhead_s + overhead_per_image * n_images)
     for t in timings:
-        total = t.per_image * n_images
+        total = t.total(n_images)
         p.members.append({"name": t.name, "kind": t.kind, "seconds_per_image": t.seconds_per_image,
-                          "units": t.units, "n_timed": t.n_timed, "total_s": total})
+                          "load_s": t.load_s, "units": t.units, "n_timed": t.n_timed, "total_s": total})
         p.total_s += total
     p.total_s += p.overhead_s
     return p

@@ -50,6 +50,7 @@ class Tables:
     detect: Mapping[str, Sequence[pd.DataFrame]] = field(default_factory=dict)
     study_priors: Sequence[float] = (0.25, 0.25, 0.25, 0.25)
     none_prior: float = 0.5
+    study_ids: Sequence[str] | None = None  # studies to write (default: the images' studies)
 
 
 def fill_studies(study: pd.DataFrame, study_ids: Sequence[str], priors: Sequence[float],
@@ -68,12 +69,13 @@ def fill_studies(study: pd.DataFrame, study_ids: Sequence[str], priors: Sequence
 
 
 def study_part(t: Tables, s: Settings, notes: list[str]) -> tuple[pd.DataFrame, set]:
-    """(study rows, the studies no member predicted)."""
+    """(study rows, the studies a member predicted)."""
     members = {n: member_image_probs(f, s.study_tta) for n, f in t.study.items() if len(f)}
     study = study_rows(members, s.study_weights, s.study_how)
     predicted = set(study.dropna(subset=STUDY_COLS)["study_id"].astype(str))
-    filled = fill_studies(study, t.images["study_id"].astype(str).tolist(), t.study_priors, notes)
-    return filled, set(filled["study_id"]) - predicted
+    ids = list(t.study_ids) if t.study_ids is not None else t.images["study_id"].astype(str).tolist()
+    filled = fill_studies(study, ids, t.study_priors, notes)
+    return filled, predicted
 
 
 def image_inputs(t: Tables, s: Settings, *, oof: bool) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
@@ -101,14 +103,19 @@ def run_merge(t: Tables, s: Settings, *, oof: bool = False, notes: list[str] | N
         notes.append("no detector member: images get no boxes")
     if not t.binary:
         notes.append("no binary member: rules that use binary P(none) substitute it")
-    study, unpredicted = study_part(t, s, notes)
+    study, predicted = study_part(t, s, notes)
     if det is None and binary is None:
         det, binary = image_inputs(t, s, oof=oof)
-    ev = evidence(t.images["image_id"].astype(str).tolist(), det, binary, negatives(t.images, study))
+    neg = negatives(t.images, study)
+    unknown = [i for i, v in neg.items() if v != v]
+    if unknown:  # an image whose study is unknown or not written: the prior negative
+        notes.append(f"{len(unknown)} image(s) of an unknown study: prior negative used (e.g. {unknown[:3]})")
+        neg.update({i: float(t.study_priors[0]) for i in unknown})
+    ev = evidence(t.images["image_id"].astype(str).tolist(), det, binary, neg)
     img = image_rows(Rule.make(s.rule["preset"], s.rule.get("params")), ev, notes)
     # An image no member saw (an undecodable test DICOM, every member missing): the `none` prior,
     # not a rule applied to priors.
-    blind = ~ev.has_det & np.isnan(ev.binary) & t.images["study_id"].astype(str).isin(unpredicted).to_numpy()
+    blind = ~ev.has_det & np.isnan(ev.binary) & ~t.images["study_id"].astype(str).isin(predicted).to_numpy()
     if blind.any():
         img.loc[blind, "none"] = t.none_prior
         notes.append(f"{int(blind.sum())} image(s) without any member prediction: no boxes, none = the prior "

@@ -1,0 +1,193 @@
+"""Each member kind's test-time predictor, behind one signature, and the budget probe.
+
+``predict(kind, fold_dirs, pre_test, options) -> (fold tables, info)``: the fold tables have the
+shape of that stage's own ``test.csv`` (docs/contracts.md), so the merge reads test predictions
+made in the kernel exactly like the OOF tables it was fitted on. The stages own their prediction
+code; this module only adapts their calls. A fold that cannot predict is skipped and recorded
+in ``info``; a kind whose predictor is absent raises :class:`MemberUnavailable` (the caller
+reports it and merges the other members).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import pandas as pd
+
+from ..errors import reraise_interrupts
+from ..log import get_logger
+from .budget import Timing
+
+
+class MemberUnavailable(RuntimeError):
+    """No test-time predictor for this kind of member in this package version."""
+
+
+def _read_test_meta(pre_test: Path, size: int) -> pd.DataFrame:
+    try:
+        from ..layout import read_meta
+
+        return read_meta(pre_test, size, split="test")
+    except ImportError:  # layout.py not on this branch yet
+        from ..preprocess import image_path, read_meta
+
+        m = read_meta(pre_test)
+        m = m[m["split"] == "test"].reset_index(drop=True)
+        m["path"] = [str(image_path(pre_test, size, "test", i)) for i in m["image_id"]]
+        return m
+
+
+def _config(fold_dir: Path) -> dict:
+    return json.loads((Path(fold_dir) / "config.json").read_text())
+
+
+def src_size(kind: str, fold_dir: Path) -> int | None:
+    """The images/<S>/ size a fold reads (so the test preprocess writes it)."""
+    try:
+        from ..runs import src_size as _src
+
+        s = _src(fold_dir)
+        if s:
+            return int(s)
+    except ImportError:
+        pass
+    try:
+        cfg = _config(fold_dir)
+    except (OSError, ValueError):
+        return None
+    for key in ("src_size", "image_size"):
+        if cfg.get(key):
+            return int(cfg[key])
+    siim = cfg.get("siim") or {}
+    return int(siim["size"]) if siim.get("size") else None
+
+
+# ------------------------------------------------------------------------------------ study
+def predict_study(fold_dirs: Sequence[Path], pre_test: Path, options: dict) -> tuple[list[pd.DataFrame], dict]:
+    """study/predict.py's predict_folds (image rows per fold, ``source`` = the fold folder)."""
+    try:
+        from ..study.predict import predict_folds
+    except ImportError:  # before the inference restructure: the same function in inference.py
+        from ..inference import predict_folds
+    allp, info = predict_folds(list(fold_dirs), Path(pre_test), train_pre=options.get("train_pre"),
+                               hub=options.get("hub"), batch_size=options.get("batch_size"),
+                               tta=options.get("tta"), progress=options.get("progress", True))
+    tables = [g.drop(columns="source").reset_index(drop=True) for _, g in allp.groupby("source", sort=True)]
+    return tables, info
+
+
+# ------------------------------------------------------------------------------------ binary
+def predict_binary(fold_dirs: Sequence[Path], pre_test: Path, options: dict) -> tuple[list[pd.DataFrame], dict]:
+    """binary/predict.py's predict_folds (image rows per fold: p_none, p_none_tta, ``source``)."""
+    try:
+        from ..binary.predict import predict_folds
+    except ImportError as exc:
+        raise MemberUnavailable("binary members: siimcovid.binary.predict.predict_folds is not in this package "
+                                f"({exc}); their rows use the other members") from None
+    allp, info = predict_folds(list(fold_dirs), Path(pre_test), **{k: v for k, v in options.items()
+                                                                     if k in ("batch_size", "tta", "progress")})
+    tables = [g.drop(columns="source").reset_index(drop=True) for _, g in allp.groupby("source", sort=True)]
+    return tables, info
+
+
+# ------------------------------------------------------------------------------------ detect
+def predict_detect(fold_dirs: Sequence[Path], pre_test: Path, options: dict) -> tuple[list[pd.DataFrame], dict]:
+    """detect/predict.py: each fold's model.pth with its resolved mmdet config, flip TTA fused with
+    WBF as the fold was trained to, boxes in original pixels."""
+    from mmengine.config import Config
+
+    from ..detect.predict import load_model, predict_images
+    from ..detect.train import MODEL_PTH
+
+    log = get_logger()
+    tables, info = [], {"folds": {}, "used": [], "skipped": []}
+    device = options.get("device") or _torch_device()
+    for d in fold_dirs:
+        t0 = time.time()
+        try:
+            resolved = _config(d)
+            cfg = Config(resolved["mmdet_config"])
+            s = resolved.get("siim") or dict(cfg.get("siim", {}))
+            size = int(resolved.get("src_size") or s["size"])
+            meta = _read_test_meta(pre_test, size)
+            model = load_model(cfg, Path(d) / MODEL_PTH, device=device)
+            rows = predict_images(model, meta, size, tta=dict(s.get("tta", {"hflip": True})), wbf=dict(s.get("wbf", {})),
+                                  batch=int(options.get("batch_size") or s.get("predict_batch", 8)),
+                                  progress=options.get("progress", True))
+        except BaseException as exc:  # noqa: BLE001 - one fold that cannot predict never stops the kernel
+            reraise_interrupts(exc)
+            log.warning("detector fold skipped: %s: %s: %s", d, type(exc).__name__, exc)
+            info["folds"][str(d)] = {"status": "skipped", "reason": f"{type(exc).__name__}: {exc}"}
+            info["skipped"].append(str(d))
+            continue
+        tables.append(pd.DataFrame(rows, columns=["image_id", "orig_h", "orig_w", "boxes", "boxes_notta"]))
+        info["folds"][str(d)] = {"status": "used", "n_images": len(rows), "seconds": round(time.time() - t0, 2)}
+        info["used"].append(str(d))
+    return tables, info
+
+
+def _torch_device() -> str:
+    try:
+        from ..accelerator import torch_device
+
+        return torch_device()
+    except ImportError:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+PREDICTORS: dict[str, Callable] = {"study": predict_study, "binary": predict_binary, "detect": predict_detect}
+
+
+def predict(kind: str, fold_dirs: Sequence[Path], pre_test: Path, options: dict | None = None):
+    return PREDICTORS[kind](list(fold_dirs), Path(pre_test), dict(options or {}))
+
+
+# ------------------------------------------------------------------------------------ budget probe
+def make_probe(pre_test: Path, out: Path, n: int) -> Path:
+    """A preprocess-shaped folder holding the first ``n`` test images of ``pre_test`` (meta rows +
+    links to their PNGs at every size), for timing a member before the full set."""
+    pre_test, out = Path(pre_test), Path(out)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    meta = pd.read_csv(pre_test / "meta.csv", dtype=str)
+    meta = meta[meta["split"] == "test"].head(int(n))
+    meta.to_csv(out / "meta.csv", index=False)
+    for size_dir in sorted((pre_test / "images").glob("*")):
+        dst = out / "images" / size_dir.name / "test"
+        dst.mkdir(parents=True, exist_ok=True)
+        for i in meta["image_id"]:
+            src = size_dir / "test" / f"{i}.png"
+            if src.is_file():
+                try:
+                    os.symlink(src.resolve(), dst / src.name)
+                except OSError:
+                    shutil.copy2(src, dst / src.name)
+    return out
+
+
+def time_member(kind: str, name: str, fold_dirs: Sequence[Path], pre_test: Path, work: Path, options: dict,
+                n_small: int = 1, n_large: int = 5) -> Timing:
+    """Time ONE fold of a member on ``n_small`` then ``n_large`` test images: the difference gives
+    seconds per image, the rest is the per-fold load cost; the member costs that times its folds."""
+    fold = [list(fold_dirs)[0]]
+    opts = {**options, "progress": False}
+    elapsed = {}
+    for n in (n_small, n_large):
+        probe = make_probe(pre_test, Path(work) / f"probe_{n}", n)
+        n_real = len(pd.read_csv(probe / "meta.csv"))
+        t0 = time.perf_counter()
+        tables, _ = predict(kind, fold, probe, opts)
+        elapsed[n_real] = time.perf_counter() - t0
+        if not tables:
+            raise RuntimeError(f"{kind}:{name}: the fold {fold[0]} predicted nothing on the probe images")
+    (n1, t1), (n2, t2) = sorted(elapsed.items())
+    per = max(0.0, (t2 - t1) / (n2 - n1)) if n2 > n1 else t2 / max(n2, 1)
+    load = max(0.0, t1 - per * n1)
+    return Timing(name, kind, per, units=len(list(fold_dirs)), n_timed=n2, load_s=load)
