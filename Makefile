@@ -13,7 +13,7 @@ DEMO_SEED ?= 0
 DEMO_SIZE ?= 128
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo notebooks kernels bench clean-demo
+.PHONY: setup test test-tf-old demo notebooks kernels bench clean-demo
 
 setup:
 	scripts/setup.sh $(if $(WHEELS),--wheels $(WHEELS))
@@ -21,11 +21,15 @@ setup:
 test: setup
 	$(PY) -m pytest tests -q $(PYTEST_ARGS)
 
+# The classifier tests on an older TensorFlow (TF_OLD=2.19) in its own .venv-tf-old; not part of `make test`.
+test-tf-old:
+	scripts/test-tf-old.sh $(PYTEST_ARGS)
+
 notebooks: setup
 	$(VENV)/bin/jupytext --to ipynb --update notebooks/*.py
 
 kernels: setup
-	$(SIIM) kernels render --out build/kernels
+	$(SIIM) kernels render --out build/kernels $(if $(KAGGLE_USER),--user $(KAGGLE_USER),--placeholder-user)
 
 bench: setup
 	$(SIIM) bench preprocess

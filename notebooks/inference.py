@@ -41,14 +41,16 @@ learner = {}  # other LearnerConfig fields of the image learner, e.g. {"patch_it
 import glob, sys
 try:
     import siimcovid
-except ImportError:  # on Kaggle: the utils dataset is mounted somewhere under /kaggle/input
-    hits = sorted(glob.glob("/kaggle/input/**/siimcovid/__init__.py", recursive=True))
+except ImportError:  # on Kaggle: the utils dataset is mounted 1-4 folders below /kaggle/input
+    # fixed depths, shallowest first: a recursive "**" glob would walk the competition's DICOM tree
+    pats = ["/kaggle/input/" + "*/" * d + "siimcovid/__init__.py" for d in range(1, 5)]
+    hits = next((h for h in (sorted(glob.glob(p)) for p in pats) if h), [])
     if not hits:
         raise RuntimeError("add the siimcovid utils dataset to this kernel's dataset_sources")
     sys.path.insert(0, hits[0].rsplit("/siimcovid/", 1)[0])
     import siimcovid
-from siimcovid.kaggle import install_offline_wheels
-install_offline_wheels()  # no-op locally; on Kaggle installs the wheels kernel's output without internet
+from siimcovid.wheels import prepare_kernel
+prepare_kernel()  # no-op locally; on Kaggle: checks the image's TF / torch, installs the wheels kernel's output offline
 
 # %%
 import json

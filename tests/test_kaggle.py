@@ -3,6 +3,7 @@ import json
 import pytest
 
 from siimcovid import kaggle
+from siimcovid.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -66,21 +67,6 @@ def test_unknown_metadata_key_is_rejected():
         kaggle.expand(tpl, "u")
 
 
-def test_build_wheels_dry_run_writes_marker(tmp_path):
-    cmds = kaggle.build_wheels(tmp_path, dry_run=True)
-    assert any("download" in c for c in cmds) and any("mmcv==2.1.0" in c for c in cmds)
-    listed = (tmp_path / kaggle.WHEELS_MARKER).read_text().split()
-    pins = kaggle.requirement_pins()
-    for req in listed:  # the offline kernels get exactly the versions the local set-up pins
-        name = req.split("==")[0].lower()
-        assert pins[name] == req, req
-
-
-def test_install_offline_wheels_is_noop_off_kaggle(monkeypatch):
-    monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
-    assert kaggle.install_offline_wheels() is False
-
-
 def test_dataset_dir_fills_user(tmp_path):
     d = kaggle.dataset_dir(tmp_path, "alice")
     meta = json.loads((d / "dataset-metadata.json").read_text())
@@ -101,3 +87,84 @@ def test_inference_kernel_is_offline_and_linked_to_its_inputs(kernels):
     assert k.notebook.name == m["code_file"] == "inference.ipynb" and k.notebook.exists()
     # every kernel source is itself one of the rendered kernels
     assert {s.split("/", 1)[1] for s in m["kernel_sources"]} <= set(by)
+
+
+def test_tf_training_kernels_are_gpu_by_default_and_every_flag_is_written(kernels):
+    for k in kernels:
+        m = k.metadata
+        for key in ("enable_internet", "enable_gpu", "enable_tpu"):
+            assert isinstance(m[key], bool), (k.slug, key)
+        if k.template == "train-study-fold":
+            # Kaggle's TPU image ships tensorflow-cpu: TPU only as an explicit choice
+            assert (m["enable_gpu"], m["enable_tpu"], m["machine_shape"]) == (True, False, "NvidiaTeslaT4")
+            assert "TpuV5E8" in k.accelerators
+    by = {k.slug: k for k in kernels}
+    # mmcv's CUDA ops are compiled in the wheels kernel: a GPU session like the kernels using them
+    assert by["siimcovid-wheels"].metadata["enable_gpu"] is True
+    assert by["siimcovid-preprocess"].accelerator == "CPU"
+
+
+def test_accelerator_applies_only_to_the_kernels_meant_for_it(kernels):
+    chosen = kaggle.choose([kaggle.Kernel(k.slug, dict(k.metadata), k.notebook, k.params, k.template, k.accelerators)
+                            for k in kernels], accelerator="NvidiaL4")
+    for k in chosen:
+        if k.template == "train-study-fold":
+            assert k.metadata["machine_shape"] == "NvidiaL4" and k.metadata["enable_gpu"] is True
+        else:
+            assert k.metadata == next(o.metadata for o in kernels if o.slug == k.slug), k.slug
+    with pytest.raises(UserError, match="no kernel takes --accelerator NvidiaP100"):
+        kaggle.choose(kaggle.expand(kaggle.load_templates(), "alice"), accelerator="NvidiaP100")
+
+
+def test_tpu_is_explicit_and_needs_an_image(kernels):
+    with pytest.raises(UserError, match="needs --docker-image"):
+        kaggle.choose(kaggle.expand(kaggle.load_templates(), "alice"), accelerator="TpuV5E8")
+    ks = kaggle.choose(kaggle.expand(kaggle.load_templates(), "alice"), accelerator="TpuV5E8",
+                       docker_image="gcr.io/me/tf-tpu:1")
+    for k in ks:
+        m = k.metadata
+        if k.template == "train-study-fold":
+            assert (m["enable_tpu"], m["enable_gpu"], m["machine_shape"]) == (True, False, "TpuV5E8")
+            kaggle.check_metadata(k.template, m)
+        else:
+            assert m["enable_tpu"] is False
+
+
+def test_docker_image_goes_to_every_kernel_sharing_the_wheels():
+    ks = kaggle.choose(kaggle.expand(kaggle.load_templates(), "alice"), docker_image="gcr.io/kaggle-gpu-images/python:v1")
+    for k in ks:
+        assert k.uses_wheels, k.slug  # today every kernel installs the wheels kernel's output
+        assert k.metadata["docker_image"] == "gcr.io/kaggle-gpu-images/python:v1"
+        assert k.metadata["docker_image_pinning_type"] in kaggle.PINNING_TYPES
+
+
+def test_metadata_the_client_would_refuse_is_rejected():
+    base = {"_render": {"notebook": "n.ipynb"}, "id": "{user}/x", "title": "xxxxx", "code_file": "n.ipynb",
+            "language": "python", "kernel_type": "notebook", "enable_internet": False, "enable_gpu": True,
+            "enable_tpu": False}
+    kaggle.expand({"x": {**base, "docker_image": "img", "docker_image_pinning_type": "latest"}}, "u")  # accepted now
+    with pytest.raises(ValueError, match="docker_image_pinning_type"):
+        kaggle.expand({"x": {**base, "docker_image_pinning_type": "newest"}}, "u")
+    with pytest.raises(ValueError, match="missing keys \\['enable_internet'\\]"):
+        kaggle.expand({"x": {k: v for k, v in base.items() if k != "enable_internet"}}, "u")
+    with pytest.raises(ValueError, match="both true"):
+        kaggle.expand({"x": {**base, "enable_tpu": True}}, "u")
+    with pytest.raises(ValueError, match="disagrees"):
+        kaggle.expand({"x": {**base, "machine_shape": "TpuV5E8"}}, "u")
+
+
+def test_render_without_user_is_a_user_error(tmp_path, monkeypatch, capsys):
+    from siimcovid.__main__ import main
+
+    monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("KAGGLE_CONFIG_DIR", raising=False)
+    out = tmp_path / "k"
+    assert main(["kernels", "render", "--out", str(out)]) == 2
+    assert "pass --user USER" in capsys.readouterr().err and not out.exists()
+    assert main(["kernels", "render", "--out", str(out), "--placeholder-user"]) == 0
+    meta = json.loads((out / "siimcovid-wheels" / "kernel-metadata.json").read_text())
+    assert meta["id"] == "KAGGLE_USER/siimcovid-wheels"
+    assert main(["kernels", "render", "--out", str(out), "--user", "bob"]) == 0
+    meta = json.loads((out / "siimcovid-train-study-fold-2" / "kernel-metadata.json").read_text())
+    assert meta["id"] == "bob/siimcovid-train-study-fold-2" and meta["enable_internet"] is False

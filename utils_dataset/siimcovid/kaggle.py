@@ -1,30 +1,54 @@
-"""Kaggle glue: kernel metadata rendered from ``kernel-metadata/`` templates, offline wheel
-installs inside kernels, and thin wrappers over the ``kaggle`` command.
+"""Kaggle glue: kernel metadata rendered from ``kernel-metadata/`` templates and the
+``kernels`` command (render / push / status / dataset).
 
-``import kaggle`` (2.2.5) authenticates at import time and prints login instructions when no
-credentials exist, so this module never imports it: it drives the ``kaggle`` command.
+The ``kaggle`` command is driven through :mod:`siimcovid.kaggle_command` (never ``import
+kaggle``: 2.2.5 authenticates at import time and prints login instructions); what kernels
+install, and the wheels kernel, live in :mod:`siimcovid.wheels`.
+
+A template is a kernel-metadata.json plus a ``_render`` block the client never sees:
+``notebook`` (the .ipynb pushed), ``repeat`` ({name: [values]}: one kernel per combination),
+``params`` (written into the notebook's parameters cell), ``accelerators`` (the accelerator ids
+``--accelerator`` may set for this kernel; absent: the kernel's accelerator is fixed).
 """
 from __future__ import annotations
 
 import json
 import os
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
 from typing import Any
 
+from .errors import UserError
+from .wheels import KERNEL_REQUIREMENTS, WHEELS_MARKER, build_wheels, prepare_kernel  # noqa: F401
+
 # Keys the kaggle client reads (2.2.5). enable_internet defaults to TRUE when absent, so a
 # rendered file always carries it explicitly.
 METADATA_KEYS = (
     "id", "title", "code_file", "language", "kernel_type", "is_private", "enable_gpu",
     "enable_tpu", "enable_internet", "dataset_sources", "competition_sources",
-    "kernel_sources", "model_sources", "keywords", "docker_image_pinning_type", "machine_shape",
+    "kernel_sources", "model_sources", "keywords", "docker_image", "docker_image_pinning_type",
+    "machine_shape",
 )
-REQUIRED_KEYS = ("id", "title", "code_file", "language", "kernel_type", "enable_internet")
-WHEELS_MARKER = "siimcovid-wheels.txt"
+REQUIRED_KEYS = ("id", "title", "code_file", "language", "kernel_type", "enable_internet", "enable_gpu",
+                 "enable_tpu")
+PINNING_TYPES = ("original", "latest")  # the client refuses anything else
+PLACEHOLDER_USER = "KAGGLE_USER"
+WHEELS_SLUG = "siimcovid-wheels"
+# The notebooks' bootstrap (docs/notebooks.md) calls this name.
+install_offline_wheels = prepare_kernel
+
+
+def accelerator_kind(acc: str) -> str:
+    """gpu | tpu for a Kaggle accelerator id (NvidiaTeslaT4, NvidiaL4, TpuV5E8, ...)."""
+    low = acc.lower()
+    if low.startswith("tpu"):
+        return "tpu"
+    if low.startswith("nvidia") or low.startswith("gpu"):
+        return "gpu"
+    raise UserError(f"accelerator {acc!r}: use a Kaggle accelerator id such as NvidiaTeslaT4, NvidiaL4 or TpuV5E8")
 
 
 def repo_root() -> Path:
@@ -41,6 +65,18 @@ class Kernel:
     notebook: Path
     params: dict[str, Any] = field(default_factory=dict)
     template: str = ""
+    accelerators: tuple[str, ...] = ()  # ids --accelerator may choose for this kernel
+
+    @property
+    def accelerator(self) -> str:
+        """What the kernel runs on, as the README's table says it: an id, "GPU", "TPU" or "CPU"."""
+        m = self.metadata
+        return m.get("machine_shape") or ("TPU" if m.get("enable_tpu") else "GPU" if m.get("enable_gpu") else "CPU")
+
+    @property
+    def uses_wheels(self) -> bool:
+        """The wheels kernel and every kernel installing its output: they share one image."""
+        return self.slug == WHEELS_SLUG or any(s.endswith(f"/{WHEELS_SLUG}") for s in self.metadata.get("kernel_sources", []))
 
 
 def _fill(value: Any, subs: dict[str, Any]) -> Any:
@@ -73,6 +109,27 @@ def load_templates(meta_dir: str | os.PathLike | None = None) -> dict[str, dict]
     return out
 
 
+def check_metadata(name: str, meta: dict[str, Any]) -> None:
+    """What the kaggle client would refuse (or silently default) in the keys rendered here."""
+    unknown = set(meta) - set(METADATA_KEYS)
+    if unknown:
+        raise ValueError(f"kernel-metadata/{name}.json: unknown keys {sorted(unknown)}")
+    missing = [k for k in REQUIRED_KEYS if k not in meta]
+    if missing:
+        raise ValueError(f"kernel-metadata/{name}.json: missing keys {missing}")
+    for key in ("enable_internet", "enable_gpu", "enable_tpu", "is_private"):
+        if key in meta and not isinstance(meta[key], bool):
+            raise ValueError(f"kernel-metadata/{name}.json: {key} must be true or false, got {meta[key]!r}")
+    if meta["enable_gpu"] and meta["enable_tpu"]:
+        raise ValueError(f"kernel-metadata/{name}.json: enable_gpu and enable_tpu are both true")
+    pin = meta.get("docker_image_pinning_type")
+    if pin is not None and pin not in PINNING_TYPES:
+        raise ValueError(f"kernel-metadata/{name}.json: docker_image_pinning_type must be one of {PINNING_TYPES}")
+    shape = meta.get("machine_shape")
+    if shape and accelerator_kind(shape) != ("tpu" if meta["enable_tpu"] else "gpu" if meta["enable_gpu"] else None):
+        raise ValueError(f"kernel-metadata/{name}.json: machine_shape {shape} disagrees with enable_gpu/enable_tpu")
+
+
 def expand(templates: dict[str, dict], user: str, root: Path | None = None) -> list[Kernel]:
     """Templates -> kernels, one per combination of each template's ``repeat`` values."""
     root = root or repo_root()
@@ -84,15 +141,36 @@ def expand(templates: dict[str, dict], user: str, root: Path | None = None) -> l
         for values in product(*(repeat[k] for k in keys)) if keys else [()]:
             subs = {"user": user, **dict(zip(keys, values))}
             meta = _fill({k: v for k, v in tpl.items() if k != "_render"}, subs)
-            unknown = set(meta) - set(METADATA_KEYS)
-            if unknown:
-                raise ValueError(f"kernel-metadata/{name}.json: unknown keys {sorted(unknown)}")
-            missing = [k for k in REQUIRED_KEYS if k not in meta]
-            if missing:
-                raise ValueError(f"kernel-metadata/{name}.json: missing keys {missing}")
+            check_metadata(name, meta)
             params = {k: _coerce(str(v)) for k, v in _fill(render.get("params", {}), subs).items()}
             slug = meta["id"].split("/", 1)[1]
-            kernels.append(Kernel(slug, meta, root / render["notebook"], params, name))
+            kernels.append(Kernel(slug, meta, root / render["notebook"], params, name,
+                                  tuple(render.get("accelerators", ()))))
+    return kernels
+
+
+def choose(kernels: list[Kernel], accelerator: str | None = None, docker_image: str | None = None) -> list[Kernel]:
+    """Apply the user's choices, each ONLY to the kernels it is meant for: ``accelerator`` to the
+    kernels whose template lists it (the TensorFlow training folds), ``docker_image`` to the
+    wheels kernel and every kernel installing its output (compiled wheels need the same image).
+
+    TPU needs ``docker_image``: Kaggle's own TPU image ships tensorflow-cpu, which cannot use
+    the TPU (the strategy guard would stop the kernel after its queue time)."""
+    if accelerator:
+        kind = accelerator_kind(accelerator)
+        takers = [k for k in kernels if accelerator in k.accelerators]
+        if not takers:
+            offered = sorted({a for k in kernels for a in k.accelerators})
+            raise UserError(f"no kernel takes --accelerator {accelerator}; the choices are {', '.join(offered) or 'none'}")
+        if kind == "tpu" and not docker_image:
+            raise UserError(f"--accelerator {accelerator} needs --docker-image IMAGE with a TPU-capable TensorFlow: "
+                            "Kaggle's TPU image ships tensorflow-cpu, which cannot use the TPU")
+        for k in takers:
+            k.metadata.update(enable_gpu=kind == "gpu", enable_tpu=kind == "tpu", machine_shape=accelerator)
+    if docker_image:
+        for k in kernels:
+            if k.uses_wheels:
+                k.metadata["docker_image"] = docker_image
     return kernels
 
 
@@ -111,13 +189,19 @@ def inject_parameters(nb_path: Path, params: dict[str, Any]) -> dict:
     raise ValueError(f"{nb_path}: no cell tagged 'parameters'")
 
 
-def render(user: str, out_dir: str | os.PathLike, meta_dir: str | os.PathLike | None = None) -> list[Kernel]:
-    """Write ``out_dir/<slug>/kernel-metadata.json`` + the notebook, ready for ``kaggle kernels push -p``."""
+def render(user: str, out_dir: str | os.PathLike, meta_dir: str | os.PathLike | None = None,
+           accelerator: str | None = None, docker_image: str | None = None) -> list[Kernel]:
+    """Write ``out_dir/<slug>/kernel-metadata.json`` + the notebook, ready for ``kaggle kernels push -p``.
+    Everything is checked before the first file is written."""
+    if not user or "/" in user:
+        raise UserError(f"Kaggle user {user!r}: pass --user USER (your Kaggle user name)")
     out_dir = Path(out_dir)
-    kernels = expand(load_templates(meta_dir), user)
+    kernels = choose(expand(load_templates(meta_dir), user), accelerator, docker_image)
     for k in kernels:
+        check_metadata(k.template, k.metadata)
         if not k.notebook.exists():
             raise FileNotFoundError(f"{k.template}: notebook {k.notebook} does not exist")
+    for k in kernels:
         d = out_dir / k.slug
         d.mkdir(parents=True, exist_ok=True)
         (d / "kernel-metadata.json").write_text(json.dumps(k.metadata, indent=2) + "\n")
@@ -134,41 +218,9 @@ def dataset_dir(out_dir: str | os.PathLike, user: str) -> Path:
         shutil.rmtree(dst)
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc"))
     meta = json.loads((src / "dataset-metadata.json").read_text())
-    meta["id"] = meta["id"].replace("KAGGLE_USER", user)
+    meta["id"] = meta["id"].replace(PLACEHOLDER_USER, user)
     (dst / "dataset-metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
     return dst
-
-
-def install_offline_wheels(marker: str = WHEELS_MARKER) -> bool:
-    """Inside a Kaggle kernel with internet off: pip-install the wheels kernel's output.
-
-    No-op (returns False) outside Kaggle or when the wheels are not mounted; the wheels kernel
-    writes ``marker`` listing the requirements it downloaded.
-    """
-    from .paths import KAGGLE_INPUT, find_input, on_kaggle
-
-    if not on_kaggle():
-        return False
-    try:
-        folder = find_input(marker, hint=KAGGLE_INPUT)
-    except FileNotFoundError:
-        print(f"siimcovid: no {marker} under {KAGGLE_INPUT}; using the image's packages", file=sys.stderr)
-        return False
-    cmd = [sys.executable, "-m", "pip", "install", "--no-index", "--find-links", str(folder),
-           "-r", str(folder / marker), "--quiet"]
-    subprocess.run(cmd, check=True)
-    return True
-
-
-# Not in the Kaggle Python image (or pinned differently): downloaded by the wheels kernel so the
-# internet-off kernels install the same versions the local set-up uses.
-KAGGLE_WHEELS = (
-    "segmentation-models==1.0.1", "efficientnet==1.0.0", "image-classifiers==1.0.0",
-    "tensorflow-hub==0.16.1", "pydicom==3.0.2", "pylibjpeg==2.1.0", "pylibjpeg-libjpeg==2.5.0",
-    "pylibjpeg-openjpeg==2.6.0", "pylibjpeg-rle==2.2.0", "pyjpegls==1.5.1", "dicomsdl==0.109.4",
-    "ensemble-boxes==1.0.9", "mmengine==0.10.7", "mmdet==3.3.0", "addict==2.4.0", "yapf==0.43.0",
-    "terminaltables==3.1.10",
-)
 
 
 def requirement_pins(path: str | os.PathLike | None = None) -> dict[str, str]:
@@ -182,79 +234,116 @@ def requirement_pins(path: str | os.PathLike | None = None) -> dict[str, str]:
     return pins
 
 
-def build_wheels(out_dir: str | os.PathLike, packages: tuple[str, ...] = KAGGLE_WHEELS,
-                 build_mmcv: bool = True, dry_run: bool = False) -> list[list[str]]:
-    """Download (or, for mmcv, build against the running torch) every wheel the offline kernels
-    need into ``out_dir`` and write the marker that :func:`install_offline_wheels` looks for.
-    Returns the pip commands run (all of them, also when ``dry_run``)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    pip = [sys.executable, "-m", "pip"]
-    cmds = [[*pip, "download", "--no-deps", "-d", str(out), *packages]]
-    if build_mmcv:
-        # mmcv's compiled ops must match the kernel's torch/CUDA: built, not downloaded.
-        cmds.append([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(out), "mmcv==2.1.0"])
-    for cmd in cmds:
-        if not dry_run:
-            env = {**os.environ, "MMCV_WITH_OPS": "1"}
-            subprocess.run(cmd, check=True, env=env)
-    reqs = list(packages) + (["mmcv==2.1.0"] if build_mmcv else [])
-    (out / WHEELS_MARKER).write_text("\n".join(reqs) + "\n")
-    return cmds
+def resolve_user(user: str | None, placeholder: bool = False, env: dict[str, str] | None = None) -> tuple[str, str]:
+    """-> (user, where it came from): --user, KAGGLE_USERNAME, the user name in kaggle.json, or,
+    only when asked (--placeholder-user), the placeholder to fill in later. Else a UserError:
+    ids like KAGGLE_USER/... must never be written without a word."""
+    from .kaggle_command import CredentialsError, find_credentials
+
+    env = os.environ if env is None else env
+    if user:
+        return user, "--user"
+    if env.get("KAGGLE_USERNAME"):
+        return env["KAGGLE_USERNAME"], "KAGGLE_USERNAME"
+    try:
+        creds = find_credentials(env)
+    except CredentialsError:
+        creds = None
+    if creds and creds.user:
+        return creds.user, creds.source
+    if placeholder:
+        return PLACEHOLDER_USER, "--placeholder-user (replace it before pushing)"
+    raise UserError("no Kaggle user name: pass --user USER (kernel ids are USER/<slug>), or --placeholder-user to "
+                    f"write {PLACEHOLDER_USER}/<slug> ids on purpose")
 
 
-def kaggle_cmd(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    exe = shutil.which("kaggle") or str(Path(sys.executable).with_name("kaggle"))
-    return subprocess.run([exe, *args], check=check, text=True, capture_output=True)
+def _selected(k: Kernel, only: list[str] | None) -> bool:
+    return not only or any(k.slug == o or k.slug.startswith(o) or k.template == o for o in only)
 
 
 def cli(argv: list[str]) -> int:
     import argparse
 
+    from .kaggle_command import Kaggle, KaggleError
+
     ap = argparse.ArgumentParser(prog="python -m siimcovid kernels",
-                                 description="Render kernel metadata from kernel-metadata/*.json and push.")
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                 description="Render kernel metadata from kernel-metadata/*.json, push, read status.")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("render", help="write build/kernels/<slug>/ for every kernel")
-    r.add_argument("--user", default=os.environ.get("KAGGLE_USERNAME", "KAGGLE_USER"))
-    r.add_argument("--out", default="build/kernels")
-    p = sub.add_parser("push", help="render, then `kaggle kernels push` (needs credentials)")
-    p.add_argument("--user", default=os.environ.get("KAGGLE_USERNAME"))
-    p.add_argument("--out", default="build/kernels")
-    p.add_argument("--only", nargs="*", default=None, help="slugs (or prefixes) to push")
-    p.add_argument("--accelerator", default=None, help="e.g. NvidiaTeslaT4, TpuV5E8")
-    s = sub.add_parser("status", help="`kaggle kernels status` for every kernel")
-    s.add_argument("--user", default=os.environ.get("KAGGLE_USERNAME"))
-    d = sub.add_parser("dataset", help="stage utils_dataset/ for `kaggle datasets create/version -r zip`")
-    d.add_argument("--user", default=os.environ.get("KAGGLE_USERNAME", "KAGGLE_USER"))
-    d.add_argument("--out", default="build")
+
+    def user_args(p, placeholder=False):
+        p.add_argument("--user", default=None,
+                       help="Kaggle user name (kernel ids USER/<slug>); default: KAGGLE_USERNAME, then kaggle.json")
+        if placeholder:
+            p.add_argument("--placeholder-user", action="store_true",
+                           help=f"write {PLACEHOLDER_USER}/<slug> ids when no user is known (fill in before pushing)")
+
+    def choice_args(p):
+        p.add_argument("--accelerator", default=None,
+                       help="accelerator id for the kernels whose template offers it (the TF training folds: "
+                            "NvidiaTeslaT4 default, NvidiaL4, TpuV5E8 with --docker-image); other kernels keep theirs")
+        p.add_argument("--docker-image", default=None,
+                       help="image for the wheels kernel and every kernel installing its output (one image: "
+                            "the compiled wheels must match it); default: Kaggle's, pinned per kernel (original)")
+
+    r = sub.add_parser("render", help="write <out>/<slug>/ for every kernel",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    user_args(r, placeholder=True)
+    r.add_argument("--out", default="build/kernels", help="folder receiving one sub-folder per kernel")
+    choice_args(r)
+    p = sub.add_parser("push", help="render, then `kaggle kernels push` each selected kernel (needs credentials)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    user_args(p)
+    p.add_argument("--out", default="build/kernels", help="folder receiving the rendered kernels")
+    p.add_argument("--only", nargs="*", default=None, help="slugs, slug prefixes or template names to push")
+    choice_args(p)
+    s = sub.add_parser("status", help="`kaggle kernels status` for every kernel (credentials checked once)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    user_args(s)
+    s.add_argument("--only", nargs="*", default=None, help="slugs, slug prefixes or template names")
+    d = sub.add_parser("dataset", help="stage utils_dataset/ for `kaggle datasets create/version -r zip`",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    user_args(d, placeholder=True)
+    d.add_argument("--out", default="build", help="the staged folder is <out>/siimcovid-utils")
     a = ap.parse_args(argv)
 
-    if a.cmd in ("push", "status") and not a.user:
-        ap.error("--user (or KAGGLE_USERNAME) is required")
+    if a.cmd in ("push", "status"):
+        client = Kaggle()  # credentials checked ONCE here (one line, exit 2), never per kernel
+        user, source = resolve_user(a.user or client.user)
+    else:
+        user, source = resolve_user(a.user, a.placeholder_user)
+    print(f"user {user} (from {source})", file=sys.stderr)
     if a.cmd == "dataset":
-        dst = dataset_dir(a.out, a.user)
+        dst = dataset_dir(a.out, user)
         print(f"{dst}\n  first time: kaggle datasets create -p {dst} -r zip\n"
               f"  later:      kaggle datasets version -p {dst} -m 'update' -r zip")
         return 0
     if a.cmd == "status":
         failed = 0
-        for k in expand(load_templates(), a.user):
-            res = kaggle_cmd("kernels", "status", k.metadata["id"], check=False)
-            print((res.stdout or res.stderr).strip())
-            failed += res.returncode != 0
+        for k in expand(load_templates(), user):
+            if not _selected(k, a.only):
+                continue
+            try:
+                st = client.status(k.metadata["id"])
+                print(f"{k.metadata['id']}: {st.status}" + (f" ({st.message})" if st.message else ""))
+            except KaggleError as exc:
+                print(f"{k.metadata['id']}: {exc}")
+                failed += 1
         return 1 if failed else 0
-    kernels = render(a.user, a.out)
+    kernels = render(user, a.out, accelerator=a.accelerator, docker_image=a.docker_image)
     for k in kernels:
-        print(f"{Path(a.out) / k.slug}  ({k.metadata['id']}, internet={k.metadata['enable_internet']})")
+        if a.cmd == "render" or _selected(k, a.only):
+            print(f"{Path(a.out) / k.slug}  ({k.metadata['id']}, {k.accelerator}, "
+                  f"internet={k.metadata['enable_internet']})")
     if a.cmd == "push":
         for k in kernels:
-            if a.only and not any(k.slug == o or k.slug.startswith(o) or k.template == o for o in a.only):
-                continue
-            args = ["kernels", "push", "-p", str(Path(a.out) / k.slug)]
-            if a.accelerator:
-                args += ["--accelerator", a.accelerator]
-            res = kaggle_cmd(*args, check=False)
-            print((res.stdout + res.stderr).strip())
-            if res.returncode:
-                return res.returncode
+            if _selected(k, a.only):
+                # the accelerator is in the rendered machine_shape: no --accelerator to the client,
+                # so it cannot reach kernels it is not meant for
+                try:
+                    version = client.push(Path(a.out) / k.slug)
+                except KaggleError as exc:  # a refusal printed with exit 0 lands here too
+                    print(f"{k.metadata['id']}: {exc}", file=sys.stderr)
+                    return 1
+                print(f"pushed {k.metadata['id']} version {version if version is not None else '?'}")
     return 0

@@ -59,17 +59,12 @@ def _holders(root: Path, marker: str, max_depth: int) -> list[Path]:
     if (root / marker).exists():
         return [root]
     found: list[Path] = []
-    base_depth = len(root.parts)
-    for dirpath, dirs, _files in os.walk(root, followlinks=True):
+    for dirpath, dirs, _files in walk_inputs(root, max_depth):
         here = Path(dirpath)
         if here != root and (here / marker).exists():
             found.append(here)
             dirs[:] = []
             continue
-        if len(here.parts) - base_depth >= max_depth:
-            dirs[:] = []
-            continue
-        dirs.sort()
     return sorted(found)
 
 
@@ -111,3 +106,25 @@ def working_dir(default: str | os.PathLike = "work") -> Path:
     out = KAGGLE_WORKING if on_kaggle() else Path(default)
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+# A competition folder's DICOM tree (train/<study>/<series>/*.dcm: thousands of folders) sits
+# within six levels of /kaggle/input; no input the package looks for is inside it.
+COMPETITION_FILES = ("train_study_level.csv", "train_image_level.csv", "sample_submission.csv")
+DICOM_SPLITS = ("train", "test")
+
+
+def walk_inputs(root: str | os.PathLike, max_depth: int = 6):
+    """``os.walk(root)`` in sorted order, down to ``max_depth`` levels below ``root`` (a model's
+    version folder is 6 levels below /kaggle/input: models/<owner>/<model>/<framework>/
+    <variation>/<version>), never entering a DICOM tree: the train/ and test/ folders beside a
+    competition CSV, and the sub-folders of a folder holding .dcm files, are pruned. Yields
+    os.walk's (dirpath, dirs, files); a caller may prune ``dirs`` further."""
+    base_depth = len(Path(root).parts)
+    for dirpath, dirs, files in os.walk(root, followlinks=True):
+        if len(Path(dirpath).parts) - base_depth >= max_depth or any(f.endswith(".dcm") for f in files):
+            dirs[:] = []
+        elif any(f in COMPETITION_FILES for f in files):
+            dirs[:] = [d for d in dirs if d not in DICOM_SPLITS]
+        dirs.sort()
+        yield dirpath, dirs, files

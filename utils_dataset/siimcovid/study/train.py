@@ -14,7 +14,6 @@ predictions as targets (their mask is unknown and left out of the mask loss).
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import math
 import os
@@ -27,6 +26,9 @@ import pandas as pd
 
 import siimcovid  # noqa: F401  (sets SM_FRAMEWORK / TF_USE_LEGACY_KERAS before TF loads)
 
+# the strategy / precision rules (and the guard against an attached but unusable accelerator)
+# live in siimcovid.accelerator; the names stay importable from here
+from ..accelerator import get_strategy, set_precision, tpu_present  # noqa: F401
 from ..log import get_logger, run_header, seed_everything
 from .config import StudyConfig, load_config
 from .evaluate import OOF_CSV, PROB_COLS, TEST_CSV, TTA_COLS, predict_frame, read_pred_csv, study_map_from_images
@@ -39,45 +41,6 @@ CKPT_PREFIX = "last.ckpt"
 
 
 # --------------------------------------------------------------------------- runtime
-def tpu_present() -> bool:
-    """Cheap check before touching the TPU resolver (which may wait on a metadata server)."""
-    env = ("TPU_NAME", "TPU_ACCELERATOR_TYPE", "COLAB_TPU_ADDR", "TPU_WORKER_ID")
-    return any(os.environ.get(k) for k in env) or bool(glob.glob("/dev/accel*")) or bool(glob.glob("/dev/vfio/[0-9]*"))
-
-
-def get_strategy() -> tuple["tf.distribute.Strategy", str]:
-    """TPUStrategy when a TPU is found, MirroredStrategy on several GPUs, else the default."""
-    import tensorflow as tf
-
-    log = get_logger()
-    if tpu_present():
-        for tpu in ("local", None):
-            try:
-                resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu) if tpu else \
-                    tf.distribute.cluster_resolver.TPUClusterResolver()
-                tf.config.experimental_connect_to_cluster(resolver)
-                tf.tpu.experimental.initialize_tpu_system(resolver)
-                strategy = tf.distribute.TPUStrategy(resolver)
-                log.info("TPU: %d replicas", strategy.num_replicas_in_sync)
-                return strategy, "tpu"
-            except Exception as exc:  # noqa: BLE001 - any failure means "no usable TPU"
-                log.info("no TPU via %r: %s", tpu, exc)
-    gpus = tf.config.list_physical_devices("GPU")
-    if len(gpus) > 1:
-        return tf.distribute.MirroredStrategy(), "gpu"
-    return tf.distribute.get_strategy(), ("gpu" if gpus else "cpu")
-
-
-def set_precision(cfg: StudyConfig, device: str) -> str:
-    import tf_keras
-
-    policy = cfg.mixed_precision
-    if policy == "auto":
-        policy = {"tpu": "mixed_bfloat16", "gpu": "mixed_float16"}.get(device, "off")
-    tf_keras.mixed_precision.set_global_policy("float32" if policy == "off" else policy)
-    return policy
-
-
 def set_threads(n: int) -> None:
     import tensorflow as tf
 

@@ -1,0 +1,159 @@
+"""The offline wheel set: one list, the supported range, the closure check (a real pip dry-run on
+a folder of tiny fake wheels), the mmcv build preflight and the bootstrap's checks."""
+from __future__ import annotations
+
+import json
+import subprocess
+import zipfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from siimcovid import kaggle
+from siimcovid import wheels as W
+
+
+def fake_wheel(folder: Path, name: str, version: str = "1.0", requires: tuple[str, ...] = ()) -> Path:
+    """A minimal pure-Python wheel whose METADATA declares ``requires``."""
+    dist = f"{name.replace('-', '_')}-{version}"
+    path = folder / f"{dist}-py3-none-any.whl"
+    meta = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n" + "".join(f"Requires-Dist: {r}\n" for r in requires)
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(f"{name.replace('-', '_')}/__init__.py", "")
+        z.writestr(f"{dist}.dist-info/METADATA", meta)
+        z.writestr(f"{dist}.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr(f"{dist}.dist-info/RECORD", "")
+    return path
+
+
+def test_closure_check_catches_a_missing_dependency(tmp_path):
+    fake_wheel(tmp_path, "siimfake-top", requires=("siimfake-dep>=1.0", "numpy"))  # numpy: the image has it
+    with pytest.raises(W.WheelsError, match="missing siimfake-dep"):
+        W.check_closure(tmp_path, ["siimfake-top==1.0"])
+    fake_wheel(tmp_path, "siimfake-dep", version="1.2")
+    W.check_closure(tmp_path, ["siimfake-top==1.0"])  # complete now: resolves offline
+    with pytest.raises(W.WheelsError, match="missing siimfake-absent"):
+        W.check_closure(tmp_path, ["siimfake-top==1.0", "siimfake-absent"])
+
+
+def test_kernel_list_is_pinned_like_the_local_setup():
+    pins = kaggle.requirement_pins()
+    lines = kaggle.repo_root().joinpath("requirements.txt").read_text().splitlines()
+    for req in W.KERNEL_REQUIREMENTS:
+        assert (pins[req.split("==")[0].lower()] == req) if "==" in req else req in lines, req
+    names = {r.split("==")[0] for r in W.KERNEL_REQUIREMENTS}
+    assert {"keras-applications", "pycocotools"} <= names  # the images lack both
+
+
+def test_build_wheels_dry_run_plans_mmcv_closure_and_offline_check(tmp_path):
+    cmds = W.build_wheels(tmp_path, dry_run=True)
+    flat = [" ".join(c) for c in cmds]
+    assert any("wheel --no-deps --no-build-isolation" in c and W.MMCV in c for c in flat)
+    assert any("install --dry-run --report" in c for c in flat)
+    assert "--no-index" in cmds[-1] and "--dry-run" in cmds[-1]  # it ENDS with the offline dry-run
+    listed = (tmp_path / W.WHEELS_MARKER).read_text().split()
+    assert listed == list(cmds[-1][cmds[-1].index(str(tmp_path)) + 1:])  # exactly what kernels install
+    tfk = [r for r in listed if r.startswith("tf-keras")]
+    info = json.loads((tmp_path / W.WHEELS_INFO).read_text())
+    assert tfk == [W.tf_keras_requirement(info["versions"]["tensorflow"])]
+    assert W.MMCV in listed and info["mmcv_cuda"] is True and info["cuda_arch"] == "7.5"
+    # without the built mmcv, mmdet (which needs it) is left out rather than compiled CPU-only
+    W.build_wheels(tmp_path / "nommcv", build_mmcv=False, dry_run=True)
+    listed = (tmp_path / "nommcv" / W.WHEELS_MARKER).read_text().split()
+    assert W.MMCV not in listed and not any(r.startswith("mmdet") for r in listed)
+
+
+def test_supported_range_and_tf_keras_match():
+    assert W.check_versions({"python": "3.12.1", "tensorflow": "2.19.0", "tf-keras": "2.19.1", "torch": "2.10.0"}) == []
+    probs = W.check_versions({"tensorflow": "2.22.0", "tf-keras": "2.21.0", "torch": "2.14.0"})
+    assert any("tensorflow 2.22.0 is outside" in p for p in probs)
+    assert any("torch 2.14.0 is outside" in p for p in probs)
+    assert any("tf-keras 2.21.0 does not match tensorflow 2.22.0" in p for p in probs)
+    assert W.tf_keras_requirement("2.19.0") == "tf-keras~=2.19.0"
+    assert W.check_versions({}) == []
+
+
+def test_mmcv_preflight_on_fake_torch_versions_and_headers(tmp_path):
+    assert W.check_mmcv_build("2.10.0+cu126", None, cuda=True) == []
+    (msg,) = W.check_mmcv_build("2.14.0+cu128", None, cuda=True)
+    assert "headers need C++20" in msg and "-std=c++17" in msg and "docker_image" in msg
+    # the headers decide when present: a torch whose all.h demands C++20
+    hdr = tmp_path / "torch" / "csrc" / "api" / "include" / "torch"
+    hdr.mkdir(parents=True)
+    (hdr / "all.h").write_text("#if !defined(_MSC_VER) && __cplusplus < 202002L\n#error C++20 required\n#endif\n")
+    assert W.header_cxx_standard(tmp_path) == 20
+    assert W.check_mmcv_build("2.13.0", tmp_path, cuda=True)
+    (hdr / "all.h").write_text("#if !defined(_MSC_VER) && __cplusplus < 201703L\n#error C++17 or later\n#endif\n"
+                               "#if (defined(__GNUC__) && __GNUC__ < 13 && __cplusplus < 202002L)\n#define X 1\n#endif\n")
+    assert W.header_cxx_standard(tmp_path) == 17 and W.check_mmcv_build("2.13.0", tmp_path, cuda=True) == []
+    (msg,) = W.check_mmcv_build("2.10.0", tmp_path, cuda=False)
+    assert "must run with a GPU" in msg
+    assert W.check_mmcv_build("2.10.0", tmp_path, cuda=False, require_cuda=False) == []
+
+
+def test_installed_torch_headers_are_read():
+    torch = pytest.importorskip("torch")
+    from torch.utils import cpp_extension
+
+    assert W.header_cxx_standard(cpp_extension.include_paths()[0]) == 17, torch.__version__
+
+
+def test_closure_never_replaces_the_image_frameworks(tmp_path):
+    def runner(cmd, **kw):
+        report = Path(cmd[cmd.index("--report") + 1])
+        report.write_text(json.dumps({"install": [
+            {"metadata": {"name": "keras-applications", "version": "1.0.8"}, "download_info": {"url": "https://x"}},
+            {"metadata": {"name": "NumPy", "version": "1.26.4"}, "download_info": {"url": "https://y"}}]}))
+        return SimpleNamespace(returncode=0, stdout="", stderr="")
+
+    with pytest.raises(W.WheelsError, match="replace the image's own NumPy 1.26.4"):
+        W.resolve_closure(["segmentation-models==1.0.1"], tmp_path, runner)
+
+
+def test_prepare_kernel(tmp_path, monkeypatch):
+    monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
+    assert W.prepare_kernel() is False  # locally the venv is the set-up
+    assert kaggle.install_offline_wheels is W.prepare_kernel
+
+    from siimcovid import paths
+
+    monkeypatch.setattr(paths, "on_kaggle", lambda: True)
+    monkeypatch.setattr(paths, "KAGGLE_INPUT", tmp_path / "input")
+    monkeypatch.delenv("SIIM_INPUT", raising=False)
+    (tmp_path / "input").mkdir()
+    with pytest.raises(W.WheelsError, match="add the wheels kernel"):
+        W.prepare_kernel()
+    out = tmp_path / "input" / "notebooks" / "alice" / "siimcovid-wheels" / "wheels"
+    out.mkdir(parents=True)
+    (out / W.WHEELS_MARKER).write_text("siimfake-top==1.0\n")
+    here = W.installed_versions()
+    (out / W.WHEELS_INFO).write_text(json.dumps({"versions": {**here, "torch": "2.0.0+cu118"}}))
+    with pytest.raises(W.WheelsError, match=r"made on another image \(torch 2.0.0\+cu118"):
+        W.prepare_kernel()
+    (out / W.WHEELS_INFO).write_text(json.dumps({"versions": here}))
+    calls = []
+
+    def runner(cmd, **kw):
+        calls.append(cmd)
+        return subprocess.CompletedProcess(cmd, 1, "", "ERROR: No matching distribution found for siimfake-top")
+
+    with pytest.raises(W.WheelsError, match="offline install from .* failed.*siimfake-top"):
+        W.prepare_kernel(runner=runner)
+    assert "--no-index" in calls[0] and str(out / W.WHEELS_MARKER) in calls[0]
+    ok = W.prepare_kernel(runner=lambda cmd, **kw: subprocess.CompletedProcess(cmd, 0, "", ""))
+    assert ok is True
+
+
+def test_prepare_kernel_refuses_an_unsupported_image(tmp_path, monkeypatch):
+    from siimcovid import paths
+
+    monkeypatch.setattr(paths, "on_kaggle", lambda: True)
+    monkeypatch.setattr(paths, "KAGGLE_INPUT", tmp_path)
+    monkeypatch.delenv("SIIM_INPUT", raising=False)
+    (tmp_path / W.WHEELS_MARKER).write_text("")
+    monkeypatch.setattr(W, "installed_versions", lambda: {"python": "3.12.0", "tensorflow": "2.23.0"})
+    ok = lambda cmd, **kw: subprocess.CompletedProcess(cmd, 0, "", "")  # noqa: E731
+    with pytest.raises(W.WheelsError, match="outside the supported range.*SIIMCOVID_ALLOW_UNSUPPORTED"):
+        W.prepare_kernel(runner=ok)
+    assert W.prepare_kernel(runner=ok, allow_unsupported=True) is True
