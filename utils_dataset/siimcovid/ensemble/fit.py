@@ -175,9 +175,18 @@ def fit(t: Tables, truth: Truth, cfg: EnsembleConfig, *, notes: list[str] | None
     members = {n: to_study(member_image_probs(f, s.study_tta), s.study_how) for n, f in t.study.items() if len(f)}
     names = sorted(members)
     if names and cfg.fit and cfg.fit_study_weights and not cfg.study_weights:
-        def study_score(w):
-            st = weighted_mean(members, "study_id", STUDY_COLS, dict(zip(names, w)))
-            return scorer.study(fill_studies(st, scorer.study_ids, t.study_priors))["map"]
+        # members aligned on the scored studies once (NaN where a member lacks a study)
+        mats = np.stack([members[n].set_index("study_id").reindex(scorer.study_ids)[STUDY_COLS].to_numpy(float)
+                         for n in names])
+        prior = np.asarray(t.study_priors, dtype=float)
+
+        def study_score(w):  # == weighted_mean + fill_studies, in numpy
+            w = np.asarray(w, dtype=float)[:, None, None]
+            ok = ~np.isnan(mats)
+            den = (ok * w).sum(0)
+            num = np.where(ok, mats, 0.0).__mul__(w).sum(0)
+            p = np.where(den > 0, num / np.where(den > 0, den, 1.0), prior)
+            return scorer.study_map(p)["map"]
         r = fit_simplex(study_score, len(names), margin=cfg.fit_margin)
         s.study_weights = dict(zip(names, r["weights"]))
         log["study_weights"] = {**r, "members": names}

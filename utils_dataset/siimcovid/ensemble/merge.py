@@ -58,7 +58,8 @@ def fill_studies(study: pd.DataFrame, study_ids: Sequence[str], priors: Sequence
     """Every study of ``study_ids`` once; a study without a (finite) row gets the priors, reported."""
     have = study.dropna(subset=STUDY_COLS)
     have = have[have["study_id"].isin(set(study_ids))]
-    missing = [s for s in dict.fromkeys(study_ids) if s not in set(have["study_id"])]
+    known = set(have["study_id"])
+    missing = [s for s in dict.fromkeys(study_ids) if s not in known]
     if missing:
         if notes is not None:
             notes.append(f"{len(missing)} of {len(set(study_ids))} studies have no study-member prediction: "
