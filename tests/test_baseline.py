@@ -179,7 +179,7 @@ def test_learner_beats_prior_baseline(tmp_path):
 
     train = meta[meta["split"] == "train"]
     priors = baseline.class_priors(train.drop_duplicates("study_id").rename(columns={"study_label": "label"}))
-    p_none = baseline.none_fraction(train.assign(boxes=train["boxes"].map(json.loads)))
+    p_none = baseline.none_fraction(train)  # load_preprocessed parsed the boxes
     test = meta[meta["split"] == "test"]
     prior_study = pd.DataFrame({"study_id": test["study_id"].unique()})
     for c, p in zip(data.STUDY_CLASSES, priors):
@@ -206,3 +206,23 @@ def test_load_preprocessed_names_the_problem(tmp_path):
     pd.DataFrame({"image_id": ["a"], "split": ["train"]}).to_csv(tmp_path / "meta.csv", index=False)
     with pytest.raises(ValueError, match="missing columns"):
         load_preprocessed(tmp_path)
+
+
+def test_learner_and_baseline_share_exit_statuses(synth_data, tmp_path, capsys):
+    """A submission with rows the model could not predict (a PNG lost after preprocess) is a
+    partial result for both commands (exit 1); a wrong folder is a one-line user error (exit 2)."""
+    from siimcovid.__main__ import main
+    from siimcovid.preprocess import PreprocessConfig, run
+
+    pre = tmp_path / "pre"
+    run(PreprocessConfig(data=str(synth_data), out=str(pre), sizes=[32], workers=1, progress=False, n_folds=2))
+    meta = pd.read_csv(pre / "meta.csv", dtype=str)
+    lost = meta[meta["split"] == "test"].iloc[0]
+    (pre / "images" / "32" / "test" / f"{lost['image_id']}.png").unlink()
+    args = ["--data", str(synth_data), "--pre", str(pre), "--work", "32", "--out", str(tmp_path / "sub.csv")]
+    assert baseline.cli_learner(args) == 1
+    assert main(["learner", "--data", str(synth_data), "--pre", str(tmp_path / "nope"), "--out",
+                 str(tmp_path / "s2.csv")]) == 2
+    assert main(["baseline", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "s3.csv")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("siimcovid ") for line in err)

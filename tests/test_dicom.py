@@ -97,7 +97,7 @@ def test_fast_voi_is_close_on_a_radiograph(tmp_path, style):
 def test_fast_voi_looks_up_the_small_image_only(monkeypatch, files):
     seen = []
     real = dicom.apply_lut
-    monkeypatch.setattr(dicom, "apply_lut", lambda img, lut, off: seen.append(img.shape) or real(img, lut, off))
+    monkeypatch.setattr(dicom, "apply_lut", lambda img, lut, off, **kw: seen.append(img.shape) or real(img, lut, off, **kw))
     dicom.convert(files[("explicit", "mono1_window")], [40, 24], display=FAST)
     assert seen == [(40, 40), (24, 24)]
     seen.clear()
@@ -250,12 +250,80 @@ def _raises_with(path, **kw):
 
 
 def test_failing_fast_decoder_falls_back(files, monkeypatch):
-    def boom(raw):
-        raise RuntimeError("simulated dicomsdl failure")
+    import rle.rle
 
+    def boom(*a, **kw):
+        raise RuntimeError("simulated failure")
+
+    monkeypatch.setattr(rle.rle, "decode_frame", boom)  # read_fast's RLE decoder
+    got = dicom.convert(files[("rle", "mono2_none")], [32])
+    assert got.decoder == "dicomsdl" and got.fallbacks == ["rle: RuntimeError: simulated failure"]
     monkeypatch.setattr(dicom, "decode_dicomsdl", boom)
     got = dicom.convert(files[("rle", "mono2_none")], [32])
-    assert got.decoder.startswith("pydicom") and "simulated dicomsdl failure" in got.fallbacks[0]
+    assert got.decoder.startswith("pydicom") and "simulated failure" in got.fallbacks[1]
+    ref = dicom.reference_convert(files[("rle", "mono2_none")], 32)
+    assert np.array_equal(got.images[32], ref)
+
+
+@pytest.mark.parametrize("ts", ["explicit", "rle"])
+def test_default_route_reads_in_place_and_is_exact(files, ts):
+    """Uncompressed and RLE files take read_fast (pixels viewed in place / pylibjpeg-rle) and
+    still equal pydicom's full-array route, with and without the compiled lookup."""
+    for style in STYLES:
+        path = files[(ts, style)]
+        for size in (128, 40):  # no resize (pixel for pixel) and area shrinking
+            ref = dicom.reference_convert(path, size)
+            got = dicom.convert(path, [size])
+            assert got.decoder == {"explicit": "native", "rle": "rle"}[ts] and got.fallbacks == []
+            assert np.array_equal(got.images[size], ref), (style, size)
+            assert {"read", "decode", "voi", "lut", "resize"} <= set(got.timings)
+
+
+def test_numpy_lookup_equals_compiled(files, monkeypatch):
+    path = files[("explicit", "mono1_rescale")]
+    compiled = dicom.convert(path, [40, 128]).images
+    from siimcovid import lookup
+
+    if lookup._lut_kernel() is None:
+        pytest.skip("numba not installed: only the numpy lookup exists")
+    monkeypatch.setattr(lookup, "_LUT_KERNEL", [None])
+    plain = dicom.convert(path, [40, 128]).images
+    assert all(np.array_equal(compiled[s], plain[s]) for s in (40, 128))
+    rng = np.random.default_rng(3)
+    for dt in (np.uint16, np.int16, np.uint8):  # every bit pattern of the container
+        info = np.iinfo(dt)
+        lut = rng.integers(0, 256, int(info.max) - int(info.min) + 1, dtype=np.uint8)
+        src = rng.integers(info.min, int(info.max) + 1, (37, 53), dtype=dt)
+        monkeypatch.setattr(lookup, "_LUT_KERNEL", [])
+        got = dicom.apply_lut(src, lut, int(info.min))
+        assert np.array_equal(got, lut[src.astype(np.int64) - int(info.min)])
+
+
+def test_reused_buffers_never_leak_into_results(files):
+    a = dicom.convert(files[("explicit", "mono2_none")], [128])  # no resize: the lookup output itself
+    keep = a.images[128].copy()
+    dicom.convert(files[("explicit", "mono1_window")], [128])
+    assert np.array_equal(a.images[128], keep)
+
+
+@pytest.mark.parametrize("ts", ["explicit", "rle"])
+@pytest.mark.parametrize("style", ["mono2_none", "mono1_window"])
+def test_garbage_in_unused_high_bits_is_read_like_pydicom(tmp_path, ts, style):
+    """Bits above BitsStored are dropped as pydicom does (its unused-bits correction), both by
+    the in-place route and in the percentile histogram."""
+    import pydicom
+
+    arr = _pixels(12) | (np.random.default_rng(5).integers(0, 16, (H, W)).astype(np.uint16) << 12)
+    phot, _, kw = STYLES[style]
+    p = write_dicom(tmp_path / f"g_{ts}_{style}.dcm", arr, study_id="s1", series_id="r1", image_id="g",
+                    photometric=phot, bits_stored=16, transfer_syntax=ts, **kw)
+    ds = pydicom.dcmread(p)  # the same bytes declared as 12 bits stored: 4 bits of garbage on top
+    ds.BitsStored, ds.HighBit = 12, 11
+    ds.save_as(p)
+    for size in (128, 40):
+        got = dicom.convert(p, [size])
+        assert got.decoder in ("native", "rle")
+        assert np.array_equal(got.images[size], dicom.reference_convert(p, size))
 
 
 def test_codec_panic_is_a_fallback_not_a_crash(tmp_path):

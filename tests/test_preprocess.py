@@ -211,7 +211,7 @@ def test_index_problems_are_recorded_not_fatal(data, tmp_path):
 
     index, errors = build_index(root)
     reasons = {e["image_id"]: e for e in errors}
-    assert all(e["stage"] == "index" for e in errors)
+    assert all(e["stage"] == ("missing" if e["image_id"] == gone["image_id"] else "index") for e in errors)
     assert "train_image_level.csv but no" in reasons[gone["image_id"]]["reason"]
     assert reasons["stray"]["dicom"] == str(stray.relative_to(root)) and "not listed" in reasons["stray"]["reason"]
     assert "has no row in train_study_level.csv" in reasons[unlabelled["image_id"]]["reason"]

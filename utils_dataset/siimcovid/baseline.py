@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from .boxes import Resize, iou_matrix
+from .errors import EXIT_OK, EXIT_PARTIAL, UserError
 from .data import IMAGE_CSV, SAMPLE_SUBMISSION, STUDY_CLASSES, STUDY_CSV, read_image_csv, read_study_csv
 
 STUDY_PRED_COLUMNS = ["study_id", *STUDY_CLASSES]
@@ -130,7 +131,7 @@ def cli_baseline(argv: list[str]) -> int:
     run_header("baseline", vars(a))
     try:
         study, image, info = (oracle_predictions if a.oracle else prior_predictions)(data_dir)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError) as exc:  # a wrong folder or file: one line, exit 2 (__main__)
         raise UserError(str(exc)) from None
     for path, frame in ((a.study_preds, study), (a.image_preds, image)):
         if path:
@@ -141,7 +142,7 @@ def cli_baseline(argv: list[str]) -> int:
         get_logger().warning("baseline: %s", p)
     what = f"oracle from {info['oracle']}" if a.oracle else f"priors {info['priors']}, none {info['none_fraction']}"
     print(f"wrote {a.out}: {len(sub)} rows; {what}")
-    return 1 if problems else 0
+    return EXIT_PARTIAL if problems else EXIT_OK
 
 
 # ---------------------------------------------------------------------------------------
@@ -399,35 +400,31 @@ class SmallLearner:
 
 
 def available_sizes(meta: pd.DataFrame) -> list[int]:
-    return sorted(int(c.split("_", 1)[1]) for c in meta.columns if c.startswith("boxes_") and c[6:].isdigit())
+    from .layout import meta_sizes
+
+    return meta_sizes(meta)
 
 
 def load_preprocessed(pre_dir: str | Path, size: int | None = None) -> tuple[pd.DataFrame, int, list[np.ndarray]]:
-    """meta.csv + the PNGs of one size -> (meta, size, images). Rows whose PNG is missing or
-    unreadable are dropped with a logged warning naming the file."""
+    """meta.csv (boxes parsed, :func:`siimcovid.layout.read_meta`) + the PNGs of one size ->
+    (meta, size, images). Rows whose PNG is missing or unreadable are dropped with a logged
+    warning naming the file."""
     import cv2
 
+    from .layout import META_CSV, meta_sizes, read_meta
     from .log import get_logger
 
-    pre_dir = Path(pre_dir)
-    meta_path = pre_dir / "meta.csv"
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"{meta_path}: not found (run `python -m siimcovid preprocess` first)")
-    meta = pd.read_csv(meta_path, dtype={"image_id": str, "study_id": str, "series_id": str})
-    need = {"image_id", "study_id", "split", "orig_h", "orig_w", "boxes"}
-    missing = need - set(meta.columns)
-    if missing:
-        raise ValueError(f"{meta_path}: missing columns {sorted(missing)}")
-    sizes = available_sizes(meta)
+    meta = read_meta(pre_dir, require=("orig_h", "orig_w", "boxes"))
     if size is None:
+        sizes = meta_sizes(meta)
         if not sizes:
-            raise ValueError(f"{meta_path}: no boxes_<S> column, cannot tell the image size")
+            raise ValueError(f"{Path(pre_dir) / META_CSV}: no boxes_<S> column, cannot tell the image size")
         size = sizes[0]
+    meta = read_meta(pre_dir, size, require=("orig_h", "orig_w", "boxes"))
     images, keep = [], []
     log = get_logger()
-    for i, r in enumerate(meta.itertuples(index=False)):
-        p = pre_dir / "images" / str(size) / r.split / f"{r.image_id}.png"
-        im = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
+    for i, p in enumerate(meta["path"]):
+        im = cv2.imread(p, cv2.IMREAD_GRAYSCALE)
         if im is None:
             log.warning("learner: %s: missing or unreadable, image skipped", p)
             continue
@@ -456,15 +453,18 @@ def fit_predict(meta: pd.DataFrame, images: Sequence[np.ndarray], size: int, cfg
         raise ValueError(f"learner: need train and test rows, got {len(train)} train and {len(test)} test")
     work = to_work(images, cfg.work)
     png_to_work = Resize.plan(size, size, cfg.work)  # to_work stretches the square PNG
+    from .layout import parse_boxes
+
     col = f"boxes_{size}" if f"boxes_{size}" in meta.columns else None
     boxes_work = []
     for i in train:
         r = meta.loc[i]
-        if col is not None:
-            b = np.asarray(json.loads(r[col]), dtype=float).reshape(-1, 4)
+        if col is not None:  # parse_boxes passes read_meta's lists through, parses raw meta.csv text
+            b = np.asarray(parse_boxes(r[col], f"meta.csv image {r['image_id']}"), dtype=float).reshape(-1, 4)
         else:
             plan = Resize.plan(int(r["orig_h"]), int(r["orig_w"]), size, _keep_aspect(r))
-            b = plan.to_resized(np.asarray(json.loads(r["boxes"]), dtype=float).reshape(-1, 4))
+            b = plan.to_resized(np.asarray(parse_boxes(r["boxes"], f"meta.csv image {r['image_id']}"),
+                                           dtype=float).reshape(-1, 4))
         boxes_work.append(png_to_work.to_resized(b))
     if "study_label" in meta.columns:
         labels = meta.loc[train, "study_label"].to_numpy(dtype=int)
@@ -526,9 +526,8 @@ def cli_learner(argv: list[str]) -> int:
             st = read_study_csv(data_dir / STUDY_CSV)
             labels = dict(zip(st["study_id"], st["label"]))
         study, image, _ = fit_predict(meta, images, size, cfg, labels)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"learner: {exc}")
-        return 2
+    except (FileNotFoundError, ValueError) as exc:  # a wrong folder or file: one line, exit 2 (__main__)
+        raise UserError(str(exc)) from None
     if a.study_preds:
         Path(a.study_preds).parent.mkdir(parents=True, exist_ok=True)
         study.to_csv(a.study_preds, index=False)
@@ -542,4 +541,4 @@ def cli_learner(argv: list[str]) -> int:
     n_boxes = int(image["boxes"].map(lambda s: len(json.loads(s))).sum())
     print(f"wrote {a.out}: {len(sub)} rows, {len(study)} studies, {len(image)} images, {n_boxes} boxes, "
           f"size {size}, {time.time() - t0:.1f} s; {len(problems)} problem(s)")
-    return 0
+    return EXIT_PARTIAL if problems else EXIT_OK  # as baseline: rows filled by fallbacks are a partial result

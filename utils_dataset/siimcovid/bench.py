@@ -78,28 +78,46 @@ def naive_convert(path: str | Path, size: int, out_png: str | Path) -> None:
     cv2.imwrite(str(out_png), img)
 
 
-def _pool_wall(files: list[dict], out: Path, size: int, workers: int) -> float:
+def _pool_wall(files: list[dict], out: Path, size: int, workers: int, stats: dict | None = None) -> float:
     """Wall seconds for ``run_pool`` to convert ``files`` with ``workers`` processes, worker
-    start-up included (a one-file warm-up run first loads the forkserver's imports)."""
+    start-up included (a one-file warm-up run first loads the forkserver's imports). ``stats``
+    (if given) gets the seconds spent inside ``process_one`` summed over images ("worker_s"),
+    the pickled bytes of every task and result that crossed a pipe ("ipc_bytes") and the
+    steady-state seconds per image ("steady_s": first to last result over N - 1; start-up
+    excluded) with the time inside ``process_one`` over the same images ("steady_worker_s")."""
+    import pickle
+
     from .preprocess import PreprocessConfig, run_pool
 
     cfg = PreprocessConfig(data=str(out), out=str(out), sizes=[size], workers=workers, progress=False)
     tasks = [{"path": f["path"], "dicom": f["path"], "image_id": f["image_id"], "split": "bench"} for f in files]
+    acc: dict = {"worker_s": 0.0, "ipc_bytes": 0, "done": []}
 
     def on_result(task, res):
         if not res["ok"]:
             raise RuntimeError(f"bench: {task['path']} failed: {res['stage']}: {res['reason']}")
+        acc["worker_s"] += res["timings"]["total"]
+        acc["ipc_bytes"] += len(pickle.dumps(task)) + len(pickle.dumps(res))
+        acc["done"].append((time.perf_counter(), res["timings"]["total"]))
 
     run_pool(tasks[:1], cfg, 1, on_result)
+    acc.update(worker_s=0.0, ipc_bytes=0, done=[])
     t0 = time.perf_counter()
     run_pool(tasks, cfg, workers, on_result)
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    if stats is not None:
+        done = acc.pop("done")
+        n = len(done) - 1
+        stats.update(acc, steady_s=(done[-1][0] - done[0][0]) / n if n > 0 else float("nan"),
+                     steady_worker_s=sum(t for _, t in done[1:]) / n if n > 0 else float("nan"))
+    return wall
 
 
 def bench_preprocess(out: str | Path, per_syntax: int = 2, size: int = 1024, max_workers: int | None = None,
-                     scale: float = 1.0, repeats: int = 2) -> dict:
+                     scale: float = 1.0, repeats: int = 2, syntaxes: tuple[str, ...] = SYNTAXES) -> dict:
     """Per syntax: naive and project path timed file by file, interleaved, best of ``repeats``
-    (robust to other load on a shared machine); then the pool's wall clock for 1..N workers."""
+    (robust to other load on a shared machine); then the pool's wall clock for 1..N workers.
+    ``syntaxes``: time only these (the set on disk always holds all of :data:`SYNTAXES`)."""
     import warnings
 
     import cv2
@@ -110,7 +128,10 @@ def bench_preprocess(out: str | Path, per_syntax: int = 2, size: int = 1024, max
     cv2.setNumThreads(1)
     _warm_imports()
     out = Path(out)
-    files = make_bench_set(out / "dicom", per_syntax, scale)
+    unknown = set(syntaxes) - set(SYNTAXES)
+    if unknown:
+        raise ValueError(f"bench: unknown syntax(es) {sorted(unknown)}; valid: {', '.join(SYNTAXES)}")
+    files = [f for f in make_bench_set(out / "dicom", per_syntax, scale) if f["syntax"] in syntaxes]
     max_workers = max_workers or os.cpu_count() or 1
     png_dir = out / "naive"
     png_dir.mkdir(parents=True, exist_ok=True)
@@ -119,12 +140,12 @@ def bench_preprocess(out: str | Path, per_syntax: int = 2, size: int = 1024, max
     fast_cfg = PreprocessConfig(data=str(out), out=str(out / "project_fast"), sizes=[size], progress=False,
                                 exact=False)
 
-    naive = {ts: 0.0 for ts in SYNTAXES}
-    ours = {ts: 0.0 for ts in SYNTAXES}
-    fast = {ts: 0.0 for ts in SYNTAXES}
-    decode = {ts: 0.0 for ts in SYNTAXES}
-    fast_diff: dict[str, list[float]] = {ts: [] for ts in SYNTAXES}
-    fast_max = {ts: 0 for ts in SYNTAXES}
+    naive = {ts: 0.0 for ts in syntaxes}
+    ours = {ts: 0.0 for ts in syntaxes}
+    fast = {ts: 0.0 for ts in syntaxes}
+    decode = {ts: 0.0 for ts in syntaxes}
+    fast_diff: dict[str, list[float]] = {ts: [] for ts in syntaxes}
+    fast_max = {ts: 0 for ts in syntaxes}
     decoders: dict[str, str] = {}
     naive_convert(files[0]["path"], size, png_dir / "warm.png")
     for c in (cfg, fast_cfg):
@@ -157,12 +178,17 @@ def bench_preprocess(out: str | Path, per_syntax: int = 2, size: int = 1024, max
     rows = [{"syntax": ts, "naive_img_s": n / naive[ts], "project_img_s": n / ours[ts], "ratio": naive[ts] / ours[ts],
              "decode_share": decode[ts] / ours[ts], "decoder": decoders.get(ts),
              "fast_img_s": n / fast[ts], "fast_ratio": naive[ts] / fast[ts],
-             "fast_mean_diff": float(np.mean(fast_diff[ts])), "fast_max_diff": fast_max[ts]} for ts in SYNTAXES]
+             "fast_mean_diff": float(np.mean(fast_diff[ts])), "fast_max_diff": fast_max[ts]} for ts in syntaxes]
     total_naive, total_ours = sum(naive.values()), sum(ours.values())
     scaling = []
     for k in range(1, max_workers + 1):
-        wall = _pool_wall(files, out / "project", size, k)
-        scaling.append({"workers": k, "img_s": len(files) / wall})
+        st: dict = {}
+        wall = _pool_wall(files, out / "project", size, k, st)
+        # worker_ms: time inside process_one per image (grows with k when the cores contend for
+        # memory bandwidth / cache); busy: share of k x wall spent there (the rest: start-up,
+        # the parent's scheduling, IPC, idle tail)
+        scaling.append({"workers": k, "img_s": len(files) / wall, "worker_ms": 1000 * st["worker_s"] / len(files),
+                        "busy": st["worker_s"] / (k * wall), "ipc_bytes_per_image": st["ipc_bytes"] / len(files)})
     summary = {
         "size": size, "images": len(files), "per_syntax": n, "image_hw": _hw(files[0]["path"]), "cpus": os.cpu_count(),
         "repeats": repeats, "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
@@ -199,7 +225,142 @@ def format_report(s: dict) -> str:
     lines.append("(project = default, bit-exact with pydicom's full-array route; fast-voi = `preprocess --fast-voi`,"
                  " |diff| in grey levels against the default output)")
     lines += ["", "scaling (whole set, wall clock incl. process overhead):"]
-    lines += [f"  {x['workers']} worker(s): {x['img_s']:.2f} img/s ({x['speedup']:.2f}x)" for x in s["scaling"]]
+    lines += [f"  {x['workers']} worker(s): {x['img_s']:.2f} img/s ({x['speedup']:.2f}x); per image inside the worker "
+              f"{x['worker_ms']:.0f} ms, workers busy {x['busy']:.0%} of the wall clock, "
+              f"{x['ipc_bytes_per_image']:.0f} bytes through the pipes" for x in s["scaling"]]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- preprocess profile
+PROFILE_STEPS = ("read", "decode", "voi", "lut", "resize", "encode", "write")
+# PNG settings compared by the profile: (label, cv2.imencode parameters by name)
+PNG_SETTINGS = (
+    ("opencv default (level 1, rle)", {}),
+    ("level 0 (stored)", {"IMWRITE_PNG_COMPRESSION": 0}),
+    ("level 1", {"IMWRITE_PNG_COMPRESSION": 1}),
+    ("level 3", {"IMWRITE_PNG_COMPRESSION": 3}),
+    ("level 6", {"IMWRITE_PNG_COMPRESSION": 6}),
+    ("level 9", {"IMWRITE_PNG_COMPRESSION": 9}),
+    ("huffman only (project default)", {"IMWRITE_PNG_STRATEGY": "IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY"}),
+    ("filter sub + huffman", {"IMWRITE_PNG_FILTER": "IMWRITE_PNG_FILTER_SUB",
+                              "IMWRITE_PNG_STRATEGY": "IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY"}),
+    ("filter up + rle", {"IMWRITE_PNG_FILTER": "IMWRITE_PNG_FILTER_UP",
+                         "IMWRITE_PNG_STRATEGY": "IMWRITE_PNG_STRATEGY_RLE"}),
+    ("filter none, level 0", {"IMWRITE_PNG_FILTER": "IMWRITE_PNG_FILTER_NONE", "IMWRITE_PNG_COMPRESSION": 0}),
+)
+
+
+def _png_params(named: dict) -> list[int]:
+    import cv2
+
+    out: list[int] = []
+    for k, v in named.items():
+        out += [getattr(cv2, k), getattr(cv2, v) if isinstance(v, str) else int(v)]
+    return out
+
+
+def profile_preprocess(out: str | Path, sizes: tuple[int, ...] = (1024, 512), per_syntax: int = 3,
+                       repeats: int = 3, syntaxes: tuple[str, ...] = ("explicit", "rle"), scale: float = 1.0) -> dict:
+    """Where one image's time goes on the default (exact) route, per syntax and output size:
+    ``process_one`` in this process, its step timings (median over ``repeats`` per file, mean
+    over files) beside the naive route's total (median); then one worker through ``run_pool``:
+    wall clock per image minus the time inside ``process_one`` = start-up share, scheduling and
+    IPC, with the pickled bytes of task + result that crossed the pipe; then PNG settings:
+    encode time and file size on the default route's images."""
+    import statistics as stats
+    import warnings
+
+    import cv2
+
+    from . import dicom
+    from .preprocess import PreprocessConfig, _warm_imports, process_one
+
+    warnings.simplefilter("ignore")
+    cv2.setNumThreads(1)
+    _warm_imports()
+    out = Path(out)
+    files = [f for f in make_bench_set(out / "dicom", per_syntax, scale) if f["syntax"] in syntaxes]
+    load_before = os.getloadavg()[0]
+    rows, png = [], []
+    for size in sizes:
+        cfg = PreprocessConfig(data=str(out), out=str(out / "profile"), sizes=[size], progress=False)
+        naive_convert(files[0]["path"], size, out / "profile_naive.png")
+        process_one({"path": files[0]["path"], "image_id": "warm", "split": "bench"}, cfg)
+        for ts in syntaxes:
+            group = [f for f in files if f["syntax"] == ts]
+            steps = {k: [] for k in (*PROFILE_STEPS, "total")}
+            naive_ms, decoder = [], ""
+            for f in group:
+                task = {"path": f["path"], "image_id": f["image_id"], "split": "bench"}
+                per = {k: [] for k in steps}
+                tn = []
+                for _ in range(repeats):
+                    t0 = time.perf_counter()
+                    naive_convert(f["path"], size, out / "profile_naive.png")
+                    tn.append(time.perf_counter() - t0)
+                    res = process_one(task, cfg)
+                    if not res["ok"]:
+                        raise RuntimeError(f"profile: {f['path']}: {res['stage']}: {res['reason']}")
+                    t = res["timings"]
+                    parts = {"read": t["read"], "decode": t["decode"], "voi": t["voi"], "lut": t["lut"],
+                             "resize": t["resize"] - t["lut"], "encode": t["encode"], "write": t["write"] - t["encode"],
+                             "total": t["total"]}
+                    for k, v in parts.items():
+                        per[k].append(v)
+                    decoder = res["record"]["decoder"]
+                for k in steps:
+                    steps[k].append(stats.median(per[k]))
+                naive_ms.append(stats.median(tn))
+            wall_st: dict = {}
+            group_x = group * (repeats + 1)
+            _pool_wall(group_x, out / "profile", size, 1, wall_st)
+            ms = {k: 1000 * float(np.mean(v)) for k, v in steps.items()}
+            rest = ms["total"] - sum(ms[k] for k in PROFILE_STEPS)
+            rows.append({"size": size, "syntax": ts, "decoder": decoder, "ms": ms, "other_ms": rest,
+                         "naive_ms": 1000 * float(np.mean(naive_ms)), "pool_ms": 1000 * wall_st["steady_s"],
+                         "pool_overhead_ms": 1000 * (wall_st["steady_s"] - wall_st["steady_worker_s"]),
+                         "ipc_bytes": wall_st["ipc_bytes"] / len(group_x)})
+        imgs = [dicom.convert(f["path"], [size]).images[size] for f in files]
+        for label, named in PNG_SETTINGS:
+            params = _png_params(named)
+            times, kb = [], []
+            for img in imgs:
+                best = []
+                for _ in range(repeats):
+                    t0 = time.perf_counter()
+                    ok, buf = cv2.imencode(".png", img, params)
+                    best.append(time.perf_counter() - t0)
+                times.append(stats.median(best))
+                kb.append(buf.size / 1024)
+            png.append({"size": size, "setting": label, "ms": 1000 * float(np.mean(times)), "kb": float(np.mean(kb))})
+    summary = {"sizes": list(sizes), "syntaxes": list(syntaxes), "per_syntax": per_syntax, "repeats": repeats,
+               "image_hw": _hw(files[0]["path"]), "cpus": os.cpu_count(),
+               "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)], "rows": rows, "png": png}
+    (out / "profile.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def format_profile(s: dict) -> str:
+    lines = [f"bench preprocess-profile: default (exact) route, {s['per_syntax']} file(s) per syntax "
+             f"({s['image_hw'][0]} x {s['image_hw'][1]}), one process, median of {s['repeats']} per file, "
+             f"{s['cpus']} CPU(s), load average {s['load_avg_1min'][0]} -> {s['load_avg_1min'][1]}", "",
+             "ms per image:",
+             f"{'size':>5} {'syntax':<9} " + " ".join(f"{k:>7}" for k in PROFILE_STEPS)
+             + f" {'other':>6} {'total':>7} | {'naive':>7} {'ratio':>6} | {'1 worker':>8} {'pool+IPC':>8} {'pipe B':>7}"]
+    for r in s["rows"]:
+        ms = r["ms"]
+        lines.append(f"{r['size']:>5} {r['syntax']:<9} " + " ".join(f"{ms[k]:>7.1f}" for k in PROFILE_STEPS)
+                     + f" {r['other_ms']:>6.1f} {ms['total']:>7.1f} | {r['naive_ms']:>7.1f} "
+                       f"{r['naive_ms'] / ms['total']:>5.2f}x | {r['pool_ms']:>8.1f} {r['pool_overhead_ms']:>8.1f} "
+                       f"{r['ipc_bytes']:>7.0f}")
+    lines += ["(read: header + pixel bytes; decode: RLE decoding / in-place view; voi: building the table; lut: "
+              "applying it to every pixel; encode: PNG; write: file + rename; 1 worker: wall clock per image through "
+              "run_pool, start-up excluded (first to last result); pool+IPC: that minus the time inside process_one; "
+              "pipe B: pickled task + result per image)",
+              "", "PNG settings on the default route's images (encode ms / kB per image):"]
+    for size in s["sizes"]:
+        lines.append(f"  {size} px: " + "; ".join(f"{p['setting']} {p['ms']:.1f} ms {p['kb']:.0f} kB"
+                                               for p in s["png"] if p["size"] == size))
     return "\n".join(lines)
 
 
@@ -231,16 +392,33 @@ STUDY_INPUT_MODES = {
 
 def make_study_input_set(out: str | Path, size: int = 512, images: int = 64, scale: float = 0.25,
                          seed: int = 0) -> Path:
-    """A synthetic preprocess output with PNGs and TFRecord shards at ``size`` (reused when present)."""
+    """A synthetic preprocess output with PNGs and TFRecord shards at ``size`` (reused when present
+    and made with the same size, image count, scale and seed; else rebuilt from scratch)."""
+    import shutil
     import warnings
+
+    from .layout import META_CSV, available_sizes, tfrecord_dir
 
     from . import preprocess, synthetic
 
     out = Path(out)
     pre = out / "pre"
-    if (pre / "meta.csv").is_file() and list((pre / "tfrecords" / str(size)).glob("*.tfrec")) \
-            and (pre / "images" / str(size)).is_dir():
+    # The cached set is reused only when it was made with the same settings (a set of another
+    # seed or size would silently change the benchmark): the key is written last, once complete.
+    key = {"size": int(size), "images": int(images), "scale": float(scale), "seed": int(seed)}
+    key_file = out / "study_input_set.json"
+    try:
+        cached = json.loads(key_file.read_text())
+    except (OSError, ValueError):
+        cached = None
+    if cached == key and (pre / META_CSV).is_file() and list(tfrecord_dir(pre, size).glob("*.tfrec")) \
+            and size in available_sizes(pre):
         return pre
+    for stale in (key_file, out / "data", pre):  # another set's files: never mixed into this one
+        if stale.is_dir():
+            shutil.rmtree(stale)
+        elif stale.exists():
+            stale.unlink()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if synthetic.cli(["--out", str(out / "data"), "--studies", str(images), "--seed", str(seed),
@@ -250,6 +428,7 @@ def make_study_input_set(out: str | Path, size: int = 512, images: int = 64, sca
                              "--k", "2", "--no-progress"])
     if rc not in (0, 1):  # 1 = some images failed, the rest is usable
         raise RuntimeError(f"bench study-input: preprocess into {pre} failed (exit {rc})")
+    key_file.write_text(json.dumps(key))
     return pre
 
 
@@ -373,6 +552,15 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--workers", type=int, default=None, help="largest worker count for the scaling table (default: cores)")
     p.add_argument("--scale", type=float, default=1.0, help="image size relative to the real median 2544 x 3028")
     p.add_argument("--repeats", type=int, default=2, help="time each file this often, keep the best")
+    p.add_argument("--syntax", action="append", dest="syntaxes", choices=SYNTAXES,
+                   help="time only this transfer syntax (repeat for several; default all)")
+    r = sub.add_parser("preprocess-profile", help="per-step time of the default route on uncompressed / RLE files")
+    r.add_argument("--out", default="work/bench_preprocess", help="folder of the synthetic DICOMs (shared with preprocess)")
+    r.add_argument("--size", type=int, action="append", dest="sizes", help="output size (repeat; default 1024 and 512)")
+    r.add_argument("--per-syntax", type=int, default=3)
+    r.add_argument("--repeats", type=int, default=3, help="runs per file (median taken)")
+    r.add_argument("--syntax", action="append", dest="syntaxes", choices=SYNTAXES, help="default: explicit and rle")
+    r.add_argument("--scale", type=float, default=1.0)
     q = sub.add_parser("study-input", help="study tf.data pipeline (PNG / TFRecord, augmentation) vs a training step")
     q.add_argument("--out", default="work/bench_study_input", help="folder for the synthetic set and bench_study_input.json")
     q.add_argument("--pre", default=None, help="an existing preprocess output with PNGs and --tfrecords at --size")
@@ -392,7 +580,13 @@ def cli(argv: list[str]) -> int:
         print(format_study_input(s))
         print(f"\n(saved {Path(a.out) / 'bench_study_input.json'})")
         return 0
-    s = bench_preprocess(a.out, a.per_syntax, a.size, a.workers, a.scale, a.repeats)
+    if a.what == "preprocess-profile":
+        s = profile_preprocess(a.out, tuple(a.sizes or (1024, 512)), a.per_syntax, a.repeats,
+                               tuple(a.syntaxes or ("explicit", "rle")), a.scale)
+        print(format_profile(s))
+        print(f"\n(saved {Path(a.out) / 'profile.json'})")
+        return 0
+    s = bench_preprocess(a.out, a.per_syntax, a.size, a.workers, a.scale, a.repeats, tuple(a.syntaxes or SYNTAXES))
     print(format_report(s))
     print(f"\n(saved {Path(a.out) / 'bench.json'})")
     return 0

@@ -31,6 +31,8 @@ IMAGE_SUFFIX = "_image"
 STUDY_CSV = "train_study_level.csv"
 IMAGE_CSV = "train_image_level.csv"
 SAMPLE_SUBMISSION = "sample_submission.csv"
+MISSING_STAGE = "missing"  # problem stage of an image a CSV lists but whose DICOM is not there
+INDEX_STAGE = "index"  # problem stage of a file left out of the index (unlisted, unlabelled, twin)
 
 
 class DataFormatError(ValueError):
@@ -190,23 +192,77 @@ def find_data_dir(hint: str | os.PathLike | None = None, marker: str = SAMPLE_SU
     return find_input(marker, hint=hint)
 
 
-def load_train(data_dir: str | os.PathLike) -> pd.DataFrame:
-    """One row per train image: image_id, study_id, series_id, path, boxes, label, study label."""
+def index_train(data_dir: str | os.PathLike, strict: bool = True) -> tuple[pd.DataFrame, list[dict]]:
+    """The one reader of the train split: the DICOM tree joined with both train CSVs -> one row per
+    image (image_id, study_id, series_id, path, boxes (original pixels), label, study_label and the
+    four one-hot class columns), sorted by study / series / image; and the problems.
+
+    A CSV row without its DICOM, a DICOM no CSV lists and a study without a label are problems:
+    ``strict`` raises DataFormatError on the first kind found (naming up to five ids); lenient
+    mode leaves those images out and returns one problem per image (``dicom`` relative to
+    ``data_dir``, ``image_id``, ``stage``, ``reason``) so a batch can go on. ``stage`` is
+    ``"missing"`` for an image a CSV lists without its file (an item lost: exit 1) and ``"index"``
+    for a file left out (no labels)."""
     data_dir = Path(data_dir)
-    studies = read_study_csv(data_dir / STUDY_CSV)
-    images = read_image_csv(data_dir / IMAGE_CSV)
     dicoms = scan_dicoms(data_dir / "train")
-    df = images.merge(dicoms.drop(columns="study_id"), on="image_id", how="left")
-    missing = df["path"].isna()
-    if missing.any():
-        ids = df.loc[missing, "image_id"].tolist()[:5]
-        raise DataFormatError(f"{data_dir / 'train'}: {int(missing.sum())} images in {IMAGE_CSV} have no DICOM, e.g. {ids}")
+    images = read_image_csv(data_dir / IMAGE_CSV)
+    studies = read_study_csv(data_dir / STUDY_CSV)
+    df = dicoms.merge(images[["image_id", "boxes", "label"]], on="image_id", how="outer", indicator=True)
+    problems: list[dict] = []
+
+    def rel(path) -> str:
+        return str(Path(path).relative_to(data_dir)) if isinstance(path, str) else ""
+
+    no_file = df[df["_merge"] == "right_only"]
+    if strict and len(no_file):
+        raise DataFormatError(f"{data_dir / 'train'}: {len(no_file)} images in {IMAGE_CSV} have no DICOM, "
+                              f"e.g. {no_file['image_id'].tolist()[:5]}")
+    for r in no_file.itertuples():
+        problems.append({"dicom": "", "image_id": r.image_id, "stage": MISSING_STAGE,
+                         "reason": f"listed in {IMAGE_CSV} but no train/<study>/<series>/{r.image_id}.dcm found"})
+    unlisted = df[df["_merge"] == "left_only"]
+    if strict and len(unlisted):
+        raise DataFormatError(f"{data_dir / 'train'}: {len(unlisted)} DICOMs not listed in {IMAGE_CSV}, "
+                              f"e.g. {[rel(p) for p in unlisted['path'].tolist()[:5]]}")
+    for r in unlisted.itertuples():
+        problems.append({"dicom": rel(r.path), "image_id": r.image_id, "stage": INDEX_STAGE,
+                         "reason": f"DICOM not listed in {IMAGE_CSV} (no labels); skipped"})
+    df = df[df["_merge"] == "both"].drop(columns="_merge")
     df = df.merge(studies.rename(columns={"label": "study_label"}), on="study_id", how="left")
-    if df["study_label"].isna().any():
-        ids = df.loc[df["study_label"].isna(), "study_id"].unique()[:5].tolist()
-        raise DataFormatError(f"{data_dir / STUDY_CSV}: studies {ids} of {IMAGE_CSV} have no study label")
+    nolabel = df["study_label"].isna()
+    if strict and nolabel.any():
+        raise DataFormatError(f"{data_dir / STUDY_CSV}: studies {df.loc[nolabel, 'study_id'].unique()[:5].tolist()} "
+                              f"of {IMAGE_CSV} have no study label")
+    for r in df[nolabel].itertuples():
+        problems.append({"dicom": rel(r.path), "image_id": r.image_id, "stage": INDEX_STAGE,
+                         "reason": f"study {r.study_id} has no row in {STUDY_CSV}; skipped"})
+    df = df[~nolabel].copy()
     df["study_label"] = df["study_label"].astype(int)
-    return df
+    for cls in STUDY_CLASSES:
+        df[cls] = df[cls].astype(int)
+    return df.sort_values(["study_id", "series_id", "image_id"], ignore_index=True), problems
+
+
+def load_train(data_dir: str | os.PathLike) -> pd.DataFrame:
+    """One row per train image: image_id, study_id, series_id, path, boxes, label, study label
+    (:func:`index_train` in strict mode: any mismatch between the CSVs and the files raises)."""
+    return index_train(data_dir, strict=True)[0]
+
+
+def missing_test_images(data_dir: str | os.PathLike, found_ids: Iterable[str]) -> list[dict]:
+    """Image ids sample_submission.csv lists without a DICOM under test/ (ids in ``found_ids``
+    are there) -> problem rows as :func:`index_train` returns them; [] without a sample."""
+    path = Path(data_dir) / SAMPLE_SUBMISSION
+    if not path.is_file():
+        return []
+    ids = _read_csv(path, dtype=str, keep_default_na=False)
+    if "id" not in ids.columns:
+        raise DataFormatError(f"{path}: no id column")
+    listed = [strip_suffix(i, IMAGE_SUFFIX) for i in ids["id"] if str(i).endswith(IMAGE_SUFFIX)]
+    found = set(found_ids)
+    return [{"dicom": "", "image_id": i, "stage": MISSING_STAGE,
+             "reason": f"listed in {SAMPLE_SUBMISSION} but no test/<study>/<series>/{i}.dcm found"}
+            for i in listed if i not in found]
 
 
 def load_test(data_dir: str | os.PathLike) -> pd.DataFrame:

@@ -2,11 +2,14 @@
 
 Two paths that must agree:
 
-* :func:`convert` is the fast path. It decodes with an explicit decoder chain (dicomsdl for
-  the compressed syntaxes, Pillow/OpenJPEG at reduced resolution for JPEG 2000 when the output
-  is small, pydicom with a fixed plugin order as the safe fallback; never gdcm first), and
-  applies modality LUT + VOI as one lookup table built by running pydicom's own functions
-  over every possible stored value (exactly the full-array result, far cheaper).
+* :func:`convert` is the fast path. Little-endian uncompressed and RLE files are read in place
+  (:func:`read_fast`: header parsed with the pixel data left in the file, pixels viewed in a
+  reused buffer or decoded by pylibjpeg-rle directly); the other syntaxes go through an
+  explicit decoder chain (dicomsdl for the compressed syntaxes, Pillow/OpenJPEG at reduced
+  resolution for JPEG 2000 when the output is small, pydicom with a fixed plugin order as the
+  safe fallback; never gdcm first). Modality LUT + VOI are applied as one lookup table built
+  by running pydicom's own functions over every possible stored value (exactly the
+  full-array result, far cheaper; applied by a compiled loop, :mod:`siimcovid.lookup`).
 * :func:`reference_convert` is the slow, obvious path (pydicom ``pixel_array``, full-array
   ``apply_modality_lut`` + ``apply_voi_lut``); the tests check the fast path against it
   pixel for pixel.
@@ -31,6 +34,7 @@ from typing import Sequence
 import numpy as np
 
 from .boxes import Resize
+from .lookup import apply_lut, scratch, warm_up  # noqa: F401  (warm_up: for the workers)
 
 # Short names for the transfer syntaxes the competition (and the synthetic set) contains.
 TS_NAMES: dict[str, str] = {
@@ -48,6 +52,8 @@ TS_NAMES: dict[str, str] = {
     "1.2.840.10008.1.2.4.51": "jpeg_extended",
 }
 UNCOMPRESSED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
+NATIVE_LE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}  # read straight from the file (read_fast)
+RLE = "1.2.840.10008.1.2.5"
 J2K = {"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"}
 
 # pydicom plugin order for the safe path. pydicom's own default tries gdcm first when it is
@@ -292,21 +298,37 @@ def display_range(ds, modality_values: np.ndarray, counts: np.ndarray | None, cf
     raise ValueError(f"no_voi_range must be one of {NO_VOI_RANGES}, got {mode!r}")
 
 
+def stored_values(container: np.ndarray, ds) -> np.ndarray:
+    """What pydicom's ``pixel_array`` makes of each container value (int64 in, int64 out): the
+    bits above BitsStored dropped, sign-extended for signed data (its "unused bits"
+    correction for uncompressed and RLE data), then clipped to the stored range."""
+    bits, alloc = int(ds.BitsStored), int(ds.BitsAllocated)
+    lo_s, hi_s = stored_range(ds)
+    v = np.asarray(container, dtype=np.int64)
+    if bits < alloc:
+        v = v & ((1 << bits) - 1)
+        if int(getattr(ds, "PixelRepresentation", 0)) == 1:
+            sign = 1 << (bits - 1)
+            v = (v ^ sign) - sign
+    return np.clip(v, lo_s, hi_s)
+
+
 def build_lut(ds, stored: np.ndarray, cfg: DisplayConfig) -> tuple[np.ndarray, int, str]:
     """A uint8 table over the stored-value domain: ``out = lut[stored - offset]``.
 
-    Built by applying pydicom's ``apply_modality_lut`` and VOI functions to every stored value
-    that can occur (clipped to BitsStored), so it equals the full-array result exactly."""
+    Built by applying pydicom's ``apply_modality_lut`` and VOI functions to every value the
+    container can hold, read as pydicom reads it (:func:`stored_values`), so it equals the
+    full-array result exactly and the image itself needs no masking pass."""
     from pydicom.pixels import apply_modality_lut
 
     lo_s, hi_s = stored_range(ds)
-    # Cover the whole container range so out-of-range garbage bits index safely (clipped).
+    # Cover the whole container range so any bit pattern indexes safely.
     if stored.dtype.kind == "u":
         dom_lo, dom_hi = 0, max(hi_s, int(np.iinfo(stored.dtype).max) if stored.dtype.itemsize <= 2 else hi_s)
     else:
         dom_lo = min(lo_s, int(np.iinfo(stored.dtype).min) if stored.dtype.itemsize <= 2 else lo_s)
         dom_hi = max(hi_s, int(np.iinfo(stored.dtype).max) if stored.dtype.itemsize <= 2 else hi_s)
-    domain = np.clip(np.arange(dom_lo, dom_hi + 1, dtype=np.int64), lo_s, hi_s)
+    domain = stored_values(np.arange(dom_lo, dom_hi + 1, dtype=np.int64), ds)
     core = np.arange(lo_s, hi_s + 1, dtype=np.int64)
     modality_core = apply_modality_lut(core, ds)
     kind = _voi_kind(ds, cfg.prefer_lut)
@@ -316,7 +338,7 @@ def build_lut(ds, stored: np.ndarray, cfg: DisplayConfig) -> tuple[np.ndarray, i
         # grey level; small images are counted whole.
         big = stored.ndim == 2 and stored.size > 2**22
         sample = stored[::2, ::2] if big and not cfg.exact and cfg.no_voi_range == "percentile" else stored
-        counts = histogram(np.ascontiguousarray(sample), lo_s, hi_s)
+        counts = stored_histogram(np.ascontiguousarray(sample), ds)
         present = np.flatnonzero(counts)
         observed = (float(np.min(modality_core[present])), float(np.max(modality_core[present])))
     kind, lo, hi = display_range(ds, modality_core, counts, cfg, observed)
@@ -325,27 +347,29 @@ def build_lut(ds, stored: np.ndarray, cfg: DisplayConfig) -> tuple[np.ndarray, i
     return lut, dom_lo, kind
 
 
-def histogram(stored: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    """Counts of each stored value lo..hi (values outside are counted at the nearest end)."""
-    n = hi - lo + 1
-    if lo == 0 and stored.dtype in (np.uint8, np.uint16) and stored.size < 2**24:
+def stored_histogram(stored: np.ndarray, ds) -> np.ndarray:
+    """Counts of each stored value lo..hi of :func:`stored_range`, each pixel read as pydicom
+    reads it (:func:`stored_values`)."""
+    lo, hi = stored_range(ds)
+    if stored.dtype in (np.uint8, np.uint16, np.int16) and stored.size < 2**24:
         import cv2
 
-        # calcHist is ~8x faster than bincount here; float32 counts are exact below 2**24
+        # calcHist over the container's bit patterns (~8x faster than bincount; float32 counts
+        # are exact below 2**24), then each pattern's count moved to the value it stands for
         top = 256 if stored.dtype == np.uint8 else 65536
-        h = cv2.calcHist([np.ascontiguousarray(stored)], [0], None, [top], [0, top]).ravel().astype(np.int64)
-        if top > n:
-            h[n - 1] += h[n:].sum()
-            h = h[:n]
-        return np.pad(h, (0, n - len(h)))
+        as_u = stored.view(np.uint8 if top == 256 else np.uint16)
+        h = cv2.calcHist([np.ascontiguousarray(as_u)], [0], None, [top], [0, top]).ravel()
+        patterns = np.arange(top, dtype=np.uint8 if top == 256 else np.uint16).view(stored.dtype)
+        idx = stored_values(patterns, ds) - lo
+        return np.rint(np.bincount(idx, weights=h, minlength=hi - lo + 1)).astype(np.int64)
+    return histogram(stored_values(stored, ds), lo, hi)
+
+
+def histogram(stored: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """Counts of each value lo..hi (values outside are counted at the nearest end)."""
+    n = hi - lo + 1
     idx = np.clip(stored.ravel().astype(np.int64) - lo, 0, n - 1)
     return np.bincount(idx, minlength=n)
-
-
-def apply_lut(stored: np.ndarray, lut: np.ndarray, offset: int) -> np.ndarray:
-    if offset == 0 and stored.dtype.kind == "u":
-        return np.take(lut, stored)  # one pass over uint16 indices, no int64 temporary
-    return np.take(lut, stored.astype(np.int64) - offset, mode="clip")  # clip: values beyond BitsStored
 
 
 # ---------------------------------------------------------------------------------------
@@ -450,6 +474,86 @@ def decode_pydicom(ds) -> tuple[np.ndarray, str]:
     raise RuntimeError("; ".join(errors))
 
 
+_DEFER_BYTES = 256 * 1024  # larger values (the pixel data) are left in the file; a VOI LUT is at most 128 kB
+
+
+def read_fast(path: str | os.PathLike, skip: Sequence[str] = ()) -> dict | str | None:
+    """The stored image of a little-endian uncompressed or an RLE file without copying it around.
+
+    The header is parsed with the pixel data left in the file; uncompressed pixels are read
+    into a reused buffer and viewed in place (``np.frombuffer``, no decode, no unused-bit pass:
+    :func:`build_lut` reads the bit patterns as pydicom does); an RLE frame goes to
+    pylibjpeg-rle's decoder directly. Returns ``{"ds", "stored", "decoder", "read", "decode"}``
+    (``stored`` is valid until the next call in this thread), None for a file this route does
+    not take (another syntax, an unusual layout, or a bad file: the general route words its
+    error), or a reason string when decoding failed."""
+    import warnings
+
+    import pydicom
+
+    t0 = time.perf_counter()
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size < 132 or f.read(132)[128:132] != b"DICM":
+                return None
+            f.seek(0)
+            with warnings.catch_warnings(record=True):
+                warnings.simplefilter("always")
+                ds = pydicom.dcmread(f, defer_size=_DEFER_BYTES)
+            uid = transfer_syntax(ds)
+            name = "native" if uid in NATIVE_LE else "rle" if uid == RLE else None
+            if name is None or name in skip or "PixelData" not in ds:
+                return None
+            rows, cols, alloc = int(ds.Rows), int(ds.Columns), int(ds.BitsAllocated)
+            if (str(ds.PhotometricInterpretation) not in ("MONOCHROME1", "MONOCHROME2") or rows <= 0 or cols <= 0
+                    or int(getattr(ds, "SamplesPerPixel", 1)) != 1 or alloc not in (8, 16)):
+                return None
+            signed = int(getattr(ds, "PixelRepresentation", 0)) == 1
+            dtype = np.dtype(("<i" if signed else "<u") + str(alloc // 8))
+            n = rows * cols
+            elem = ds.get_item(0x7FE00010, keep_deferred=True)
+            if name == "native":
+                nbytes = n * dtype.itemsize
+                if elem.value is not None:  # small enough to have been read with the header
+                    buf = elem.value
+                    if len(buf) < nbytes:
+                        return None
+                else:
+                    if elem.value_tell + nbytes > size:
+                        return None  # truncated: read_dataset words it
+                    f.seek(elem.value_tell)
+                    buf = scratch("pixels", nbytes)
+                    if f.readinto(buf) != nbytes:
+                        return None
+                t_read = time.perf_counter()
+                stored = np.frombuffer(buf, dtype=dtype, count=n).reshape(rows, cols)
+            else:
+                from pydicom.encaps import generate_frames
+
+                nframes = int(getattr(ds, "NumberOfFrames", 1) or 1)
+                if elem.value is not None:
+                    frame = next(generate_frames(elem.value, number_of_frames=nframes))
+                else:
+                    f.seek(elem.value_tell)
+                    frame = next(generate_frames(f, number_of_frames=nframes))
+                t_read = time.perf_counter()
+                try:
+                    from rle.rle import decode_frame
+
+                    stored = np.frombuffer(decode_frame(bytes(frame), n, alloc, "<"), dtype=dtype,
+                                           count=n).reshape(rows, cols)
+                except BaseException as exc:  # pylibjpeg-rle panics with a bare BaseException
+                    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                        raise
+                    return f"rle: {type(exc).__name__}: {one_line(exc)}"
+    except BaseException as exc:
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        return None
+    return {"ds": ds, "stored": stored, "decoder": name, "read": t_read - t0, "decode": time.perf_counter() - t_read}
+
+
 def decoder_chain(uid: str, decoder: str, reduce: int) -> list[str]:
     """Decoders to try, in order, for a transfer syntax. ``decoder`` "auto" picks the fastest
     measured path with pydicom as the fallback."""
@@ -461,8 +565,12 @@ def decoder_chain(uid: str, decoder: str, reduce: int) -> list[str]:
         return ["pillow", "pydicom"] if uid in J2K else ["pydicom"]
     if decoder != "auto":
         raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
+    if uid in NATIVE_LE:
+        return ["native", "pydicom"]
+    if uid == RLE:
+        return ["rle", "dicomsdl", "pydicom"]
     if uid in UNCOMPRESSED:
-        return ["pydicom"]  # already in memory: decoding is a reshape, nothing to gain
+        return ["pydicom"]  # big endian: pydicom swaps the bytes
     if uid in J2K:
         return (["pillow"] if reduce > 0 else []) + ["dicomsdl", "pydicom"]
     return ["dicomsdl", "pydicom"]
@@ -507,21 +615,39 @@ def resize_to(img: np.ndarray, orig_h: int, orig_w: int, size: int, keep_aspect:
 
 
 def render_sizes(stored: np.ndarray, lut: np.ndarray, offset: int, orig_h: int, orig_w: int,
-                 sizes: Sequence[int], keep_aspect: bool, exact: bool) -> dict[int, np.ndarray]:
+                 sizes: Sequence[int], keep_aspect: bool, exact: bool,
+                 timings: dict[str, float] | None = None) -> dict[int, np.ndarray]:
     """The stored image -> one uint8 output per size. Shrinking outputs of the fast route resize
     the stored values and look up the small image (7.7 M -> 1 M lookups at 1024 px); the rest
-    (exact, or an output larger than the decoded image) look up every pixel first."""
+    (exact, or an output larger than the decoded image) look up every pixel first, into a
+    reused buffer. ``timings`` (if given) gets "lut" and "resize" seconds added."""
     out: dict[int, np.ndarray] = {}
     full = None
+    t_lut = t_res = 0.0
     for s in sizes:
         shape = content_shape(orig_h, orig_w, int(s), keep_aspect)
         shrink = stored.shape[0] >= shape[0] and stored.shape[1] >= shape[1]
         if not exact and shrink and stored.dtype in (np.uint16, np.uint8):
-            out[int(s)] = letterbox(apply_lut(resize_content(stored, shape), lut, offset), int(s))
+            t0 = time.perf_counter()
+            small = resize_content(stored, shape)
+            t1 = time.perf_counter()
+            out[int(s)] = letterbox(apply_lut(small, lut, offset), int(s))
+            t_res, t_lut = t_res + t1 - t0, t_lut + time.perf_counter() - t1
             continue
         if full is None:
-            full = apply_lut(stored, lut, offset)
-        out[int(s)] = letterbox(resize_content(full, shape), int(s))
+            t0 = time.perf_counter()
+            buf = np.frombuffer(scratch("lut", stored.size), dtype=np.uint8).reshape(stored.shape)
+            full = apply_lut(stored, lut, offset, out=buf)
+            t_lut += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        img = letterbox(resize_content(full, shape), int(s))
+        if np.may_share_memory(img, full):  # no resize needed: do not hand out the reused buffer
+            img = img.copy()
+        out[int(s)] = img
+        t_res += time.perf_counter() - t0
+    if timings is not None:
+        timings["lut"] = timings.get("lut", 0.0) + t_lut
+        timings["resize"] = timings.get("resize", 0.0) + t_res
     return out
 
 
@@ -539,8 +665,36 @@ def convert(
 
     ``skip``: decoders not to try (the pool passes "dicomsdl" after it crashed a worker).
     Raises :class:`DicomError` when the file is bad or every decoder fails.
+    ``Converted.timings``: read, decode, voi (building the table), lut (applying it), resize.
     """
     cfg = display or DisplayConfig()
+    fallbacks: list[str] = []
+    fast = read_fast(path, skip) if decoder == "auto" else None
+    if isinstance(fast, dict):
+        ds, stored, used, reduce = fast["ds"], fast["stored"], fast["decoder"], 0
+        uid = transfer_syntax(ds)
+        orig_h, orig_w = int(ds.Rows), int(ds.Columns)
+        timings = {"read": fast["read"], "decode": fast["decode"]}
+    else:
+        if isinstance(fast, str):
+            fallbacks.append(fast)
+            skip = (*skip, "native", "rle")
+        ds, uid, orig_h, orig_w, stored, used, reduce, timings = _decode_general(
+            path, sizes, keep_aspect, decoder, reduce_j2k, skip, fallbacks)
+    t0 = time.perf_counter()
+    lut, offset, kind = build_lut(ds, stored, cfg)
+    timings["voi"] = time.perf_counter() - t0
+    images = render_sizes(stored, lut, offset, orig_h, orig_w, sizes, keep_aspect, cfg.exact, timings)
+    return Converted(
+        images=images, orig_h=orig_h, orig_w=orig_w, photometric=str(ds.PhotometricInterpretation),
+        transfer_syntax=uid, bits_stored=int(ds.BitsStored), voi=kind, decoder=used, reduce=reduce,
+        timings=timings, fallbacks=fallbacks,
+    )
+
+
+def _decode_general(path, sizes, keep_aspect, decoder, reduce_j2k, skip, fallbacks):
+    """Every syntax: the whole file parsed and checked (:func:`read_dataset`), then the decoder
+    chain. Returns (ds, uid, orig_h, orig_w, stored, decoder used, reduce, timings)."""
     t0 = time.perf_counter()
     ds, raw = read_dataset(path)
     t_read = time.perf_counter()
@@ -555,13 +709,14 @@ def convert(
     chain = [d for d in decoder_chain(uid, decoder, reduce) if d not in skip] or ["pydicom"]
     stored = None
     used = ""
-    fallbacks: list[str] = []
     for name in chain:
         try:
             if name == "pillow":
                 stored, used = decode_pillow_j2k(first_frame(ds), reduce), f"pillow-r{reduce}"
             elif name == "dicomsdl":
                 stored, used = decode_dicomsdl(raw), "dicomsdl"
+            elif name in ("native", "rle"):
+                continue  # read_fast's routes; here only when it declined the file
             else:
                 stored, used = decode_pydicom(ds)
         except BaseException as exc:  # Rust codecs panic with a BaseException (pyo3 PanicException)
@@ -583,17 +738,7 @@ def convert(
         break
     if stored is None:
         raise DicomError(path, "decode", f"no decoder could decode {ts_name(uid)} ({uid}): " + " | ".join(fallbacks))
-    t_dec = time.perf_counter()
-    lut, offset, kind = build_lut(ds, stored, cfg)
-    t_voi = time.perf_counter()
-    images = render_sizes(stored, lut, offset, orig_h, orig_w, sizes, keep_aspect, cfg.exact)
-    t_res = time.perf_counter()
-    return Converted(
-        images=images, orig_h=orig_h, orig_w=orig_w, photometric=str(ds.PhotometricInterpretation),
-        transfer_syntax=uid, bits_stored=int(ds.BitsStored), voi=kind, decoder=used, reduce=reduce,
-        timings={"read": t_read - t0, "decode": t_dec - t_read, "voi": t_voi - t_dec, "resize": t_res - t_voi},
-        fallbacks=fallbacks,
-    )
+    return ds, uid, orig_h, orig_w, stored, used, reduce, {"read": t_read - t0, "decode": time.perf_counter() - t_read}
 
 
 def reference_display(path: str | os.PathLike, display: DisplayConfig | None = None) -> np.ndarray:

@@ -16,11 +16,14 @@ def make_folds(
     n_folds: int = 5,
     seed: int = 42,
     patient_col: str | None = "patient_id",
+    allow_fewer: bool = False,
 ) -> pd.DataFrame:
     """``studies``: one row per study with ``study_id`` and ``label``; optional patient ids.
 
     Returns study_id, label, group, fold. Every image of a study (and, where PatientID is
     known, every study of a patient) lands in one fold, so out-of-fold scores are honest.
+    Fewer groups than folds raise ValueError unless ``allow_fewer`` (a subset preprocessed to
+    try the pipeline): then one fold per group, or, with a single group, no fold (-1), logged.
     """
     if studies["study_id"].duplicated().any():
         raise ValueError("make_folds: duplicated study_id")
@@ -33,10 +36,25 @@ def make_folds(
     df["group"] = groups.to_numpy()
     n_groups = df["group"].nunique()
     if n_groups < n_folds:
-        raise ValueError(f"make_folds: {n_groups} groups cannot fill {n_folds} folds")
+        if not allow_fewer:
+            raise ValueError(f"make_folds: {n_groups} groups cannot fill {n_folds} folds (pass fewer folds)")
+        from .log import get_logger
+
+        if n_groups < 2:
+            get_logger().warning("folds: %d patient group(s) cannot make 2 folds; no fold assigned (fold -1): "
+                                 "this set can be preprocessed and predicted, not cross-validated", n_groups)
+            df["fold"] = -1
+            return df.sort_values("study_id", ignore_index=True)
+        get_logger().warning("folds: only %d patient groups; %d folds instead of %d", n_groups, n_groups, n_folds)
+        n_folds = n_groups
     # shuffle=True permutes the groups before sklearn's stable sort by class-count spread, so
     # the seed only reorders groups of equal spread; that is still enough to change the folds.
     skf = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    if allow_fewer and df["label"].value_counts().max() < n_folds:
+        # no class fills every fold (sklearn refuses to stratify): a tiny subset, group only
+        from sklearn.model_selection import GroupKFold
+
+        skf = GroupKFold(n_splits=n_folds)
     fold = np.full(len(df), -1, dtype=int)
     for k, (_, idx) in enumerate(skf.split(df, df["label"], df["group"])):
         fold[idx] = k
@@ -83,7 +101,8 @@ def read_patient_ids(paths: "pd.Series", problems: list[str] | None = None) -> l
     return out
 
 
-def folds_for_data(data_dir: str | os.PathLike, n_folds: int = 5, seed: int = 42, patients: bool = True) -> pd.DataFrame:
+def folds_for_data(data_dir: str | os.PathLike, n_folds: int = 5, seed: int = 42, patients: bool = True,
+                   allow_fewer: bool = False) -> pd.DataFrame:
     """Fold table for a competition-shaped folder (train CSVs + train/ DICOM tree)."""
     from .data import IMAGE_CSV, STUDY_CSV, read_image_csv, read_study_csv, scan_dicoms
 
@@ -95,7 +114,8 @@ def folds_for_data(data_dir: str | os.PathLike, n_folds: int = 5, seed: int = 42
         im = images.merge(dicoms, on="image_id", how="inner").drop_duplicates("study_id")
         im["patient_id"] = read_patient_ids(im["path"])
         studies = studies.merge(im[["study_id", "patient_id"]], on="study_id", how="left")
-    return make_folds(studies, n_folds=n_folds, seed=seed, patient_col="patient_id" if patients else None)
+    return make_folds(studies, n_folds=n_folds, seed=seed, patient_col="patient_id" if patients else None,
+                      allow_fewer=allow_fewer)
 
 
 def cli(argv: list[str]) -> int:

@@ -48,11 +48,8 @@ from .log import get_logger
 
 PRE_TEST = "pre_test"
 STUDY_OUT, IMAGE_OUT, SUBMISSION, SUMMARY = "test_study.csv", "test_image.csv", "submission.csv", "inference.json"
-WEIGHTS = "best.weights.h5"
-FOLD_CONFIG = "config.json"
-FOLD_RE = re.compile(r"^fold\d+$")
-# Pixel settings copied from the train preprocess run (preprocess.json) so test images match.
-PIXEL_KEYS = ("keep_aspect", "decoder", "reduce_j2k", "no_voi_range", "percentiles", "exact")
+from .layout import PIXEL_KEYS  # noqa: E402  (pixel settings a test set shares with its train set)
+from .runs import BEST_WEIGHTS as WEIGHTS, CONFIG_JSON as FOLD_CONFIG, FOLD_RE  # noqa: E402
 
 
 @dataclass
@@ -86,17 +83,10 @@ class FoldError(RuntimeError):
 
 
 def _walk(root: Path, max_depth: int):
-    """os.walk below ``root`` (sorted, at most ``max_depth`` levels) that does not descend into
-    the competition's DICOM trees or a preprocess output's images/: on Kaggle those hold tens
-    of thousands of entries and never a fold or a SavedModel."""
-    base = len(root.parts)
-    for dirpath, dirs, files in os.walk(root, followlinks=True):
-        d = Path(dirpath)
-        if len(d.parts) - base >= max_depth or SAMPLE_SUBMISSION in files:
-            dirs[:] = []
-        else:
-            dirs[:] = sorted(x for x in dirs if not (x == "images" and "meta.csv" in files))
-        yield d, dirs, files
+    """Depth-limited walk that skips DICOM trees and preprocess images (siimcovid.runs.walk)."""
+    from .runs import walk
+
+    return walk(root, max_depth)
 
 
 def find_fold_dirs(roots: Sequence[str | os.PathLike] | None = None, exp: str | None = None,
@@ -104,39 +94,11 @@ def find_fold_dirs(roots: Sequence[str | os.PathLike] | None = None, exp: str | 
     """Every ``fold<k>/`` holding ``config.json`` or ``best.weights.h5`` under ``roots`` (default:
     SIIM_INPUT and /kaggle/input), sorted; plus the problems (a root that does not exist, a fold
     folder of another experiment is silently left out). A root may itself be a fold folder."""
-    from .paths import search_roots
+    from .runs import find_runs
 
-    given = roots is not None
-    root_paths = [Path(r) for r in roots] if given else search_roots(None)
     problems: list[str] = []
-    found: list[Path] = []
-
-    def is_fold(d: Path) -> bool:
-        return bool(FOLD_RE.match(d.name)) and ((d / FOLD_CONFIG).is_file() or (d / WEIGHTS).is_file())
-
-    for root in root_paths:
-        if not root.is_dir():
-            problems.append(f"study folds: {root} does not exist (skipped)")
-            continue
-        if is_fold(root):
-            found.append(root)
-            continue
-        for d, dirs, _files in _walk(root, max_depth):
-            if d != root and is_fold(d):
-                found.append(d)
-                dirs[:] = []  # nothing below a fold folder is another fold
-    if exp:
-        def exp_of(d: Path) -> str | None:
-            try:
-                return json.loads((d / FOLD_CONFIG).read_text()).get("name")
-            except (OSError, ValueError):
-                return None
-        found = [d for d in found if d.parent.name == exp or exp_of(d) == exp]
-    unique = sorted({d.resolve(): d for d in found}.values())
-    if not unique and not problems:
-        problems.append(f"study folds: no fold*/ with {FOLD_CONFIG} under {[str(r) for r in root_paths] or '(no roots)'}"
-                        + (f" for experiment {exp!r}" if exp else ""))
-    return unique, problems
+    found = find_runs(roots, exp=exp, max_depth=max_depth, problems=problems)
+    return found, [p.replace("runs: ", "study folds: ", 1) for p in problems]
 
 
 def resolve_fold_hub(handle: str, override: str | None = None) -> str:
@@ -189,10 +151,11 @@ def fold_src_size(fold_dir: Path, cfg, train_pre: Path | None = None) -> int:
     (fold_score.json), else what it would pick from ``train_pre``, else its input size."""
     if cfg.src_size:
         return int(cfg.src_size)
-    try:
-        return int(json.loads((fold_dir / "fold_score.json").read_text())["data"]["src_size"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+    from .runs import src_size
+
+    recorded = src_size(fold_dir)  # config.json src_size (runs.write_config), else fold_score.json
+    if recorded:
+        return recorded
     if train_pre is not None:
         from .study.dataset import pick_src_size
 
@@ -210,18 +173,9 @@ def fold_src_size(fold_dir: Path, cfg, train_pre: Path | None = None) -> int:
 
 def pixel_settings(train_pre: Path | None) -> dict:
     """The train preprocess run's pixel settings (keep_aspect, VOI range, ...), {} if unknown."""
-    if train_pre is None:
-        return {}
-    try:
-        cfg = json.loads((Path(train_pre) / "preprocess.json").read_text())["config"]
-    except (OSError, ValueError, KeyError):
-        get_logger().warning("%s: no readable preprocess.json; test images use the default pixel settings",
-                             train_pre)
-        return {}
-    out = {k: cfg[k] for k in PIXEL_KEYS if k in cfg}
-    if "percentiles" in out:
-        out["percentiles"] = tuple(out["percentiles"])
-    return out
+    from .layout import pixel_settings as settings
+
+    return settings(train_pre)
 
 
 def preprocess_test(data_dir: Path, out_dir: Path, sizes: Sequence[int], *, like: Path | None = None,
@@ -237,10 +191,9 @@ def preprocess_test(data_dir: Path, out_dir: Path, sizes: Sequence[int], *, like
 
 
 def read_errors(pre_dir: Path) -> pd.DataFrame:
-    path = Path(pre_dir) / "errors.csv"
-    if not path.is_file():
-        return pd.DataFrame(columns=["dicom", "image_id", "stage", "reason"])
-    return pd.read_csv(path, dtype=str, keep_default_na=False)
+    from .layout import read_errors as read
+
+    return read(pre_dir)
 
 
 # ---------------------------------------------------------------------------------------
@@ -437,11 +390,12 @@ def sample_ids(data_dir: Path) -> tuple[list[str], list[str]]:
 
 
 def image_sizes_from_meta(pre_test: Path) -> dict[str, tuple[int, int]]:
-    path = Path(pre_test) / "meta.csv"
-    if not path.is_file():
+    from .layout import MissingPreprocess, image_sizes, read_meta
+
+    try:
+        return image_sizes(read_meta(pre_test))
+    except MissingPreprocess:
         return {}
-    meta = pd.read_csv(path, dtype={"image_id": str})
-    return {r.image_id: (int(r.orig_h), int(r.orig_w)) for r in meta.itertuples(index=False)}
 
 
 def write_submission(data_dir: Path, study: pd.DataFrame, image: pd.DataFrame, out: Path,
@@ -495,7 +449,9 @@ def resolve_inputs(cfg: InferConfig) -> tuple[Path, Path | None, Path]:
 
     data = find_data_dir(cfg.data)
     try:
-        pre = find_input("meta.csv", hint=cfg.train_pre)
+        from .layout import META_CSV
+
+        pre = find_input(META_CSV, hint=cfg.train_pre)
     except FileNotFoundError as exc:
         get_logger().warning("train preprocess output not found (%s): image rows fall back to the priors", exc)
         pre = None
@@ -663,11 +619,13 @@ def plot_test_predictions(out: str | os.PathLike, n: int = 4, min_score: float =
     from .boxes import Resize
 
     out = Path(out)
-    meta = pd.read_csv(out / PRE_TEST / "meta.csv", dtype={"image_id": str, "study_id": str})
+    from .layout import meta_sizes, read_meta
+
+    meta = read_meta(out / PRE_TEST)
     image = pd.read_csv(out / IMAGE_OUT, dtype={"image_id": str}).set_index("image_id")
     study = pd.read_csv(out / STUDY_OUT, dtype={"study_id": str}).set_index("study_id")
-    sizes = sorted(int(c.split("_")[1]) for c in meta.columns if c.startswith("boxes_"))
-    size = sizes[0]
+    size = meta_sizes(meta)[0]
+    meta = read_meta(out / PRE_TEST, size)
     meta = meta[meta["image_id"].isin(image.index)].copy()
     meta["best"] = [max([b[4] for b in json.loads(image.loc[i, "boxes"])] or [0.0]) for i in meta["image_id"]]
     picks = meta.sort_values(["best", "image_id"], ascending=[False, True]).head(n)
@@ -675,9 +633,9 @@ def plot_test_predictions(out: str | os.PathLike, n: int = 4, min_score: float =
     for ax in axes.ravel():
         ax.axis("off")
     for ax, r in zip(axes.ravel(), picks.itertuples()):
-        img = cv2.imread(str(out / PRE_TEST / "images" / str(size) / "test" / f"{r.image_id}.png"), cv2.IMREAD_GRAYSCALE)
+        img = cv2.imread(r.path, cv2.IMREAD_GRAYSCALE)
         ax.imshow(img, cmap="gray", vmin=0, vmax=255)
-        plan = Resize.plan(int(r.orig_h), int(r.orig_w), size, str(r.keep_aspect).lower() == "true")
+        plan = Resize.plan(int(r.orig_h), int(r.orig_w), size, bool(r.keep_aspect))
         for b in json.loads(image.loc[r.image_id, "boxes"]):
             if b[4] < min_score:
                 continue

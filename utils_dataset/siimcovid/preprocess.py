@@ -24,30 +24,31 @@ import time
 from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from .boxes import Resize
-from .data import (
-    DataFormatError,
-    IMAGE_CSV,
-    STUDY_CSV,
-    find_data_dir,
-    read_image_csv,
-    read_study_csv,
-    scan_dicoms,
-)
+from .data import MISSING_STAGE, DataFormatError, find_data_dir, index_train, missing_test_images, scan_dicoms
 from .dicom import DECODERS, NO_VOI_RANGES, DicomError, DisplayConfig
+from .errors import UserError
 from .folds import FOLDS_CSV, folds_for_data, read_folds, save_folds
+from .layout import (  # the output's names and readers live in layout; re-exported for old callers
+    ERROR_COLUMNS,
+    ERRORS_CSV,
+    JOURNAL,
+    META_CSV,
+    OUTPUT_NAMES,
+    SOURCE_JSON,
+    SUMMARY_JSON,
+    format_boxes,
+    holds_output,
+    image_path,
+    read_meta,
+    read_source,
+)
 from .log import get_logger, run_header
-
-META_CSV = "meta.csv"
-ERRORS_CSV = "errors.csv"
-JOURNAL = "records.jsonl"
-SUMMARY_JSON = "preprocess.json"
-ERROR_COLUMNS = ["dicom", "image_id", "stage", "reason"]
 
 
 @dataclass
@@ -69,6 +70,7 @@ class PreprocessConfig:
     n_folds: int = 5
     seed: int = 42
     tfrecords: bool = False
+    overwrite: bool = False  # OUT holds another set's output: remove it first instead of refusing
     progress: bool = True
     # Test hook for the crash handling: image_id -> "fast" (the worker kills itself with SIGSEGV
     # while the fast decoders are allowed) or "always". Not exposed on the command line.
@@ -82,10 +84,6 @@ class PreprocessConfig:
         when it was made with the same settings."""
         d = {"keep_aspect": self.keep_aspect, "reduce_j2k": self.reduce_j2k, "display": asdict(self.display())}
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def image_path(out: str | Path, size: int, split: str, image_id: str) -> Path:
-    return Path(out) / "images" / str(size) / split / f"{image_id}.png"
 
 
 # ---------------------------------------------------------------------------------------
@@ -104,29 +102,12 @@ def build_index(data_dir: str | Path, splits: Sequence[str] = ("train", "test"))
         if not (data_dir / "train").is_dir():
             get_logger().warning("%s: no train/ folder; converting test only", data_dir)
         else:
-            dicoms = scan_dicoms(data_dir / "train")
-            images = read_image_csv(data_dir / IMAGE_CSV)
-            studies = read_study_csv(data_dir / STUDY_CSV)
-            df = dicoms.merge(images[["image_id", "boxes"]], on="image_id", how="outer", indicator=True)
-            for r in df[df["_merge"] == "right_only"].itertuples():
-                errors.append({"dicom": "", "image_id": r.image_id, "stage": "index",
-                               "reason": f"listed in {IMAGE_CSV} but no train/<study>/<series>/{r.image_id}.dcm found"})
-            for r in df[df["_merge"] == "left_only"].itertuples():
-                errors.append({"dicom": str(Path(r.path).relative_to(data_dir)), "image_id": r.image_id, "stage": "index",
-                               "reason": f"DICOM not listed in {IMAGE_CSV} (no labels); skipped"})
-            df = df[df["_merge"] == "both"].drop(columns="_merge")
-            labels = dict(zip(studies["study_id"], studies["label"]))
-            df["study_label"] = df["study_id"].map(labels)
-            nolabel = df["study_label"].isna()
-            for r in df[nolabel].itertuples():
-                errors.append({"dicom": str(Path(r.path).relative_to(data_dir)), "image_id": r.image_id, "stage": "index",
-                               "reason": f"study {r.study_id} has no row in {STUDY_CSV}; skipped"})
-            df = df[~nolabel].copy()
-            df["study_label"] = df["study_label"].astype(int)
+            df, errors = index_train(data_dir, strict=False)
             df["split"] = "train"
             frames.append(df)
     if "test" in splits and (data_dir / "test").is_dir():
         df = scan_dicoms(data_dir / "test")
+        errors += missing_test_images(data_dir, df["image_id"])
         df["boxes"] = [[] for _ in range(len(df))]
         df["study_label"] = -1
         df["split"] = "test"
@@ -155,7 +136,8 @@ def load_or_make_folds(data_dir: str | Path, out_dir: str | Path, n_folds: int =
             get_logger().info("folds: %s (%d studies)", src, len(folds))
             return folds
     get_logger().info("folds: none in %s; computing k=%d seed=%d (patient-grouped)", data_dir, n_folds, seed)
-    folds = folds_for_data(data_dir, n_folds=n_folds, seed=seed)
+    # Folds are a training concern: a subset with fewer patient groups than folds still converts.
+    folds = folds_for_data(data_dir, n_folds=n_folds, seed=seed, allow_fewer=True)
     save_folds(folds, out_dir / FOLDS_CSV)
     return folds
 
@@ -165,22 +147,40 @@ def load_or_make_folds(data_dir: str | Path, out_dir: str | Path, n_folds: int =
 # ---------------------------------------------------------------------------------------
 
 
-def _write_png(path: Path, img: np.ndarray, compression: int | None) -> None:
-    """Write atomically: a session killed mid-write never leaves a PNG that looks finished."""
+def png_params(compression: int | None) -> list[int]:
+    """cv2.imencode parameters. None: Huffman coding only (no LZ77 match search): on these
+    noisy radiographs the files are as small as with OpenCV's default (level 1, RLE strategy)
+    and the encoder up to 2x faster (``bench preprocess-profile``, README "Preprocess speed").
+    A level (0-9) uses zlib's default strategy at that level."""
     import cv2
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    params = [] if compression is None else [cv2.IMWRITE_PNG_COMPRESSION, int(compression)]
-    ok, buf = cv2.imencode(".png", img, params)
+    if compression is None:
+        return [cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY]
+    return [cv2.IMWRITE_PNG_COMPRESSION, int(compression)]
+
+
+def _write_png(path: Path, img: np.ndarray, compression: int | None) -> tuple[float, float]:
+    """Write atomically: a session killed mid-write never leaves a PNG that looks finished.
+    Returns (encode, write) seconds."""
+    import cv2
+
+    t0 = time.perf_counter()
+    ok, buf = cv2.imencode(".png", img, png_params(compression))
     if not ok:
         raise OSError(f"{path}: PNG encoding failed")
+    t1 = time.perf_counter()
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(buf.tobytes())
+    with open(tmp, "wb") as f:
+        f.write(buf.data)  # the encoder's buffer as is (no bytes copy)
     os.replace(tmp, path)
+    return t1 - t0, time.perf_counter() - t1
 
 
 def process_one(task: dict, cfg: PreprocessConfig) -> dict:
-    """Convert one DICOM and write its PNGs. Never raises: returns ok + record, or the error."""
+    """Convert one DICOM and write its PNGs. Never raises: returns ok + record, or the error.
+    Everything per image happens here, in the worker: only the small task and result dicts
+    cross the pipe (measured by ``bench preprocess-profile``)."""
     from . import dicom
 
     t0 = time.perf_counter()
@@ -190,10 +190,15 @@ def process_one(task: dict, cfg: PreprocessConfig) -> dict:
     try:
         conv = dicom.convert(task["path"], cfg.sizes, keep_aspect=cfg.keep_aspect, decoder=cfg.decoder,
                              display=cfg.display(), reduce_j2k=cfg.reduce_j2k, skip=tuple(task.get("skip", ())))
-        t1 = time.perf_counter()
+        encode = write = 0.0
         for size, img in conv.images.items():
-            _write_png(image_path(cfg.out, size, task["split"], task["image_id"]), img, cfg.png_compression)
-        timings = dict(conv.timings, write=time.perf_counter() - t1, total=time.perf_counter() - t0)
+            e, w = _write_png(image_path(cfg.out, size, task["split"], task["image_id"]), img, cfg.png_compression)
+            encode, write = encode + e, write + w
+        t = conv.timings
+        # "resize" and "write" keep their meaning for the stage summary (lookup + resize, PNG
+        # encode + file write); "lut" and "encode" are their first parts, for the profile
+        timings = dict(t, resize=t.get("lut", 0.0) + t.get("resize", 0.0), encode=encode, write=encode + write,
+                       total=time.perf_counter() - t0)
         return {"ok": True, "record": {
             "image_id": task["image_id"], "split": task["split"], "orig_h": conv.orig_h, "orig_w": conv.orig_w,
             "photometric": conv.photometric, "transfer_syntax": conv.transfer_syntax,
@@ -213,11 +218,14 @@ def _warm_imports() -> None:
     import importlib
 
     for name in ("pydicom", "pydicom.pixels", "pydicom.encaps", "dicomsdl", "PIL.Image", "PIL.Jpeg2KImagePlugin",
-                 "pylibjpeg", "openjpeg", "libjpeg", "jpeg_ls", "rle"):
+                 "pylibjpeg", "openjpeg", "libjpeg", "jpeg_ls", "rle", "rle.rle"):
         try:
             importlib.import_module(name)
         except ImportError:  # a missing codec shows up per file, with the file's name
             pass
+    from .dicom import warm_up
+
+    warm_up()  # the compiled lookup: built once (numba caches it on disk), not on the first image
 
 
 def _worker_loop(conn, cfg: PreprocessConfig) -> None:
@@ -250,7 +258,8 @@ def _mp_context():
         ctx = mp.get_context("forkserver")
         # Workers fork from a server that already imported the heavy modules: a respawn
         # after a crash costs milliseconds, and the parent's threads are never forked.
-        ctx.set_forkserver_preload(["siimcovid.dicom", "siimcovid.preprocess"])
+        # siimcovid._lutjit compiles the lookup loop there once (ImportError without numba is skipped).
+        ctx.set_forkserver_preload(["siimcovid.dicom", "siimcovid.preprocess", "siimcovid._lutjit"])
         return ctx
     return mp.get_context("spawn")
 
@@ -303,7 +312,7 @@ def run_pool(tasks: Sequence[dict], cfg: PreprocessConfig, n_workers: int, on_re
         task = w.task
         w.task = None
         if not task.get("skip"):
-            task = dict(task, skip=["dicomsdl", "pillow"], first_failure=why)
+            task = dict(task, skip=["dicomsdl", "pillow", "native", "rle"], first_failure=why)
             queue.appendleft(task)  # retry now, with the safe decoder, in a fresh worker
         else:
             on_result(task, {"ok": False, "stage": "decode",
@@ -379,10 +388,6 @@ def is_done(rec: dict | None, cfg: PreprocessConfig, split: str) -> bool:
     return all(image_path(cfg.out, s, split, rec["image_id"]).is_file() for s in cfg.sizes)
 
 
-def _boxes_json(boxes: Iterable, ndigits: int = 4) -> str:
-    return json.dumps([[round(float(v), ndigits) for v in b] for b in boxes])
-
-
 def build_meta(index: pd.DataFrame, records: dict[str, dict], folds: pd.DataFrame | None,
                cfg: PreprocessConfig) -> pd.DataFrame:
     """meta.csv rows for every indexed image with a finished record (columns per contract)."""
@@ -396,11 +401,11 @@ def build_meta(index: pd.DataFrame, records: dict[str, dict], folds: pd.DataFram
             "image_id": r.image_id, "study_id": r.study_id, "series_id": r.series_id, "split": r.split,
             "dicom": r.dicom, "orig_h": rec["orig_h"], "orig_w": rec["orig_w"], "photometric": rec["photometric"],
             "transfer_syntax": rec["transfer_syntax"], "bits_stored": rec["bits_stored"],
-            "keep_aspect": bool(cfg.keep_aspect), "boxes": _boxes_json(r.boxes),
+            "keep_aspect": bool(cfg.keep_aspect), "boxes": format_boxes(r.boxes),
         }
         for s in cfg.sizes:
             plan = Resize.plan(rec["orig_h"], rec["orig_w"], s, cfg.keep_aspect)
-            row[f"boxes_{s}"] = _boxes_json(plan.to_resized(r.boxes) if len(r.boxes) else [], 3)
+            row[f"boxes_{s}"] = format_boxes(plan.to_resized(r.boxes) if len(r.boxes) else [], 3)
         row["study_label"] = int(r.study_label)
         row["fold"] = int(fold_of.get(r.study_id, -1)) if r.split == "train" else -1
         row.update({"voi": rec["voi"], "decoder": rec["decoder"], "reduce": rec["reduce"]})
@@ -411,31 +416,106 @@ def build_meta(index: pd.DataFrame, records: dict[str, dict], folds: pd.DataFram
     return pd.DataFrame(rows, columns=cols)
 
 
-def read_meta(out: str | Path) -> pd.DataFrame:
-    """meta.csv with the box columns parsed back to lists of [x0, y0, x1, y1]."""
-    df = pd.read_csv(Path(out) / META_CSV, dtype={"image_id": str, "study_id": str, "series_id": str})
-    for c in [c for c in df.columns if c == "boxes" or c.startswith("boxes_")]:
-        df[c] = df[c].map(json.loads)
-    return df
+MAX_SIZE = 4096  # px; the competition's largest films are ~4k, a bigger output is a typo
+
+
+def check_settings(cfg: PreprocessConfig) -> None:
+    """UserError naming the option for a setting that cannot work (before anything is written)."""
+    cfg.sizes = sorted({int(s) for s in cfg.sizes})
+    if not cfg.sizes or min(cfg.sizes) < 8 or max(cfg.sizes) > MAX_SIZE:
+        raise UserError(f"--size {cfg.sizes}: sizes must be 8..{MAX_SIZE} px (the largest films are ~4k px; "
+                        f"models read 256-1024)")
+    if cfg.decoder not in DECODERS:
+        raise UserError(f"--decoder {cfg.decoder!r}: must be one of {DECODERS}")
+    if cfg.no_voi_range not in NO_VOI_RANGES:
+        raise UserError(f"--no-voi-range {cfg.no_voi_range!r}: must be one of {NO_VOI_RANGES}")
+
+
+def _ids_digest(ids) -> dict:
+    ids = sorted(map(str, ids))
+    return {"n": len(ids), "sha1": hashlib.sha1("\n".join(ids).encode()).hexdigest()[:16]}
+
+
+def source_of(cfg: PreprocessConfig, index: pd.DataFrame) -> dict:
+    """What an output folder holds (source.json): the data folder, the image ids of each split
+    (count + digest, before --limit) and the pixel settings. Sizes are not part of it: adding a
+    size to a folder is a resume."""
+    from .layout import PIXEL_KEYS
+
+    pixels = {k: v for k, v in asdict(cfg).items() if k in PIXEL_KEYS}
+    return {"data": str(Path(cfg.data).resolve()), "pixel_key": cfg.pixel_key(), "pixels": pixels,
+            "ids": {split: _ids_digest(df["image_id"]) for split, df in index.groupby("split")}}
+
+
+def _describe(src: dict) -> str:
+    ids = ", ".join(f"{v['n']} {k}" for k, v in sorted(src.get("ids", {}).items()))
+    return f"{ids or 'no'} images of {src.get('data', '?')} with pixel settings {src.get('pixels', '?')}"
+
+
+def same_source(old: dict, new: dict) -> list[str]:
+    """What differs between two source.json records ([] = the same set: resume)."""
+    diff = []
+    if old.get("data") != new["data"]:
+        diff.append(f"data folder {old.get('data')} (now {new['data']})")
+    if old.get("pixel_key") != new["pixel_key"]:
+        diff.append(f"pixel settings {old.get('pixels')} (now {new['pixels']})")
+    for split in sorted(set(old.get("ids", {})) & set(new["ids"])):
+        if old["ids"][split] != new["ids"][split]:
+            diff.append(f"{old['ids'][split]['n']} other {split} ids (now {new['ids'][split]['n']})")
+    return diff
+
+
+def check_out(out: Path, source: dict, overwrite: bool, index_ids=()) -> None:
+    """Resume when OUT holds this set's output; else refuse (UserError saying what OUT holds) or,
+    with ``overwrite``, remove the preprocess files there (nothing else) and start clean."""
+    if not holds_output(out):
+        return
+    old = read_source(out)
+    if old is not None:
+        diff = same_source(old, source)
+        held = _describe(old)
+    else:  # written before source.json existed (or killed before it): judge by the image ids
+        known = set(read_journal(out))
+        if (out / META_CSV).is_file():
+            known |= set(pd.read_csv(out / META_CSV, dtype={"image_id": str}, usecols=["image_id"])["image_id"])
+        extra = sorted(known - set(index_ids))
+        diff = [f"{len(extra)} images this data set does not have (e.g. {extra[:3]})"] if extra else []
+        held = f"{len(known)} images and no {SOURCE_JSON}"
+    if not diff:
+        return
+    if not overwrite:
+        raise UserError(f"--out {out}: holds the preprocess output of another set ({held}; differs in "
+                        f"{'; '.join(diff)}); pass --overwrite to start clean there, or another --out")
+    get_logger().warning("preprocess: --overwrite: removing the output in %s (%s)", out, held)
+    for name in OUTPUT_NAMES:
+        p = out / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
 
 
 def run(cfg: PreprocessConfig) -> dict:
-    """The whole stage; returns the summary also written to preprocess.json."""
+    """The whole stage; returns the summary also written to preprocess.json. Every check that
+    can refuse (settings, data folder, what OUT holds) runs before anything is written."""
     log = get_logger()
     t_start = time.time()
-    cfg.sizes = sorted({int(s) for s in cfg.sizes})
-    if not cfg.sizes or min(cfg.sizes) < 8:
-        raise ValueError(f"sizes must be >= 8 px, got {cfg.sizes}")
-    if cfg.decoder not in DECODERS:
-        raise ValueError(f"decoder must be one of {DECODERS}, got {cfg.decoder!r}")
-    if cfg.no_voi_range not in NO_VOI_RANGES:
-        raise ValueError(f"no_voi_range must be one of {NO_VOI_RANGES}, got {cfg.no_voi_range!r}")
+    check_settings(cfg)
     out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: is a file, not a folder; pass a folder for the preprocess output")
+    try:
+        index, errors = build_index(cfg.data, cfg.splits)
+    except FileNotFoundError as exc:
+        raise UserError(f"--data {cfg.data}: {exc}; pass the competition folder (the one holding "
+                        f"sample_submission.csv, train/ and test/)") from None
+    source = source_of(cfg, index)
+    check_out(out, source, cfg.overwrite, index["image_id"])
     out.mkdir(parents=True, exist_ok=True)
+    (out / SOURCE_JSON).write_text(json.dumps(source, indent=2))
     n_workers = cfg.workers or os.cpu_count() or 1
     run_header("preprocess", dict(asdict(cfg), workers_used=n_workers), out)
 
-    index, errors = build_index(cfg.data, cfg.splits)
     folds = load_or_make_folds(cfg.data, out, cfg.n_folds, cfg.seed) if (index["split"] == "train").any() else None
     if cfg.limit:
         index = index.iloc[: cfg.limit].reset_index(drop=True)
@@ -492,6 +572,7 @@ def run(cfg: PreprocessConfig) -> dict:
         "counts": {
             "indexed": int(len(index)), "skipped_done": int(n_skipped), "converted": n_ok,
             "failed": len(new_errors), "index_problems": len(errors) - len(new_errors),
+            "missing": sum(e["stage"] == MISSING_STAGE for e in errors),
             "retried_after_crash": n_retried, "meta_rows": int(len(meta)),
             "transfer_syntax": meta["transfer_syntax"].value_counts().to_dict(),
             "photometric": meta["photometric"].value_counts().to_dict(),
@@ -508,14 +589,16 @@ def run(cfg: PreprocessConfig) -> dict:
         },
     }
     (out / SUMMARY_JSON).write_text(json.dumps(summary, indent=2, default=str))
-    log.info("preprocess: %d converted, %d skipped (done before), %d failed%s, %d index problems; meta.csv %d rows; %.1f s",
-             n_ok, n_skipped, len(new_errors), f" (see {out / ERRORS_CSV})" if new_errors else "",
-             summary["counts"]["index_problems"], len(meta), summary["timing"]["seconds"])
+    log.info("preprocess: %d converted, %d skipped (done before), %d failed%s, %d index problems (%d listed but "
+             "missing); meta.csv %d rows; %.1f s", n_ok, n_skipped, len(new_errors),
+             f" (see {out / ERRORS_CSV})" if new_errors else "", summary["counts"]["index_problems"],
+             summary["counts"]["missing"], len(meta), summary["timing"]["seconds"])
     return summary
 
 
 def cli(argv: list[str]) -> int:
-    """DICOM -> 8-bit images + meta.csv (exit 0 when every image converted, 1 when some failed)."""
+    """DICOM -> 8-bit images + meta.csv under OUT (exit 0 when every image converted, 1 when some
+    failed or a CSV lists a file that is not there, 2 for a user error: nothing written)."""
     ap = argparse.ArgumentParser(prog="python -m siimcovid preprocess", description=cli.__doc__)
     ap.add_argument("--data", default=None, help="competition folder (default: found by sample_submission.csv)")
     ap.add_argument("--out", required=True, help="output folder (created; re-runs resume)")
@@ -537,6 +620,9 @@ def cli(argv: list[str]) -> int:
     ap.add_argument("--k", type=int, default=5, help="folds when no folds.csv exists")
     ap.add_argument("--seed", type=int, default=42, help="fold seed when no folds.csv exists")
     ap.add_argument("--tfrecords", action="store_true", help="also write TFRecord shards (needs tensorflow)")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="OUT holds another set's output (other ids, data folder or pixel settings): remove "
+                         "it and start clean (default: refuse; the same set resumes)")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
     try:
@@ -546,7 +632,7 @@ def cli(argv: list[str]) -> int:
             decoder=a.decoder, reduce_j2k=not a.no_reduce, no_voi_range=a.no_voi_range,
             percentiles=tuple(a.percentiles), exact=not a.fast_voi, splits=("train", "test") if a.split == "all" else (a.split,),
             limit=a.limit, timeout=a.timeout, n_folds=a.k, seed=a.seed, tfrecords=a.tfrecords,
-            progress=not a.no_progress,
+            overwrite=a.overwrite, progress=not a.no_progress,
         )
         summary = run(cfg)
     except (FileNotFoundError, DataFormatError, ValueError) as exc:
@@ -554,8 +640,9 @@ def cli(argv: list[str]) -> int:
         return 2
     c = summary["counts"]
     print(f"preprocess: {c['converted']} converted, {c['skipped_done']} already done, {c['failed']} failed, "
-          f"{c['index_problems']} index problems -> {cfg.out}")
-    return 1 if c["failed"] else 0
+          f"{c['index_problems']} index problems ({c['missing']} listed but missing) -> {cfg.out}"
+          + (f" (see {Path(cfg.out) / ERRORS_CSV})" if c["failed"] or c["missing"] else ""))
+    return 1 if c["failed"] or c["missing"] else 0
 
 
 def example_grid(out: str | Path, size: int | None = None, per_group: int = 1, cols: int = 4):

@@ -6,11 +6,12 @@
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
+
+from .layout import image_path, parse_boxes, tfrecord_dir
 
 # name -> (kind, meaning); boxes are the flattened [x0, y0, x1, y1, ...] of boxes_<S>
 FEATURES = {
@@ -31,8 +32,6 @@ def write_tfrecords(out: str | Path, meta: pd.DataFrame, sizes: Sequence[int], p
     Returns the shard paths written. Missing PNGs stop it before any shard is touched, naming them."""
     import tensorflow as tf
 
-    from .preprocess import image_path
-
     def b(v): return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
     def i(v): return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v)]))
     def f(v): return tf.train.Feature(float_list=tf.train.FloatList(value=[float(x) for x in v]))
@@ -45,7 +44,7 @@ def write_tfrecords(out: str | Path, meta: pd.DataFrame, sizes: Sequence[int], p
         if missing:  # checked up front: a shard cut short would still carry its full count in its name
             raise FileNotFoundError(f"{out}: {len(missing)} PNG(s) of meta.csv rows missing at {size} px, "
                                     f"e.g. {missing[:3]}; re-run preprocess (it rewrites missing PNGs)")
-        folder = out / "tfrecords" / str(size)
+        folder = tfrecord_dir(out, size)
         folder.mkdir(parents=True, exist_ok=True)
         for old in folder.glob("*.tfrec"):
             old.unlink()  # shards are rebuilt from the PNGs each run
@@ -57,8 +56,7 @@ def write_tfrecords(out: str | Path, meta: pd.DataFrame, sizes: Sequence[int], p
                 path = folder / f"{prefix}-{k // per_shard:03d}-{len(part)}.tfrec"
                 with tf.io.TFRecordWriter(str(path)) as w:
                     for r in part.itertuples():
-                        boxes = getattr(r, f"boxes_{size}")
-                        boxes = json.loads(boxes) if isinstance(boxes, str) else boxes
+                        boxes = parse_boxes(getattr(r, f"boxes_{size}"), f"meta.csv image {r.image_id}")
                         ex = tf.train.Example(features=tf.train.Features(feature={
                             "image": b(image_path(out, size, r.split, r.image_id).read_bytes()),
                             "image_id": b(r.image_id.encode()), "study_id": b(r.study_id.encode()),

@@ -46,8 +46,10 @@ def _input_root(input_format: str) -> str:
 
 
 def image_sizes(pre_dir: str | os.PathLike, input_format: str = "png") -> list[int]:
-    root = Path(pre_dir) / _input_root(input_format)
-    return sorted(int(p.name) for p in root.iterdir() if p.is_dir() and p.name.isdigit()) if root.is_dir() else []
+    from ..layout import available_sizes
+
+    _input_root(input_format)
+    return available_sizes(pre_dir, input_format)
 
 
 def pick_src_size(pre_dir: str | os.PathLike, image_size: int, src_size: int | None = None,
@@ -67,15 +69,9 @@ def pick_src_size(pre_dir: str | os.PathLike, image_size: int, src_size: int | N
 
 
 def parse_box_cell(cell: object, source: str) -> list[list[float]]:
-    if cell is None or (isinstance(cell, float) and math.isnan(cell)) or str(cell).strip() in ("", "nan"):
-        return []
-    try:
-        boxes = json.loads(str(cell))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{source}: boxes cell is not JSON: {cell!r}") from exc
-    if not isinstance(boxes, list) or any(len(b) != 4 for b in boxes):
-        raise ValueError(f"{source}: boxes must be a list of [x0, y0, x1, y1], got {cell!r}")
-    return [[float(v) for v in b] for b in boxes]
+    from ..layout import parse_boxes
+
+    return parse_boxes(cell, source)
 
 
 def tfrecord_index(folder: str | os.PathLike) -> pd.DataFrame:
@@ -111,27 +107,12 @@ def load_meta(pre_dir: str | os.PathLike, src_size: int, split: str | None = Non
     ``input_format="tfrecord"`` also sets ``shard`` / ``shard_pos`` (where the row's record is in
     tfrecords/<S>/) and checks records instead of PNG files. Rows whose PNG (record) is missing
     are dropped and logged (the batch goes on)."""
-    from ..preprocess import META_CSV, image_path
+    from ..layout import read_meta
 
     _input_root(input_format)
     pre_dir = Path(pre_dir)
-    meta_path = pre_dir / META_CSV
-    if not meta_path.exists():
-        raise FileNotFoundError(f"{meta_path}: not found (run `python -m siimcovid preprocess`)")
-    df = pd.read_csv(meta_path, dtype={"image_id": str, "study_id": str})
-    need = {"image_id", "study_id", "split", f"boxes_{src_size}"}
-    missing = need - set(df.columns)
-    if missing:
-        raise ValueError(f"{meta_path}: missing columns {sorted(missing)}")
-    if split:
-        df = df[df["split"] == split].copy()
-    for col, default in (("study_label", -1), ("fold", -1)):
-        if col not in df.columns:
-            df[col] = default
-        df[col] = df[col].fillna(default).astype(int)
-    df["path"] = [str(image_path(pre_dir, src_size, s, i)) for s, i in zip(df["split"], df["image_id"])]
-    col = f"boxes_{src_size}"
-    df["boxes_src"] = [parse_box_cell(c, f"{meta_path} image {i}") for c, i in zip(df[col], df["image_id"])]
+    df = read_meta(pre_dir, src_size, split, require=(f"boxes_{src_size}",))  # boxes parsed, path set
+    df["boxes_src"] = df["boxes_frame"]
     if input_format == "tfrecord":
         folder = pre_dir / "tfrecords" / str(src_size)
         index = tfrecord_index(folder)

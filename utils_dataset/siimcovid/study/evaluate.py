@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 PROB_COLS = [f"p_{c}" for c in STUDY_CLASSES]
 TTA_COLS = [f"p_{c}_tta" for c in STUDY_CLASSES]
 STUDY_COLS = list(STUDY_CLASSES)  # column names of the study predictions CSV
-OOF_CSV, TEST_CSV = "oof.csv", "test.csv"
+from ..runs import CONFIG_JSON, OOF_CSV, TEST_CSV  # noqa: E402  (a run folder's file names live in runs.py)
 
 
 # --------------------------------------------------------------------------- prediction
@@ -130,11 +130,9 @@ def prior_baseline(study_ids: Sequence[str], labels: Sequence[int], priors: np.n
 
 # --------------------------------------------------------------------------- merge
 def fold_dirs(work: str | os.PathLike) -> list[Path]:
-    work = Path(work)
-    dirs = sorted(p for p in work.glob("fold*") if p.is_dir() and p.name[4:].isdigit())
-    if not dirs:
-        dirs = sorted({p.parent for p in work.rglob(OOF_CSV) if p.parent.name.startswith("fold")})
-    return dirs
+    from ..runs import find_runs
+
+    return find_runs([work])
 
 
 def read_pred_csv(path: Path) -> pd.DataFrame:
@@ -262,7 +260,7 @@ def configured_agg(dirs: Sequence[Path]) -> str:
     """The folds' own ``study_agg`` (the rule their best epoch was chosen with), else "mean"."""
     aggs = set()
     for d in dirs:
-        cfg = Path(d) / "config.json"
+        cfg = Path(d) / CONFIG_JSON
         if cfg.exists():
             aggs.add(json.loads(cfg.read_text()).get("study_agg", "mean"))
     if len(aggs) > 1:

@@ -36,8 +36,9 @@ from .evaluate import OOF_CSV, PROB_COLS, TEST_CSV, TTA_COLS, predict_frame, rea
 if TYPE_CHECKING:
     import tensorflow as tf
 
-STATE_JSON = "state.json"
-CKPT_PREFIX = "last.ckpt"
+from ..runs import (  # noqa: E402  (a run folder's file names live in runs.py)
+    BEST_WEIGHTS, CKPT_PREFIX, HISTORY_CSV, HISTORY_PNG, SCORES_JSON, STATE_JSON, write_config,
+)
 
 
 # --------------------------------------------------------------------------- runtime
@@ -138,7 +139,7 @@ def train_fold(cfg: StudyConfig) -> dict:
     import tensorflow as tf
 
     from ..paths import find_input
-    from ..preprocess import META_CSV
+    from ..layout import META_CSV
     from .dataset import load_meta, make_train_dataset, pick_src_size, train_val_split
     from .model import build_model, compile_model
 
@@ -153,10 +154,11 @@ def train_fold(cfg: StudyConfig) -> dict:
     header = run_header("study-train", cfg, out)
     log.info("fold %d -> %s (device %s, %d replica(s), precision %s, git %s)", cfg.fold, out, device,
              strategy.num_replicas_in_sync, policy, header.get("git"))
-    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    write_config(out, cfg)
 
     pre = find_input(META_CSV, hint=cfg.preprocess)
     src = pick_src_size(pre, cfg.image_size, cfg.src_size, cfg.input_format)
+    write_config(out, cfg, src_size=src)  # the resolved source size: readers never re-derive it
     meta = load_meta(pre, src, input_format=cfg.input_format)
     train, val = train_val_split(meta, cfg.fold, cfg.positive_boxed_only)
     test = meta[meta["split"] == "test"].reset_index(drop=True)
@@ -174,7 +176,7 @@ def train_fold(cfg: StudyConfig) -> dict:
     log.info("model %s: %d params, aux decoder %s", model.name, model.count_params(), model.aux_design)
 
     ckpt = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
-    state_path, hist_path = out / STATE_JSON, out / "history.csv"
+    state_path, hist_path = out / STATE_JSON, out / HISTORY_CSV
     state = {"epochs_done": 0, "best_map": -1.0, "best_epoch": -1}
     if state_path.exists() and (out / f"{CKPT_PREFIX}.index").exists():
         state.update(json.loads(state_path.read_text()))
@@ -195,7 +197,7 @@ def train_fold(cfg: StudyConfig) -> dict:
                "seconds": time.time() - t0}
         history = pd.concat([history, pd.DataFrame([row])], ignore_index=True)
         if val_map > state["best_map"] or state["best_epoch"] < 0:
-            model.save_weights(str(out / "best.weights.h5"))
+            model.save_weights(str(out / BEST_WEIGHTS))
             state.update(best_map=float(val_map), best_epoch=epoch)
         state["epochs_done"] = epoch + 1
         ckpt.write(str(out / CKPT_PREFIX))
@@ -204,20 +206,20 @@ def train_fold(cfg: StudyConfig) -> dict:
         log.info("fold %d epoch %d/%d: loss %.4f val study mAP %.4f (best %.4f @ %d) %.0fs", cfg.fold, epoch + 1,
                  cfg.epochs, row.get("loss", math.nan), val_map, state["best_map"], state["best_epoch"], row["seconds"])
     if len(history):
-        plot_history(history, out / "history.png")
+        plot_history(history, out / HISTORY_PNG)
 
-    model.load_weights(str(out / "best.weights.h5"))
+    model.load_weights(str(out / BEST_WEIGHTS))
     oof = predict_frame(model, val, cfg)
-    oof.to_csv(out / "oof.csv", index=False)
+    oof.to_csv(out / OOF_CSV, index=False)
     tst = predict_frame(model, test, cfg)
-    tst.drop(columns=["study_label"], errors="ignore").to_csv(out / "test.csv", index=False)
+    tst.drop(columns=["study_label"], errors="ignore").to_csv(out / TEST_CSV, index=False)
     score = {
         "fold": cfg.fold, "exp": cfg.name, "best_epoch": state["best_epoch"], "epochs_done": state["epochs_done"],
         "oof_study_map": study_map_from_images(oof, PROB_COLS, cfg.study_agg)["map"],
         "oof_study_map_tta": study_map_from_images(oof, TTA_COLS, cfg.study_agg)["map"],
         "n_oof_images": len(oof), "n_test_images": len(tst), "data": info,
     }
-    (out / "fold_score.json").write_text(json.dumps(score, indent=2, default=str))
+    (out / SCORES_JSON).write_text(json.dumps(score, indent=2, default=str))
     log.info("fold %d OOF study mAP %.4f (hflip TTA %.4f) -> %s", cfg.fold, score["oof_study_map"],
              score["oof_study_map_tta"], out)
     return score

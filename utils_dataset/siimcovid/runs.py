@@ -1,0 +1,179 @@
+"""A training run's output folder: its file names, the one finder of fold folders, its config.
+
+A fold of a trained stage writes ``W/<exp>/fold<k>/`` (docs/contracts.md, "Training run output")::
+
+    config.json       the RESOLVED config, incl. ``src_size`` (the images/<S>/ it read): write_config
+    run.json          stage, config, seed, versions (siimcovid.log.run_header)
+    best.weights.h5   the best epoch's weights        last.ckpt* + state.json   resume
+    history.csv/.png  one row per epoch               oof.csv / test.csv        predictions
+    fold_score.json   the fold's scores and the data it saw
+
+Readers (merge, inference, ensembling) find folds with :func:`find_runs` and read a fold's
+config with :func:`read_config`; nobody spells these names or walks folders on their own.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+CONFIG_JSON = "config.json"
+RUN_JSON = "run.json"
+OOF_CSV = "oof.csv"
+TEST_CSV = "test.csv"
+HISTORY_CSV = "history.csv"
+HISTORY_PNG = "history.png"
+BEST_WEIGHTS = "best.weights.h5"
+CKPT_PREFIX = "last.ckpt"
+STATE_JSON = "state.json"
+SCORES_JSON = "fold_score.json"
+FOLD_RE = re.compile(r"^fold\d+$")
+# A folder is a fold when it is named fold<k> and holds one of these (a fold still training has
+# only config.json; one copied for inference may hold only its weights).
+FOLD_MARKERS = (CONFIG_JSON, BEST_WEIGHTS, OOF_CSV)
+# Folders never searched: they hold tens of thousands of entries and never a fold.
+_COMPETITION_MARKER = "sample_submission.csv"  # a competition folder (its train/ and test/ DICOM trees)
+_PREPROCESS_MARKER = "meta.csv"  # a preprocess output (its images/ and tfrecords/)
+
+
+def is_fold_dir(d: Path) -> bool:
+    d = Path(d)
+    return bool(FOLD_RE.match(d.name)) and any((d / m).is_file() for m in FOLD_MARKERS)
+
+
+def walk(root: Path, max_depth: int):
+    """os.walk below ``root`` (sorted, at most ``max_depth`` levels) that never descends into a
+    competition folder (sample_submission.csv beside the DICOM trees) or a preprocess output's
+    images/ and tfrecords/."""
+    root = Path(root)
+    base = len(root.parts)
+    for dirpath, dirs, files in os.walk(root, followlinks=True):
+        d = Path(dirpath)
+        if len(d.parts) - base >= max_depth or _COMPETITION_MARKER in files:
+            dirs[:] = []
+        elif _PREPROCESS_MARKER in files:
+            dirs[:] = sorted(x for x in dirs if x not in ("images", "tfrecords"))
+        else:
+            dirs[:] = sorted(dirs)
+        yield d, dirs, files
+
+
+def _json(path: Path) -> dict:
+    try:
+        data = json.loads(Path(path).read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def find_runs(roots: Sequence[str | os.PathLike] | str | os.PathLike | None = None, exp: str | None = None,
+              stage: str | None = None, *, max_depth: int = 8, problems: list[str] | None = None) -> list[Path]:
+    """Every fold folder (:func:`is_fold_dir`) under ``roots`` (default: SIIM_INPUT and
+    /kaggle/input), sorted and without duplicates; a root may itself be a fold folder. Nothing
+    below a fold folder is another fold. ``exp`` keeps folds whose parent folder or config
+    ``name`` is ``exp``; ``stage`` keeps folds whose run.json (or config) names that stage
+    (folds that name none are kept). Problems (a root that does not exist, nothing found) are
+    appended to ``problems`` when given."""
+    from .paths import search_roots
+
+    if roots is None:
+        root_paths = search_roots(None)
+    elif isinstance(roots, (str, os.PathLike)):
+        root_paths = [Path(roots)]
+    else:
+        root_paths = [Path(r) for r in roots]
+    notes: list[str] = []
+    found: list[Path] = []
+    for root in root_paths:
+        if not root.is_dir():
+            notes.append(f"runs: {root} does not exist (skipped)")
+            continue
+        if is_fold_dir(root):
+            found.append(root)
+            continue
+        for d, dirs, _files in walk(root, max_depth):
+            if d != root and is_fold_dir(d):
+                found.append(d)
+                dirs[:] = []
+    if exp:
+        found = [d for d in found if d.parent.name == exp or _json(d / CONFIG_JSON).get("name") == exp]
+    if stage:
+        def stage_of(d: Path) -> str | None:
+            return _json(d / RUN_JSON).get("stage") or _json(d / CONFIG_JSON).get("stage")
+        found = [d for d in found if stage_of(d) in (None, stage)]
+    unique = sorted({d.resolve(): d for d in found}.values())
+    if not unique and not notes:
+        notes.append(f"runs: no fold*/ with {' or '.join(FOLD_MARKERS)} under "
+                     f"{[str(r) for r in root_paths] or '(no roots)'}" + (f" for experiment {exp!r}" if exp else ""))
+    if problems is not None:
+        problems.extend(notes)
+    return unique
+
+
+# ---------------------------------------------------------------------------------------
+# The resolved config
+# ---------------------------------------------------------------------------------------
+
+
+def _as_dict(cfg: Any) -> dict:
+    if hasattr(cfg, "to_dict"):
+        return dict(cfg.to_dict())
+    from dataclasses import asdict, is_dataclass
+
+    return asdict(cfg) if is_dataclass(cfg) else dict(cfg)
+
+
+def write_config(run_dir: str | os.PathLike, cfg: Any, **resolved: Any) -> Path:
+    """Write ``run_dir/config.json``: ``cfg`` (a dict, a dataclass or anything with
+    ``to_dict()``) with the values chosen at run time laid over it, e.g.
+    ``write_config(out, cfg, src_size=src)`` once the source image size is picked, so readers
+    never re-derive it. Written atomically (a kernel killed mid-write leaves the old file)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data = _as_dict(cfg)
+    data.update({k: v for k, v in resolved.items() if v is not None})
+    tmp = run_dir / f".{CONFIG_JSON}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, run_dir / CONFIG_JSON)
+    return run_dir / CONFIG_JSON
+
+
+def read_config(run_dir: str | os.PathLike) -> dict:
+    """``run_dir/config.json`` as a dict; FileNotFoundError / ValueError naming the file."""
+    path = Path(run_dir) / CONFIG_JSON
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found (not a fold folder, or the fold never started)")
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ValueError(f"{path}: not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a JSON object")
+    return data
+
+
+def read_scores(run_dir: str | os.PathLike) -> dict | None:
+    """``fold_score.json`` (the fold's scores and ``data``: src_size, rows seen), None if absent."""
+    data = _json(Path(run_dir) / SCORES_JSON)
+    return data or None
+
+
+def src_size(run_dir: str | os.PathLike) -> int | None:
+    """The images/<S>/ size the fold read: config.json ``src_size`` (written by
+    :func:`write_config`), else fold_score.json ``data.src_size`` (folds trained before the
+    config recorded it); None when neither says."""
+    cfg = _json(Path(run_dir) / CONFIG_JSON)
+    if cfg.get("src_size"):
+        return int(cfg["src_size"])
+    scores = read_scores(run_dir) or {}
+    try:
+        return int(scores["data"]["src_size"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def all_present(run_dir: str | os.PathLike, names: Iterable[str] = (OOF_CSV, TEST_CSV, SCORES_JSON)) -> bool:
+    """True when a fold finished (its predictions and scores are written)."""
+    return all((Path(run_dir) / n).is_file() for n in names)
