@@ -3,9 +3,6 @@ the fitting, the fallbacks, the submission it writes, cv-report and the budget."
 from __future__ import annotations
 
 import json
-import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -231,18 +228,20 @@ def test_members_are_found_and_broken_folds_reported(oofset, tmp_path):
 
 
 # ------------------------------------------------------------------------------------ cv-report
-def test_cv_report_on_a_tiny_oof_set(oofset, tmp_path):
+def test_cv_report_on_a_tiny_oof_set(oofset, tmp_path, capsys):
     s = oofset
     F.write_run(tmp_path / "runs", "study", "effv2", s["A"])
     F.write_run(tmp_path / "runs", "binary", "b7", s["bin"])
     F.write_run(tmp_path / "runs", "detect", "frcnn", s["det"])
     F.write_meta(tmp_path / "pre", s["data"])
     out = tmp_path / "rep"
-    r = subprocess.run([sys.executable, "-m", "siimcovid", "cv-report", "--inputs", str(tmp_path / "runs"),
-                        "--preprocess", str(tmp_path / "pre"), "--out", str(out), "--set", "rule=auto"],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    assert "merge:" in r.stdout and "detect:frcnn" in r.stdout and "*" in r.stdout
+    from siimcovid.__main__ import main
+
+    code = main(["cv-report", "--inputs", str(tmp_path / "runs"), "--preprocess", str(tmp_path / "pre"),
+                 "--out", str(out), "--set", "rule=auto"])
+    stdout = capsys.readouterr().out
+    assert code == 0
+    assert "merge:" in stdout and "detect:frcnn" in stdout and "*" in stdout
     rep = json.loads((out / "cv_report.json").read_text())
     chosen = [x for x in rep["rows"] if x["row"].endswith("*") and x["tta"]][0]
     # final is the project's combination of the parts

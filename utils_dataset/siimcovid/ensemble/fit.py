@@ -28,7 +28,7 @@ import pandas as pd
 from .config import EnsembleConfig
 from .merge import Settings, Tables, fill_studies, image_inputs, negatives, run_merge
 from .rules import (PRESETS, STUDY_COLS, Rule, adjust_negative, apply_rule, binary_none, evidence,
-                    member_image_probs, study_rows, to_study, weighted_mean)
+                    member_image_probs, study_rows, to_study)
 from .scoring import FullBoxAP, OpacityAP, StudyMAP, final
 
 FIT_JSON = "ensemble_fit.json"

@@ -16,10 +16,10 @@ from typing import Sequence
 import pandas as pd
 
 from ..errors import reraise_interrupts
+from ..runs import OOF_CSV, TEST_CSV
 from .rules import PROB_COLS
 
 KINDS = ("study", "binary", "detect")
-OOF_CSV, TEST_CSV = "oof.csv", "test.csv"
 
 
 @dataclass
@@ -37,14 +37,8 @@ class Member:
 
 def find_fold_dirs(roots: Sequence[str | os.PathLike] | None, problems: list[str]) -> list[Path]:
     """Every fold folder under ``roots`` (``runs.find_runs``, the project's one finder)."""
-    try:
-        from ..runs import find_runs
-    except ImportError:  # runs.py not on this branch yet: the inference kernel's finder
-        from ..inference import find_fold_dirs as _find
+    from ..runs import find_runs
 
-        found, notes = _find(roots)
-        problems.extend(notes)
-        return found
     return find_runs(roots, problems=problems)
 
 

@@ -9,7 +9,6 @@ reports it and merges the other members).
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -28,35 +27,20 @@ class MemberUnavailable(RuntimeError):
 
 
 def _read_test_meta(pre_test: Path, size: int) -> pd.DataFrame:
-    try:
-        from ..layout import read_meta
+    from ..layout import read_meta
 
-        return read_meta(pre_test, size, split="test")
-    except ImportError:  # layout.py not on this branch yet
-        from ..preprocess import image_path, read_meta
-
-        m = read_meta(pre_test)
-        m = m[m["split"] == "test"].reset_index(drop=True)
-        m["path"] = [str(image_path(pre_test, size, "test", i)) for i in m["image_id"]]
-        return m
-
-
-def _config(fold_dir: Path) -> dict:
-    return json.loads((Path(fold_dir) / "config.json").read_text())
+    return read_meta(pre_test, size, split="test")
 
 
 def src_size(kind: str, fold_dir: Path) -> int | None:
     """The images/<S>/ size a fold reads (so the test preprocess writes it)."""
-    try:
-        from ..runs import src_size as _src
+    from ..runs import read_config, src_size as _src
 
-        s = _src(fold_dir)
-        if s:
-            return int(s)
-    except ImportError:
-        pass
+    s = _src(fold_dir)
+    if s:
+        return int(s)
     try:
-        cfg = _config(fold_dir)
+        cfg = read_config(fold_dir)
     except (OSError, ValueError):
         return None
     for key in ("src_size", "image_size"):
@@ -71,8 +55,9 @@ def predict_study(fold_dirs: Sequence[Path], pre_test: Path, options: dict) -> t
     """study/predict.py's predict_folds (image rows per fold, ``source`` = the fold folder)."""
     try:
         from ..study.predict import predict_folds
-    except ImportError:  # before the inference restructure: the same function in inference.py
-        from ..inference import predict_folds
+    except ImportError as exc:
+        raise MemberUnavailable(f"study members: siimcovid.study.predict.predict_folds is not in this package ({exc})"
+                                ) from None
     allp, info = predict_folds(list(fold_dirs), Path(pre_test), train_pre=options.get("train_pre"),
                                hub=options.get("hub"), batch_size=options.get("batch_size"),
                                tta=options.get("tta"), progress=options.get("progress", True))
@@ -102,6 +87,7 @@ def predict_detect(fold_dirs: Sequence[Path], pre_test: Path, options: dict) -> 
 
     from ..detect.predict import load_model, predict_images
     from ..detect.train import MODEL_PTH
+    from ..runs import read_config
 
     log = get_logger()
     tables, info = [], {"folds": {}, "used": [], "skipped": []}
@@ -109,7 +95,7 @@ def predict_detect(fold_dirs: Sequence[Path], pre_test: Path, options: dict) -> 
     for d in fold_dirs:
         t0 = time.time()
         try:
-            resolved = _config(d)
+            resolved = read_config(d)
             cfg = Config(resolved["mmdet_config"])
             s = resolved.get("siim") or dict(cfg.get("siim", {}))
             size = int(resolved.get("src_size") or s["size"])

@@ -25,11 +25,11 @@ import pandas as pd
 from ..data import STUDY_CLASSES
 from ..errors import EXIT_OK, EXIT_PARTIAL, UserError
 from .config import EnsembleConfig, load
-from .fit import FIT_JSON, OOFScorer, Truth, fit, save, settings_from_config
+from .fit import FIT_JSON, OOFScorer, Truth, fit, save
 from .members import collect, select, summary
 from .merge import Settings, Tables, image_inputs, priors_from_truth, run_merge
 from .rules import STUDY_COLS, binary_none, fuse_detectors, member_image_probs, study_rows
-from .scoring import FullBoxAP, OpacityAP, final
+from .scoring import FullBoxAP, OpacityAP
 
 REPORT_JSON, REPORT_TXT, REPORT_HTML = "cv_report.json", "cv_report.txt", "cv_report.html"
 COLUMNS = ("study", "opacity", "none", "final")
@@ -38,10 +38,8 @@ COLUMNS = ("study", "opacity", "none", "final")
 # ------------------------------------------------------------------------------------ inputs
 def read_truth(pre_dir: str | Path) -> tuple[Truth, pd.DataFrame]:
     """OOF truth from a preprocess output (train rows with a fold) -> (Truth, meta)."""
-    try:
-        from ..layout import read_meta
-    except ImportError:  # layout.py not on this branch yet
-        from ..preprocess import read_meta
+    from ..layout import read_meta
+
     meta = read_meta(pre_dir)
     need = {"study_label", "fold", "boxes", "split"} - set(meta.columns)
     if need:
@@ -250,14 +248,8 @@ def plot_examples(out: Path, image: pd.DataFrame, meta: pd.DataFrame, pre_dir: P
 
     from ..boxes import Resize
 
-    try:
-        from ..layout import available_sizes, image_path
-    except ImportError:
-        from ..preprocess import image_path
+    from ..layout import available_sizes, image_path
 
-        def available_sizes(p):
-            d = Path(p) / "images"
-            return sorted(int(x.name) for x in d.iterdir() if x.name.isdigit()) if d.is_dir() else []
     sizes = available_sizes(pre_dir)
     if not sizes:
         return None
