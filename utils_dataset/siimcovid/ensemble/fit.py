@@ -55,9 +55,23 @@ class Truth:
         m = meta[(meta["split"] == "train")]
         if "fold" in m:
             m = m[m["fold"].astype(int) >= 0]
-        images = m[["image_id", "study_id", "boxes"]].astype({"image_id": str, "study_id": str}).reset_index(drop=True)
+        cols = ["image_id", "study_id", "boxes"] + (["fold"] if "fold" in m else [])
+        images = m[cols].astype({"image_id": str, "study_id": str}).reset_index(drop=True)
         labels = dict(zip(m["study_id"].astype(str), m["study_label"].astype(int)))
         return cls(images, labels)
+
+    def restrict(self, folds, notes: list[str] | None = None) -> "Truth":
+        """Only the images of ``folds`` (the folds some member holds out): a fold no member
+        predicted would score the priors and say nothing about the members."""
+        if "fold" not in self.images or not folds:
+            return self
+        keep = self.images["fold"].astype(int).isin(set(int(f) for f in folds))
+        if keep.all():
+            return self
+        if notes is not None:
+            notes.append(f"OOF scored on folds {sorted(set(int(f) for f in folds))} only ({int(keep.sum())} of "
+                         f"{len(keep)} images): no member holds out the other folds")
+        return Truth(self.images[keep].reset_index(drop=True), self.labels)
 
     @property
     def has_box(self) -> np.ndarray:

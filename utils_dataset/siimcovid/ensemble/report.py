@@ -312,6 +312,8 @@ def run(inputs: Sequence[str] | None, preprocess: str | None, cfg: EnsembleConfi
     if not any(found.values()):
         raise UserError(f"no study, binary or detector fold with an oof.csv under {list(inputs or []) or 'the inputs'}"
                         f": pass --inputs <training outputs> ({'; '.join(problems[:3])})")
+    folds = {k for ms in found.values() for m in ms.values() for k in m.oof}
+    truth = truth.restrict(folds, problems)
     t = oof_tables(found, cfg, truth, problems)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -330,14 +332,14 @@ def run(inputs: Sequence[str] | None, preprocess: str | None, cfg: EnsembleConfi
                 plot_calibration(out, image, scorer)]
         ex = plot_examples(out, image, meta, pre)
         pngs += [ex] if ex else []
-    write_html(out, table, pngs, fitted, problems + notes)
+    write_html(out, table, pngs, fitted, list(dict.fromkeys(problems + notes)))
     (out / REPORT_TXT).write_text(table + "\n")
-    report = {"rows": rows, "settings": fitted["settings"], "problems": problems, "notes": notes,
+    report = {"rows": rows, "settings": fitted["settings"], "problems": problems, "notes": list(dict.fromkeys(notes)),
               "preprocess": str(pre), "members": summary(found), "fit_json": str(out / FIT_JSON)}
     from .fit import _json_ready
 
     (out / REPORT_JSON).write_text(json.dumps(_json_ready(report), indent=1, default=str))
-    for p in problems + notes:
+    for p in dict.fromkeys(problems + notes):
         log.warning("cv-report: %s", p)
     return report
 

@@ -70,6 +70,7 @@ def fitted_settings(members: dict[str, dict[str, Member]], train_pre: Path | Non
             problems.append("ensemble: no train preprocess output (the OOF truth): merge NOT fitted, config values used")
         return settings_from_config(cfg), {"source": "config"}
     truth = read_train_truth(train_pre)
+    truth = truth.restrict({k for ms in members.values() for m in ms.values() for k in m.oof}, problems)
     t = Tables(truth.images[["image_id", "study_id"]],
                {n: list(m.oof.values()) for n, m in members["study"].items() if m.oof},
                {n: list(m.oof.values()) for n, m in members["binary"].items() if m.oof},
