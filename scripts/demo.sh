@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# The main job on synthetic data: synth -> folds -> preprocess -> baseline / small learner ->
-# study classifier folds -> merge -> submission.csv -> validate -> score, side by side.
-# Every step skips work that is already done, so an interrupted demo resumes.
-#   scripts/demo.sh DIR STUDIES SCALE SEED SIZE
+# The main job on synthetic data, run the way Kaggle runs it: synth -> folds -> the kernel graph's
+# notebooks (wheels plan, preprocess, five study folds, inference) under papermill with `run-local`,
+# each kernel seeing a Kaggle-shaped input folder -> baseline / oracle / small learner beside it ->
+# OOF study mAP -> validate -> score, side by side.
+# Every step skips work that is already done (run-local keeps a done-marker per kernel), so an
+# interrupted demo resumes.
+#   scripts/demo.sh DIR STUDIES SCALE SEED SIZE        (DEMO_PROFILE=tiny: the notebook tests' sizes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D="${1:-demo}"; STUDIES="${2:-300}"; SCALE="${3:-0.25}"; SEED="${4:-0}"; SIZE="${5:-128}"
-FOLDS="${DEMO_FOLDS:-0 1 2 3 4}"
-STUDY_CONFIG="${DEMO_STUDY_CONFIG:-demo_cpu}"
+PROFILE="${DEMO_PROFILE:-demo}"
 PY=".venv/bin/python"
 siim() { echo "+ siimcovid $*" >&2; "$PY" -m siimcovid "$@"; }
 mkdir -p "$D/subs" "$D/preds" "$D/scores"
@@ -26,27 +28,29 @@ else
   siim synth --out "$D/data" --studies "$STUDIES" --seed "$SEED" --scale "$SCALE"
 fi
 [ -f "$D/data/folds.csv" ] || siim folds --data "$D/data" --k 5 --seed 42
-# preprocess resumes by itself (finished images are skipped); exit 1 = some files failed, listed in errors.csv
-siim preprocess --data "$D/data" --out "$D/pre" --size "$SIZE" || echo "preprocess: see $D/pre/errors.csv" >&2
+# The kernel graph, locally: every notebook under papermill in graph order (run-local; the same
+# notebooks the Kaggle kernels run). The study folds use the demo_cpu variant on a tiny, randomly
+# initialised stand-in for EfficientNetV2 (configs/local/demo.yaml; no downloads here).
+siim run-local --data "$D/data" --out "$D/run" --profile "$PROFILE" --param "preprocess.sizes=[$SIZE]"
+found() { find "$1" -maxdepth 4 -name "$2" -print -quit | xargs -r dirname; }
+PRE=$(found "$D/run/siimcovid-preprocess/work" meta.csv)
+INF=$(found "$D/run/siimcovid-inference/work" submission.csv)
+[ -n "$PRE" ] && [ -n "$INF" ] || { echo "demo: no preprocess or inference output under $D/run" >&2; exit 1; }
 
 siim baseline --data "$D/data" --out "$D/subs/baseline.csv"
 siim baseline --data "$D/data" --out "$D/subs/oracle.csv" --oracle   # the truth: must score 1.000
-siim learner --data "$D/data" --pre "$D/pre" --size "$SIZE" --out "$D/subs/learner.csv" \
+siim learner --data "$D/data" --pre "$PRE" --size "$SIZE" --out "$D/subs/learner.csv" \
   --image-preds "$D/preds/learner_image.csv" --study-preds "$D/preds/learner_study.csv"
 
-# Study classifier, one run per fold (what the five train-study-fold-k kernels do on Kaggle), on a tiny
-# local SavedModel standing in for the TF Hub EfficientNetV2 (no downloads here). Re-runs resume.
-[ -f "$D/tiny_hub/saved_model.pb" ] || siim study-train --make-tiny-hub "$D/tiny_hub" --tiny-width 16
-# shellcheck disable=SC2086
-siim study-train --config "$STUDY_CONFIG" --preprocess "$D/pre" --workdir "$D/study" \
-  --set hub_handle="$D/tiny_hub" --set verbose=0 --fold $FOLDS
-siim study-merge --work "$D/study/$STUDY_CONFIG"
-# The pipeline's submission, made the way the Kaggle inference kernel makes it: test DICOMs only ->
-# PNGs, the five folds' study predictions (hflip TTA) averaged, image rows from the best image-level
-# component so far (the small learner; the detectors are the next stage), validated.
-siim infer --data "$D/data" --train-pre "$D/pre" --study-work "$D/study" --exp "$STUDY_CONFIG" \
-  --out "$D/infer" || echo "infer: see $D/infer/inference.json" >&2
-cp "$D/infer/submission.csv" "$D/subs/pipeline.csv"
+# Out-of-fold study mAP over the fold kernels' outputs (one folder of links, as a merge would see them)
+mkdir -p "$D/study"
+for f in "$D"/run/siimcovid-train-study-fold-*/work/study/*/fold*; do
+  ln -sfn "$(cd "$f" && pwd)" "$D/study/$(basename "$f")"
+done
+siim study-merge --work "$D/study"
+# The pipeline's submission is the inference kernel's: test DICOMs -> PNGs, the study folds (hflip TTA)
+# averaged, image rows from the small learner, validated.
+cp "$INF/submission.csv" "$D/subs/pipeline.csv"
 
 for sub in "$D"/subs/*.csv; do
   name=$(basename "$sub" .csv)

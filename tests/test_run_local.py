@@ -1,0 +1,144 @@
+"""run-local: the graph's notebooks in graph order, each with a Kaggle-shaped input folder (checked
+through a recording executor), resumable; one real papermill run of the cheapest notebook; the
+collect kernel's copy."""
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from siimcovid.errors import UserError
+from siimcovid.orchestrate import local as L
+from siimcovid.orchestrate.collect import collect, kernel_outputs
+
+ROOT = Path(__file__).resolve().parents[1]
+FOLDS = ["siimcovid-train-study-fold-0", "siimcovid-train-study-fold-1"]  # the tiny profile's folds
+
+
+class Recorder:
+    """Stands in for papermill: records each call, checks nothing itself, writes an output file."""
+
+    def __init__(self, fail: str | None = None):
+        self.calls = []
+        self.fail = fail
+
+    def __call__(self, notebook, output, parameters, cwd, env):
+        inp = Path(env["SIIM_INPUT"])
+        mounted = {str(p.relative_to(inp)): p.resolve() for p in inp.glob("*/*/*") if p.is_symlink()}
+        mounted.update({str(p.relative_to(inp)): p.resolve() for p in inp.glob("competitions/*")})
+        seen = {k: sorted(x.name for x in v.iterdir()) for k, v in mounted.items() if k.startswith("notebooks/")}
+        self.calls.append({"slug": cwd.name, "notebook": notebook.name, "params": parameters, "cwd": cwd,
+                           "input": inp, "mounted": mounted, "seen": seen, "env": env})
+        if self.fail == cwd.name:
+            raise RuntimeError("PapermillExecutionError\nValueError: boom")
+        (cwd / "work" / f"{cwd.name}.txt").write_text("out\n")
+
+
+@pytest.fixture()
+def data(tmp_path):
+    d = tmp_path / "competition"
+    d.mkdir()
+    (d / "sample_submission.csv").write_text("id,PredictionString\n")
+    return d
+
+
+def _run(data, out, executor, *extra):
+    return L.cli(["--data", str(data), "--out", str(out), "--profile", "tiny", *extra], executor=executor)
+
+
+def test_kernels_run_in_order_on_a_kaggle_shaped_input(tmp_path, data, capsys):
+    out, rec = tmp_path / "out", Recorder()
+    assert _run(data, out, rec) == 0
+    order = [c["slug"] for c in rec.calls]
+    assert order == ["siimcovid-wheels", "siimcovid-preprocess", *FOLDS, "siimcovid-inference"]
+    by = {c["slug"]: c for c in rec.calls}
+    utils = (ROOT / "utils_dataset").resolve()
+    for c in rec.calls:
+        assert c["cwd"] == (out / c["slug"]).resolve() and c["input"] == (out / c["slug"] / "input").resolve()
+        assert c["mounted"]["datasets/local/siimcovid-utils"] == utils
+        assert str(utils) in c["env"]["PYTHONPATH"].split(os.pathsep)
+    pre = by["siimcovid-preprocess"]
+    assert pre["mounted"]["competitions/siim-covid19-detection"] == data.resolve()
+    assert pre["mounted"]["notebooks/local/siimcovid-wheels"] == (out / "siimcovid-wheels" / "work").resolve()
+    assert pre["seen"]["notebooks/local/siimcovid-wheels"] == ["siimcovid-wheels.txt"]  # upstream's output
+    assert pre["params"] == {"sizes": [64], "workers": 1, "n_folds": 2}
+    fold1 = by[FOLDS[1]]
+    assert fold1["params"]["fold"] == 1 and fold1["params"]["config"] == "tiny_cpu"
+    assert fold1["params"]["make_tiny_hub"] == f"{(out / FOLDS[1]).resolve()}/tiny_hub"
+    assert set(fold1["mounted"]) == {"datasets/local/siimcovid-utils", "notebooks/local/siimcovid-wheels",
+                                     "notebooks/local/siimcovid-preprocess"}
+    inf = by["siimcovid-inference"]
+    assert {f"notebooks/local/{f}" for f in FOLDS} <= set(inf["mounted"])
+    assert "competitions/siim-covid19-detection" in inf["mounted"]
+    text = capsys.readouterr().out
+    assert "[3/5] siimcovid-train-study-fold-0: running train-study.ipynb (not available here: google/" in text
+    assert text.count(": done in") == 5
+
+    # resumable: everything done is skipped
+    rec2 = Recorder()
+    assert _run(data, out, rec2) == 0 and rec2.calls == []
+    assert capsys.readouterr().out.count("skipped") == 5
+
+
+def test_a_failure_stops_the_run_and_the_next_run_resumes_there(tmp_path, data, capsys):
+    out = tmp_path / "out"
+    rec = Recorder(fail="siimcovid-preprocess")
+    assert _run(data, out, rec) == 1
+    assert [c["slug"] for c in rec.calls] == ["siimcovid-wheels", "siimcovid-preprocess"]
+    text = capsys.readouterr().out
+    assert "FAILED" in text and "ValueError: boom" in text
+    assert not (out / "siimcovid-preprocess" / L.DONE).exists()
+    rec = Recorder()
+    assert _run(data, out, rec) == 0
+    assert [c["slug"] for c in rec.calls][0] == "siimcovid-preprocess"
+
+
+def test_a_rerun_upstream_reruns_what_reads_it(tmp_path, data):
+    out = tmp_path / "out"
+    assert _run(data, out, Recorder()) == 0
+    (out / FOLDS[0] / L.DONE).unlink()  # e.g. the user wants this fold again
+    rec = Recorder()
+    assert _run(data, out, rec) == 0
+    assert [c["slug"] for c in rec.calls] == [FOLDS[0], "siimcovid-inference"]
+
+
+def test_only_needs_its_inputs_to_have_run(tmp_path, data):
+    with pytest.raises(UserError, match="run it first"):
+        _run(data, tmp_path / "out", Recorder(), "--only", "inference")
+    with pytest.raises(UserError, match="profile 'nope' not found"):
+        L.cli(["--data", str(data), "--out", str(tmp_path), "--profile", "nope"], executor=Recorder())
+
+
+def test_param_adds_to_the_profile(tmp_path, data):
+    rec = Recorder()
+    assert _run(data, tmp_path / "out", rec, "--only", "wheels", "--param", "wheels.build_mmcv=true",
+                "--param", "wheels.out_dir=x") == 0
+    assert rec.calls[0]["params"] == {"dry_run": True, "build_mmcv": True, "require_cuda": False, "out_dir": "x"}
+    with pytest.raises(UserError, match="STAGE.KEY=VALUE"):
+        _run(data, tmp_path / "out", rec, "--param", "sizes=[1]")
+
+
+def test_the_wheels_notebook_runs_under_papermill(tmp_path, data):
+    """The cheapest notebook for real: the kernel starts in OUT/<slug>, writes under work/."""
+    out = tmp_path / "out"
+    assert L.cli(["--data", str(data), "--out", str(out), "--profile", "tiny", "--only", "wheels"]) == 0
+    marker = out / "siimcovid-wheels" / "work" / "wheels" / "siimcovid-wheels.txt"
+    assert marker.exists() and "mmcv" not in marker.read_text()  # tiny profile: no mmcv build
+    assert (out / "siimcovid-wheels" / "wheels.ipynb").exists()
+
+
+def test_collect_merges_kernel_outputs(tmp_path):
+    inp = tmp_path / "input" / "notebooks" / "u"
+    for k in (0, 1):
+        d = inp / f"fold-{k}" / "exp" / f"fold{k}"
+        d.mkdir(parents=True)
+        (d / "w.h5").write_text(f"w{k}")
+        (inp / f"fold-{k}" / "__notebook__.ipynb").write_text("{}")
+        (inp / f"fold-{k}" / "run.json").write_text(f"run {k}")  # same name, other content: a conflict
+    assert [p.name for p in kernel_outputs(tmp_path / "input")] == ["fold-0", "fold-1"]
+    s = collect(tmp_path / "out", kernel_outputs(tmp_path / "input"))
+    out = tmp_path / "out"
+    assert (out / "exp" / "fold0" / "w.h5").read_text() == "w0" and (out / "exp" / "fold1" / "w.h5").exists()
+    assert not (out / "__notebook__.ipynb").exists()
+    assert s["conflicts"] == ["run.json"] and (out / "_conflicts" / "fold-1" / "run.json").read_text() == "run 1"
+    assert json.loads((out / "collect.json").read_text())["files"] == s["files"] == 4

@@ -1,0 +1,205 @@
+"""``python -m siimcovid run-local``: the kernel graph's notebooks run here with papermill, in graph
+order, each one seeing a Kaggle-shaped input folder.
+
+Per kernel, under ``OUT/<slug>/``::
+
+    input/competitions/<slug>              -> --data (the competition folder)
+    input/datasets/<user>/siimcovid-utils  -> utils_dataset/ of this checkout
+    input/notebooks/<user>/<upstream slug> -> OUT/<upstream slug>/work
+    work/                                  what the notebook writes (its cwd is OUT/<slug>, and the
+                                           notebooks' local default output folders live under work/)
+    <code_file>                            the executed notebook
+    done.json                              the done-marker: skipped on the next run while it and its
+                                           inputs' markers are unchanged
+
+The notebook finds its inputs through ``SIIM_INPUT`` (= ``input/``), searched the way
+/kaggle/input is, so it cannot tell this run from Kaggle except by what it finds. Inputs that only
+Kaggle has (other datasets, Kaggle Models) are left out and named in the progress line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import UserError, reraise_interrupts
+from . import graph as G
+
+DONE = "done.json"
+WORK = "work"
+PROFILES = Path(__file__).resolve().parents[1] / "configs" / "local"
+UTILS_SLUG = "siimcovid-utils"
+
+Executor = Callable[[Path, Path, dict, Path, dict], None]
+
+
+def load_profile(name: str) -> dict[str, Any]:
+    """``tiny`` / ``full`` (configs/local/<name>.yaml) or a path to such a YAML file."""
+    import yaml
+
+    path = Path(name) if name.endswith((".yaml", ".yml")) else PROFILES / f"{name}.yaml"
+    if not path.is_file():
+        valid = sorted(p.stem for p in PROFILES.glob("*.yaml"))
+        raise UserError(f"profile {name!r} not found; use one of {valid} or a .yaml path")
+    data = yaml.safe_load(path.read_text()) or {}
+    unknown = set(data) - {"repeat", "params"}
+    if unknown:
+        raise UserError(f"{path}: unknown keys {sorted(unknown)}; valid: params, repeat")
+    return {"repeat": data.get("repeat") or {}, "params": data.get("params") or {}, "name": path.stem}
+
+
+def _fill(value: Any, subs: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        return value.format(**subs)
+    if isinstance(value, list):
+        return [_fill(v, subs) for v in value]
+    if isinstance(value, dict):
+        return {k: _fill(v, subs) for k, v in value.items()}
+    return value
+
+
+def papermill_executor(notebook: Path, output: Path, parameters: dict, cwd: Path, env: dict) -> None:
+    """Run one notebook; the kernel process inherits ``env`` (set only for the call)."""
+    import logging
+
+    import papermill as pm
+
+    # papermill warns about every commented line of a parameters cell; the notebook's own errors still raise
+    logging.getLogger("papermill").setLevel(logging.ERROR)
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        pm.execute_notebook(str(notebook), str(output), parameters=parameters, cwd=str(cwd),
+                            progress_bar=False, kernel_name="python3")
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _link(link: Path, target: Path) -> None:
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(target.resolve(), target_is_directory=True)
+
+
+def mount_inputs(node: G.Node, graph: G.Graph, out: Path, data: Path) -> tuple[Path, list[str]]:
+    """Build ``OUT/<slug>/input`` (the nested /kaggle/input layout, by symlinks); returns it and the
+    sources that have no local stand-in."""
+    from ..kaggle import repo_root
+
+    inp = out / node.slug / "input"
+    if inp.is_symlink() or inp.is_file():
+        inp.unlink()
+    shutil.rmtree(inp, ignore_errors=True)
+    inp.mkdir(parents=True)
+    m, missing = node.kernel.metadata, []
+    for comp in m.get("competition_sources") or []:
+        _link(inp / "competitions" / comp, data)
+    for ds in m.get("dataset_sources") or []:
+        owner, slug = ds.split("/")[:2]
+        if slug == UTILS_SLUG:
+            _link(inp / "datasets" / owner / slug, repo_root() / "utils_dataset")
+        else:
+            missing.append(ds)
+    for u in node.upstream:
+        _link(inp / "notebooks" / graph.user / u, out / u / WORK)
+    missing += list(m.get("model_sources") or [])
+    return inp, missing
+
+
+def _marker(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def run(graph: G.Graph, data: Path, out: Path, profile: dict, only: list[str] | None = None,
+        executor: Executor = papermill_executor, echo: Callable[[str], None] = print) -> int:
+    """Every selected kernel in graph order; 0 when all are done, 1 when one failed (the run stops)."""
+    from ..kaggle import repo_root
+
+    unknown = set(profile["params"]) - set(graph.stages())
+    if unknown:
+        raise UserError(f"profile {profile['name']!r} sets params of unknown stage(s) {sorted(unknown)}; "
+                        f"stages: {graph.stages()}")
+    selected = graph.select(only)
+    wanted = {n.slug for n in selected}
+    for n in selected:
+        for u in n.upstream:
+            if u not in wanted and not (out / u / DONE).exists():
+                raise UserError(f"{n.slug} reads {u}, which has not run here: run it first (or drop --only)")
+    if not data.is_dir():
+        raise UserError(f"--data {data}: no such folder (the competition folder, e.g. from `siimcovid synth`)")
+    pythonpath = os.pathsep.join(filter(None, [str(repo_root() / "utils_dataset"), os.environ.get("PYTHONPATH")]))
+    for i, n in enumerate(selected, 1):
+        kdir = out / n.slug
+        tag = f"[{i}/{len(selected)}] {n.slug}"
+        subs = {"kernel_dir": str(kdir.resolve()), "work": str((kdir / WORK).resolve())}
+        params = {**n.kernel.params, **_fill(profile["params"].get(n.stage, {}), subs)}
+        inputs = {u: _marker(out / u / DONE).get("run_id") for u in n.upstream}
+        done = _marker(kdir / DONE)
+        if done and done.get("inputs") == inputs and done.get("params") == params:
+            echo(f"{tag}: done earlier ({done.get('seconds', 0):.0f} s), skipped")
+            continue
+        (kdir / DONE).unlink(missing_ok=True)
+        (kdir / WORK).mkdir(parents=True, exist_ok=True)
+        inp, missing = mount_inputs(n, graph, out, data)
+        echo(f"{tag}: running {n.kernel.notebook.name}" + (f" (not available here: {', '.join(missing)})"
+                                                           if missing else ""))
+        start = time.time()
+        env = {"SIIM_INPUT": str(inp.resolve()), "PYTHONPATH": pythonpath}
+        try:
+            executor(n.kernel.notebook, kdir / n.kernel.metadata["code_file"], params, kdir.resolve(), env)
+        except BaseException as exc:  # noqa: BLE001 - a failed notebook stops the run, with its message
+            reraise_interrupts(exc)
+            lines = str(exc).strip().splitlines()
+            echo(f"{tag}: FAILED after {time.time() - start:.0f} s: " + "\n    ".join(lines[-12:]))
+            echo(f"stopped: see {kdir / n.kernel.metadata['code_file']}; re-run to resume from {n.slug}")
+            return 1
+        seconds = time.time() - start
+        (kdir / DONE).write_text(json.dumps({"run_id": uuid.uuid4().hex, "inputs": inputs, "params": params,
+                                             "seconds": round(seconds, 1), "stage": n.stage}, indent=1) + "\n")
+        echo(f"{tag}: done in {seconds:.0f} s")
+    return 0
+
+
+def cli(argv: list[str], executor: Executor = papermill_executor) -> int:
+    ap = argparse.ArgumentParser(prog="python -m siimcovid run-local",
+                                 description="Run the kernel graph's notebooks here with papermill, in graph "
+                                             "order, each with a Kaggle-shaped input folder.")
+    ap.add_argument("--data", required=True, help="the competition folder (e.g. from `siimcovid synth`)")
+    ap.add_argument("--out", required=True, help="one folder per kernel: input/, work/, the executed notebook")
+    ap.add_argument("--profile", default="tiny", help="tiny | full | a profile .yaml (configs/local/)")
+    ap.add_argument("--only", nargs="+", default=None, help="stages, slugs or slug prefixes")
+    ap.add_argument("--param", action="append", default=[], metavar="STAGE.KEY=VALUE",
+                    help="a notebook parameter on top of the profile's, VALUE as JSON (else a string), "
+                         "e.g. preprocess.sizes=[256]")
+    ap.add_argument("--user", default="local", help="the owner name in the input layout")
+    ap.add_argument("--max-fan-in", type=int, default=G.MAX_FAN_IN)
+    ap.add_argument("--templates", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--graph", action="store_true", help="print the graph and stop")
+    a = ap.parse_args(argv)
+    profile = load_profile(a.profile)
+    for item in a.param:
+        key, eq, value = item.partition("=")
+        stage, dot, name = key.partition(".")
+        if not (eq and dot and stage and name):
+            raise UserError(f"--param {item!r}: use STAGE.KEY=VALUE, e.g. preprocess.sizes=[256]")
+        try:
+            value = json.loads(value)
+        except ValueError:
+            pass
+        profile["params"].setdefault(stage, {})[name] = value
+    graph = G.build(a.user, meta_dir=a.templates, max_fan_in=a.max_fan_in, repeat=profile["repeat"])
+    print(G.text(graph))
+    if a.graph:
+        return 0
+    return run(graph, Path(a.data), Path(a.out), profile, a.only, executor)
