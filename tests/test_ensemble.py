@@ -288,7 +288,15 @@ def test_budget_projection_and_plan_hook(tmp_path):
     assert not p.fits and "DOES NOT FIT" in p.lines()[0]  # 10.2 h
     assert budget.project(ts[:1]).fits
     path = budget.write_budget(tmp_path / "budget.json", ts, p)
-    assert budget.read_budget(path) == {"train-study": 0.5, "train-det": 0.4, "train-binary": 0.2}
+    assert budget.read_budget(path) == {"train-study-fold": 0.5, "train-det-fold": 0.4,
+                                        "train-binary-fold": 0.2}
+    # the plan's hook (`kaggle plan --budget FILE`) reads the file as written and warns
+    from siimcovid.orchestrate import graph as G
+
+    g = G.build("alice")
+    assert G.HIDDEN_TEST_IMAGES == budget.HIDDEN_TEST_IMAGES and G.INFERENCE_LIMIT_S == budget.LIMIT_S
+    assert any("above" in w for w in G.budget_warnings(g, budget.read_budget(path)))
+    assert G.budget_warnings(g, {"train-study-fold": 0.05}) == []
 
 
 # ------------------------------------------------------------------------------------ kernel steps

@@ -111,8 +111,8 @@ def warn_if_over(p: Projection, log=None) -> bool:
     return p.fits
 
 
-# Kind of member -> the kernel-graph stage whose kernels produce it (siimcovid.orchestrate).
-STAGE_OF_KIND = {"study": "train-study", "binary": "train-binary", "detect": "train-det"}
+# Kind of member -> the kernel-graph stage (kernel-metadata/<template>.json) whose kernels produce it.
+STAGE_OF_KIND = {"study": "train-study-fold", "binary": "train-binary-fold", "detect": "train-det-fold"}
 
 
 def stage_budget(timings: Sequence[Timing]) -> dict[str, float]:
