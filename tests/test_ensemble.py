@@ -295,7 +295,8 @@ def test_budget_projection_and_plan_hook(tmp_path):
 
     g = G.build("alice")
     assert G.HIDDEN_TEST_IMAGES == budget.HIDDEN_TEST_IMAGES and G.INFERENCE_LIMIT_S == budget.LIMIT_S
-    assert any("above" in w for w in G.budget_warnings(g, budget.read_budget(path)))
+    slow = budget.write_budget(tmp_path / "slow.json", [budget.Timing("effv2", "study", 1.0, units=5)])
+    assert any("above" in w for w in G.budget_warnings(g, budget.read_budget(slow)))  # 5 x 1 s x 6334 = 8.8 h
     assert G.budget_warnings(g, {"train-study-fold": 0.05}) == []
 
 
