@@ -367,3 +367,43 @@ def test_kernel_steps_fit_probe_predict_merge_with_a_missing_member(oofset, tmp_
     assert not build_problems
     sub.to_csv(tmp_path / "submission.csv", index=False)
     assert validate_submission(tmp_path / "submission.csv", data, check_bounds=False) == []
+
+
+def test_kernel_run_covers_every_sample_id_and_uses_the_fallback_image_rows(oofset, tmp_path, monkeypatch):
+    from siimcovid.ensemble import predictors, steps
+
+    s = oofset
+    F.write_run(tmp_path / "runs", "study", "effv2", s["A"])
+    train_pre = F.write_meta(tmp_path / "pre", s["data"])
+    test = F.make_set(12, seed=9)
+    pre_test = tmp_path / "pre_test"
+    pre_test.mkdir()
+    test["images"].assign(split="test", boxes="[]").to_csv(pre_test / "meta.csv", index=False)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train_study_level.csv").write_text(
+        "id,Negative for Pneumonia,Typical Appearance,Indeterminate Appearance,Atypical Appearance\n"
+        "a_study,1,0,0,0\nb_study,0,1,0,0\nc_study,0,1,0,0\nd_study,0,0,0,1\n")
+    (data / "train_image_level.csv").write_text("id,boxes,label,StudyInstanceUID\nx_image,,none 1 0 0 1 1,a\n"
+                                                "y_image,\"[{'x': 1, 'y': 2, 'width': 3, 'height': 4}]\","
+                                                "opacity 1 1 2 4 6,b\n")
+
+    def fake_study(fold_dirs, pre, options):
+        meta = pd.read_csv(Path(pre) / "meta.csv", dtype=str)
+        d = {**test, "images": test["images"][test["images"]["image_id"].isin(set(meta["image_id"]))]}
+        return [pd.concat(F.study_member(d, 1.5, 7).values(), ignore_index=True) for _ in fold_dirs], {}
+    monkeypatch.setitem(predictors.PREDICTORS, "study", fake_study)
+    problems: list[str] = []
+    cfg = config.load(None, {})
+    members_ = steps.find_members([tmp_path / "runs"], cfg, problems)
+    studies = sorted(set(test["images"]["study_id"])) + ["extra_study"]  # a sample study without images
+    images_ = test["images"]["image_id"].tolist()
+    learner = pd.DataFrame({"image_id": images_, "boxes": "[]", "none": 0.4})
+    study, image, info = steps.run(members_, pre_test=pre_test, train_pre=train_pre, data_dir=data,
+                                   out=tmp_path / "out", cfg=cfg, sample_studies=studies, sample_images=images_,
+                                   problems=problems, image_fallback=learner, budget_probe=True)
+    assert sorted(study["study_id"]) == sorted(studies)
+    assert study.set_index("study_id").loc["extra_study", "negative"] == pytest.approx(0.25)  # train prior
+    assert info["image_source"] == "fallback" and image.equals(learner)
+    assert info["budget"]["members"][0]["kind"] == "study"
+    assert (tmp_path / "out" / "ensemble_fit.json").is_file() and (tmp_path / "out" / "work" / "budget.json").is_file()

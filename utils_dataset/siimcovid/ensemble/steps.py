@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -171,3 +172,48 @@ def test_images(pre_test: Path, sample_image_ids: Sequence[str]) -> pd.DataFrame
 
 def summary_json(path: Path, data: dict) -> None:
     Path(path).write_text(json.dumps(data, indent=1, default=str))
+
+
+def train_priors(data_dir: Path) -> tuple[list[float], float]:
+    """Class priors and the `none` share of the competition's train CSVs (the fallback rows)."""
+    from ..baseline import class_priors, none_fraction
+    from ..data import IMAGE_CSV, STUDY_CSV, read_image_csv, read_study_csv
+
+    return (class_priors(read_study_csv(Path(data_dir) / STUDY_CSV)).tolist(),
+            float(none_fraction(read_image_csv(Path(data_dir) / IMAGE_CSV))))
+
+
+def run(members: dict[str, dict[str, Member]], *, pre_test: Path, train_pre: Path | None, data_dir: Path, out: Path,
+        cfg: EnsembleConfig, sample_studies: Sequence[str], sample_images: Sequence[str], problems: list[str],
+        fit_json: str | Path | None = None, options: dict | None = None, budget_probe: bool = True,
+        overhead_per_image: float = 0.0, image_fallback: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Steps 2-5 after the test preprocess -> (study predictions CSV frame, image predictions CSV
+    frame, info). ``image_fallback``: image rows (image predictions CSV) used when no detector and
+    no binary member predicted (the small learner's), instead of rules applied to study evidence alone."""
+    log = get_logger()
+    options = dict(options or {})
+    out = Path(out)
+    info: dict = {"members": {k: {n: sorted(m.folds) for n, m in ms.items()} for k, ms in members.items()}}
+    settings, info["settings_source"] = fitted_settings(members, train_pre, cfg, out, problems, fit_json)
+    info["settings"] = settings.__dict__
+    if budget_probe and any(members.values()):
+        proj, _ = probe_budget(members, pre_test, out / "work", options, problems,
+                               overhead_per_image=overhead_per_image)
+        info["budget"] = proj.as_dict()
+    t0 = time.time()
+    tables, info["predict"] = predict_members(members, pre_test, options, problems)
+    info["predict_seconds"] = round(time.time() - t0, 2)
+    priors, none_prior = train_priors(data_dir)
+    notes: list[str] = []
+    images = test_images(pre_test, sample_images)
+    study, image = merge_test(tables, settings, images, sample_studies, priors, none_prior, notes)
+    if not tables["detect"] and not tables["binary"] and image_fallback is not None:
+        notes.append("no detector or binary member predicted: image rows from the fallback image predictor")
+        image = image_fallback
+        info["image_source"] = "fallback"
+    else:
+        info["image_source"] = "ensemble"
+    info["notes"] = notes
+    for n in notes:
+        log.warning("ensemble: %s", n)
+    return study, image, info
