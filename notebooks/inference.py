@@ -22,11 +22,12 @@
 # a test DICOM that fails gets a fallback row and a line in `pre_test/errors.csv`.
 
 # %% tags=["parameters"]
+config = None  # variant in siimcovid/configs/infer/ (or a path); None = the InferConfig defaults
 data_dir = None  # competition folder; None = found under /kaggle/input by sample_submission.csv
 train_pre = None  # preprocess kernel output (meta.csv + images/<S>/train); None = found by meta.csv
 study_work = None  # folder(s) holding fold*/ (list or one path); None = search /kaggle/input
 out_dir = None  # None = /kaggle/working on Kaggle, ./work/inference locally
-size = None  # learner image size (images/<S>/); None = the smallest in train_pre
+learner_size = None  # the small learner's PNG folder (images/<S>/); None = the smallest in train_pre
 limit = 0  # convert at most this many test images (0 = all; smoke runs only)
 exp = None  # only the folds of this experiment (config name), None = every fold found
 hub = None  # backbone SavedModel folder for every fold, None = resolve each fold's hub_handle
@@ -60,7 +61,8 @@ import pandas as pd
 
 from siimcovid.inference import config_from_params, format_summary, plot_test_predictions, run
 
-cfg = config_from_params(data=data_dir, train_pre=train_pre, study_work=study_work, out=out_dir, size=size,
+cfg = config_from_params(config, data=data_dir, train_pre=train_pre, study_work=study_work, out=out_dir,
+                         learner_size=learner_size,
                          limit=limit, exp=exp, hub=hub, batch_size=batch_size, tta=tta, workers=workers,
                          threads=threads, seed=seed, learner=learner)
 summary = run(cfg)

@@ -16,6 +16,7 @@ import pytest
 
 import siimcovid  # noqa: F401  (before TensorFlow: selects tf_keras for hub and sm)
 from siimcovid import inference as I
+from siimcovid.study import predict as P
 from siimcovid.data import STUDY_CLASSES, read_image_csv, read_study_csv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,7 +71,7 @@ def bad_run(world):
     out = world["root"] / "out_bad"
     rc = main(["infer", "--data", str(world["bad_data"]), "--train-pre", str(world["pre"]), "--study-work",
                str(world["work"]), str(world["root"] / "nope"), "--out", str(out), "--workers", "1",
-               "--learner-set", "patch_iter=30", "--no-progress"])
+               "--set", "learner.patch_iter=30", "--no-progress"])
     return {"rc": rc, "out": out, "summary": json.loads((out / I.SUMMARY).read_text())}
 
 
@@ -158,11 +159,11 @@ def test_find_fold_dirs_nested_and_by_experiment(tmp_path):
         (d / "fold9").mkdir()  # nothing below a fold folder is another fold
         (d / "fold9" / "config.json").write_text("{}")
     (tmp_path / "notebooks" / "u" / "other" / "fold3").mkdir(parents=True)  # neither config nor weights
-    found, problems = I.find_fold_dirs([tmp_path])
+    found, problems = P.find_fold_dirs([tmp_path])
     assert [d.name for d in found] == ["fold0", "fold1", "fold0"] and not problems
-    only_a, _ = I.find_fold_dirs([tmp_path], exp="a")
+    only_a, _ = P.find_fold_dirs([tmp_path], exp="a")
     assert [d.parent.name for d in only_a] == ["a", "a"]
-    none, problems = I.find_fold_dirs([tmp_path / "missing"])
+    none, problems = P.find_fold_dirs([tmp_path / "missing"])
     assert not none and "does not exist" in problems[0]
 
 
@@ -171,20 +172,20 @@ def test_fold_hub_from_another_machine_is_found_by_name(tmp_path, monkeypatch):
         (tmp_path / "models" / name).mkdir(parents=True)
         (tmp_path / "models" / name / "saved_model.pb").write_bytes(b"")
     monkeypatch.setenv("SIIM_INPUT", str(tmp_path))
-    assert I.resolve_fold_hub("/home/someone/work/tiny_hub") == str(tmp_path / "models" / "tiny_hub")
-    assert I.resolve_fold_hub("/gone/unknown_name") == str(tmp_path / "models" / "other_hub")
+    assert P.resolve_fold_hub("/home/someone/work/tiny_hub") == str(tmp_path / "models" / "tiny_hub")
+    assert P.resolve_fold_hub("/gone/unknown_name") == str(tmp_path / "models" / "other_hub")
     monkeypatch.setenv("SIIM_INPUT", str(tmp_path / "empty"))
     with pytest.raises(FileNotFoundError, match="no saved_model.pb"):
-        I.resolve_fold_hub("/gone/tiny_hub")
+        P.resolve_fold_hub("/gone/tiny_hub")
 
 
 def test_config_from_notebook_parameters():
-    cfg = I.config_from_params(study_work="/a", size="128", tta="off", out=None, learner={"patch_iter": "40"})
-    assert cfg.study_work == ["/a"] and cfg.size == 128 and cfg.tta is False and cfg.out is None
+    cfg = I.config_from_params(study_work="/a", learner_size="128", tta="off", out=None, learner={"patch_iter": "40"})
+    assert cfg.study_work == ["/a"] and cfg.learner_size == 128 and cfg.tta is False and cfg.out is None
     assert I.check_learner_options(cfg.learner) == {"patch_iter": 40}
-    with pytest.raises(ValueError, match="unknown parameters"):
+    with pytest.raises(ValueError, match="unknown infer config key .nonsense."):
         I.config_from_params(nonsense=1)
-    with pytest.raises(ValueError, match="learner option 'depth' unknown"):
+    with pytest.raises(ValueError, match="unknown learner.*key .depth."):
         I.check_learner_options({"depth": 3})
 
 
@@ -196,7 +197,7 @@ def test_notebook_runs_under_papermill(world):
     out = run_dir / "out"
     pm.execute_notebook(str(ROOT / "notebooks" / "inference.ipynb"), str(run_dir / "inference.out.ipynb"),
                         parameters=dict(data_dir=str(world["data"]), train_pre=str(world["pre"]),
-                                        study_work=[str(world["good"])], out_dir=str(out), size=64, workers=1,
+                                        study_work=[str(world["good"])], out_dir=str(out), learner_size=64, workers=1,
                                         threads=2, learner=LEARNER),
                         cwd=str(run_dir), progress_bar=False, kernel_name="python3")
     from siimcovid.submission import validate_submission
@@ -226,7 +227,7 @@ def test_finds_every_input_in_a_kaggle_shaped_layout(world, tmp_path, monkeypatc
     shutil.copytree(world["hub"], inp / "models" / "google" / "efficientnet-v2" / "tensorFlow2" / "tiny" / "1")
     monkeypatch.setenv("SIIM_INPUT", str(inp))
     out = tmp_path / "working"
-    summary = I.run(I.config_from_params(data=None, train_pre=None, study_work=None, out=str(out), size=None,
+    summary = I.run(I.config_from_params(data=None, train_pre=None, study_work=None, out=str(out), learner_size=None,
                                          limit=0, exp=None, hub=None, batch_size=None, tta=None, workers=1,
                                          threads=0, seed=0, learner=LEARNER))
     assert Path(summary["data"]) == comp

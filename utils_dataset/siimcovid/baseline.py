@@ -152,6 +152,20 @@ def cli_baseline(argv: list[str]) -> int:
 
 @dataclass
 class LearnerConfig:
+    """The small learner (schema of the configs/learner/ variants); options:
+
+    work: images are resized to work x work px before anything else
+    cell: patch scorer cell size in work pixels (grid = work / cell)
+    thumb: thumbnail side for the study / none classifiers
+    inner_folds: out-of-fold heat maps for the study classifier's inputs
+    patch_iter: boosting rounds of the patch scorer (early stopping may use fewer)
+    thresholds: heat-map levels that make boxes
+    min_cells: smaller components are noise
+    study_c: inverse L2 strength of the study logistic regression
+    none_blend: none = blend * (1 - p_has) + (1 - blend) * (1 - best box score)
+    seed: random seed
+    """
+
     work: int = 64  # images are resized to work x work before anything else
     cell: int = 4  # patch scorer cell size in work pixels (grid = work / cell)
     thumb: int = 16  # thumbnail side for the study / none classifiers
@@ -499,6 +513,8 @@ def _keep_aspect(r) -> bool:
 
 
 def cli_learner(argv: list[str]) -> int:
+    from .variants import add_schema_args, load, overrides_from_args
+
     ap = argparse.ArgumentParser(prog="python -m siimcovid learner",
                                  description="Small scikit-learn learner on the preprocess output -> submission.")
     ap.add_argument("--data", required=True, help="competition folder (sample_submission.csv, train CSVs)")
@@ -507,13 +523,13 @@ def cli_learner(argv: list[str]) -> int:
     ap.add_argument("--out", default="submission.csv")
     ap.add_argument("--image-preds", default=None, help="write image predictions CSV (image_id, boxes, none)")
     ap.add_argument("--study-preds", default=None, help="write study predictions CSV (study_id + 4 classes)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--work", type=int, default=LearnerConfig.work, help="working resolution (px)")
+    add_schema_args(ap, LearnerConfig, stage="learner")
     a = ap.parse_args(argv)
     from .data import find_data_dir
     from .log import get_logger, run_header, seed_everything
 
-    cfg = LearnerConfig(seed=a.seed, work=a.work)
+    cfg = load("learner", a.config, overrides_from_args(a), LearnerConfig, default_name="default")
+    a.seed = cfg.seed
     run_header("learner", {**vars(a), "learner": asdict(cfg)})
     seed_everything(a.seed)
     log = get_logger()

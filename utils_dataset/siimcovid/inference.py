@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -43,127 +42,34 @@ from .data import (
     read_image_csv,
     read_study_csv,
 )
-from .dicom import one_line
 from .log import get_logger
+from .variants import opt
 
 PRE_TEST = "pre_test"
 STUDY_OUT, IMAGE_OUT, SUBMISSION, SUMMARY = "test_study.csv", "test_image.csv", "submission.csv", "inference.json"
-from .layout import PIXEL_KEYS  # noqa: E402  (pixel settings a test set shares with its train set)
-from .runs import BEST_WEIGHTS as WEIGHTS, CONFIG_JSON as FOLD_CONFIG, FOLD_RE  # noqa: E402
+from .layout import PIXEL_KEYS  # noqa: E402,F401  (pixel settings a test set shares with its train set)
 
 
 @dataclass
 class InferConfig:
-    data: str | None = None  # competition folder; None = found by sample_submission.csv
-    train_pre: str | None = None  # the preprocess kernel's output (meta.csv + images/<S>/train)
-    study_work: list[str] | None = None  # folders holding fold*/; None = search SIIM_INPUT / /kaggle/input
-    out: str | None = None  # None = /kaggle/working on Kaggle, ./work/inference locally
-    size: int | None = None  # the learner's image size (images/<S>/); None = the smallest in train_pre
-    limit: int = 0  # convert at most this many test images (smoke runs; the rest get fallback rows)
-    exp: str | None = None  # only folds of this experiment (config name or parent folder name)
-    hub: str | None = None  # SavedModel folder for every fold's backbone (overrides config.json)
-    batch_size: int | None = None  # prediction batch; None = each fold's training batch
-    tta: bool | None = None  # hflip TTA; None = each fold's tta_hflip
-    agg: str | None = None  # image -> study: mean | max; None = the folds' study_agg
-    workers: int = 0  # preprocess worker processes (0 = one per core)
-    threads: int = 0  # TensorFlow threads (0 = TF default)
+    data: str | None = opt(None, "competition folder; none = found by sample_submission.csv")
+    train_pre: str | None = opt(None, "the preprocess kernel's output (meta.csv + images/<S>/train); none = found")
+    study_work: list[str] | None = opt(None, "folders holding fold*/; none = search SIIM_INPUT and /kaggle/input")
+    out: str | None = opt(None, "output folder; none = /kaggle/working on Kaggle, ./work/inference locally")
+    learner_size: int | None = opt(None, "the small learner's PNG folder (images/<S>/); none = the smallest in train_pre")
+    limit: int = opt(0, "convert at most this many test images (smoke runs; the rest get fallback rows)")
+    exp: str | None = opt(None, "only folds of this experiment (config name or parent folder name)")
+    hub: str | None = opt(None, "SavedModel folder for every fold's backbone (overrides config.json)")
+    batch_size: int | None = opt(None, "prediction batch; none = each fold's training batch")
+    tta: bool | None = opt(None, "hflip TTA; none = each fold's tta_hflip")
+    agg: str | None = opt(None, "image -> study: mean | max; none = the folds' study_agg", choices=("mean", "max"))
+    workers: int = opt(0, "preprocess worker processes (0 = one per core)")
+    threads: int = opt(0, "TensorFlow threads (0 = TF default)")
     seed: int = 0
-    learner_work: int = 64  # the learner's working resolution (px)
-    learner: dict = field(default_factory=dict)  # other LearnerConfig fields, e.g. {"patch_iter": 50}
-    progress: bool = True
-
-
-class FoldError(RuntimeError):
-    """A fold that cannot predict; the message names its folder and the reason."""
-
-
-# ---------------------------------------------------------------------------------------
-# Finding the folds
-# ---------------------------------------------------------------------------------------
-
-
-def _walk(root: Path, max_depth: int):
-    """Depth-limited walk that skips DICOM trees and preprocess images (siimcovid.runs.walk)."""
-    from .runs import walk
-
-    return walk(root, max_depth)
-
-
-def find_fold_dirs(roots: Sequence[str | os.PathLike] | None = None, exp: str | None = None,
-                   max_depth: int = 8) -> tuple[list[Path], list[str]]:
-    """Every ``fold<k>/`` holding ``config.json`` or ``best.weights.h5`` under ``roots`` (default:
-    SIIM_INPUT and /kaggle/input), sorted; plus the problems (a root that does not exist, a fold
-    folder of another experiment is silently left out). A root may itself be a fold folder."""
-    from .runs import find_runs
-
-    problems: list[str] = []
-    found = find_runs(roots, exp=exp, max_depth=max_depth, problems=problems)
-    return found, [p.replace("runs: ", "study folds: ", 1) for p in problems]
-
-
-def resolve_fold_hub(handle: str, override: str | None = None) -> str:
-    """The backbone SavedModel for a fold whose ``config.json`` names ``handle``.
-
-    A folder that exists or a URL goes through :func:`siimcovid.study.model.resolve_hub_handle`
-    (a URL becomes the mounted Kaggle Models copy). A local path from the training machine that
-    does not exist here (``work/tiny_hub`` on the kernel that trained) is looked up by
-    ``saved_model.pb`` under SIIM_INPUT and /kaggle/input, preferring a folder of the same name.
-    The weights file holds every weight, the backbone's too: only the architecture must match."""
-    from .paths import search_roots
-    from .study.model import resolve_hub_handle
-
-    if override:
-        return resolve_hub_handle(override)
-    if os.path.isdir(handle) or handle.startswith(("http://", "https://", "gs://")):
-        return resolve_hub_handle(handle)
-    name = Path(handle).name
-    hits: list[Path] = []
-    for root in search_roots(None):
-        if not root.is_dir():
-            continue
-        for d, dirs, files in _walk(root, 10):
-            if "saved_model.pb" in files:
-                hits.append(d)
-                dirs[:] = []
-    if not hits:
-        raise FileNotFoundError(f"hub handle {handle!r}: not a folder here and no saved_model.pb under "
-                                f"{[str(r) for r in search_roots(None)]} (pass --hub or add the model to the kernel)")
-    same = [h for h in hits if h.name == name]
-    pick = (same or hits)[0]
-    get_logger().info("hub handle %s -> %s", handle, pick)
-    return str(pick)
-
-
-def fold_config(fold_dir: Path):
-    from .study.config import from_json
-
-    path = fold_dir / FOLD_CONFIG
-    if not path.is_file():
-        raise FoldError(f"{fold_dir}: no {FOLD_CONFIG} (cannot tell how the fold was built)")
-    try:
-        return from_json(path)
-    except (ValueError, TypeError) as exc:
-        raise FoldError(f"{path}: unreadable config ({type(exc).__name__}: {exc})") from exc
-
-
-def fold_src_size(fold_dir: Path, cfg, train_pre: Path | None = None) -> int:
-    """The images/<S>/ size the fold was trained on: config src_size, else what training picked
-    (fold_score.json), else what it would pick from ``train_pre``, else its input size."""
-    if cfg.src_size:
-        return int(cfg.src_size)
-    from .runs import src_size
-
-    recorded = src_size(fold_dir)  # config.json src_size (runs.write_config), else fold_score.json
-    if recorded:
-        return recorded
-    if train_pre is not None:
-        from .study.dataset import pick_src_size
-
-        try:
-            return pick_src_size(train_pre, cfg.image_size)
-        except FileNotFoundError:
-            pass
-    return int(cfg.image_size)
+    learner_work: int = opt(64, "the learner's working resolution (px)")
+    learner: dict = opt(default_factory=dict, help="other LearnerConfig fields, e.g. {patch_iter: 50} or "
+                                                   "--set learner.patch_iter=50")
+    progress: bool = opt(True, "progress bars")
 
 
 # ---------------------------------------------------------------------------------------
@@ -201,104 +107,6 @@ def read_errors(pre_dir: Path) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------
 
 
-def load_fold_model(fold_dir: Path, cfg, hub: str | None = None):
-    """Build the fold's model and load its best weights; FoldError naming the cause otherwise."""
-    from .study.model import build_model
-
-    weights = fold_dir / WEIGHTS
-    if not weights.is_file():
-        raise FoldError(f"{fold_dir}: no {WEIGHTS} (fold unfinished or not mounted)")
-    try:
-        cfg = replace(cfg, hub_handle=resolve_fold_hub(cfg.hub_handle, hub))
-        model = build_model(cfg)
-        model.load_weights(str(weights))
-    except FoldError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any failure means "this fold cannot predict"
-        raise FoldError(f"{fold_dir}: cannot build/load the model ({type(exc).__name__}: {one_line(exc)})") from exc
-    return model
-
-
-def _set_policy(cfg) -> None:
-    """The fold's mixed-precision policy on this device (float32 on CPU), as training chose it."""
-    import tensorflow as tf
-
-    from .study.train import set_precision
-
-    set_precision(cfg, "gpu" if tf.config.list_physical_devices("GPU") else "cpu")
-
-
-def predict_folds(fold_dirs: Sequence[Path], pre_test: Path, *, train_pre: Path | None = None,
-                  hub: str | None = None, batch_size: int | None = None, tta: bool | None = None,
-                  threads: int = 0, progress: bool = True) -> tuple[pd.DataFrame, dict]:
-    """Image-level test predictions of every fold that loads -> (frame image_id, study_id,
-    source (the fold folder), p_* (TTA when on); info with per-fold status). Empty when none loads."""
-    from tqdm.auto import tqdm
-
-    from .study.dataset import load_meta
-    from .study.evaluate import PROB_COLS, TTA_COLS, predict_frame
-
-    log = get_logger()
-    info: dict = {"folds": {}, "used": [], "skipped": []}
-    parts: list[pd.DataFrame] = []
-    if fold_dirs:
-        import tf_keras
-
-        from .study.train import set_threads
-
-        set_threads(threads)
-    for d in tqdm(list(fold_dirs), desc="study folds", disable=not progress or None):
-        t0 = time.time()
-        try:
-            cfg = fold_config(d)
-            if batch_size:
-                cfg = replace(cfg, batch_size=int(batch_size))
-            use_tta = cfg.tta_hflip if tta is None else bool(tta)
-            src = fold_src_size(d, cfg, train_pre)
-            try:
-                test = load_meta(pre_test, src, split="test")
-            except (FileNotFoundError, ValueError) as exc:
-                raise FoldError(f"{d}: test images at {src} px not available ({exc})") from exc
-            _set_policy(cfg)
-            model = load_fold_model(d, cfg, hub)
-            try:
-                pred = predict_frame(model, test, cfg, tta=use_tta)
-            except Exception as exc:  # noqa: BLE001 - e.g. out of GPU memory: the other folds still count
-                raise FoldError(f"{d}: prediction failed ({type(exc).__name__}: {one_line(exc)}); try a smaller "
-                                f"batch_size") from exc
-        except FoldError as exc:
-            log.warning("study fold skipped: %s", exc)
-            info["folds"][str(d)] = {"status": "skipped", "reason": str(exc)}
-            info["skipped"].append(str(d))
-            continue
-        finally:
-            tf_keras.backend.clear_session()
-        cols = TTA_COLS if use_tta else PROB_COLS
-        part = pred[["image_id", "study_id"]].copy()
-        part[PROB_COLS] = pred[cols].to_numpy()
-        part["source"] = str(d)
-        parts.append(part)
-        info["folds"][str(d)] = {"status": "used", "exp": cfg.name, "fold": cfg.fold, "image_size": cfg.image_size,
-                                 "src_size": src, "tta": use_tta, "study_agg": cfg.study_agg,
-                                 "n_images": len(pred), "seconds": round(time.time() - t0, 2)}
-        info["used"].append(str(d))
-        log.info("study fold %s: %d test images in %.1f s (src %d px, input %d px, TTA %s)", d, len(pred),
-                 time.time() - t0, src, cfg.image_size, use_tta)
-    if not parts:
-        return pd.DataFrame(columns=["image_id", "study_id", "source", *PROB_COLS]), info
-    allp = pd.concat(parts, ignore_index=True)
-    info["n_folds_per_image"] = allp.groupby("image_id")["source"].nunique().value_counts().to_dict()
-    return allp, info
-
-
-def study_from_images(images: pd.DataFrame, how: str = "mean") -> pd.DataFrame:
-    """Per-fold image probabilities (p_*, ``source``) -> the study predictions CSV, by the same
-    rule as study-merge (:func:`siimcovid.study.evaluate.ensemble_study`)."""
-    from .study.evaluate import PROB_COLS, ensemble_study
-
-    return ensemble_study(images, PROB_COLS, how)[0]
-
-
 def predict_study(fold_dirs: Sequence[Path], pre_test: Path, data_dir: Path, *, train_pre: Path | None = None,
                   hub: str | None = None, batch_size: int | None = None, tta: bool | None = None,
                   agg: str | None = None, threads: int = 0, progress: bool = True) -> tuple[pd.DataFrame, dict]:
@@ -307,11 +115,13 @@ def predict_study(fold_dirs: Sequence[Path], pre_test: Path, data_dir: Path, *, 
     from .baseline import class_priors
 
     log = get_logger()
-    images, info = predict_folds(fold_dirs, pre_test, train_pre=train_pre, hub=hub, batch_size=batch_size,
+    from .study.predict import predict_images, to_studies
+
+    images, info = predict_images(fold_dirs, pre_test, train_pre=train_pre, hub=hub, batch_size=batch_size,
                                  tta=tta, threads=threads, progress=progress)
     aggs = {v["study_agg"] for v in info["folds"].values() if v["status"] == "used"}
     how = agg or (aggs.pop() if len(aggs) == 1 else "mean")
-    study = study_from_images(images, how)
+    study = to_studies(images, how)
     priors = class_priors(read_study_csv(Path(data_dir) / STUDY_CSV))
     info.update(aggregation=how, priors=dict(zip(STUDY_CLASSES, priors.round(6).tolist())))
     wanted = sample_ids(data_dir)[0]
@@ -425,20 +235,18 @@ def score_if_truth(sub: pd.DataFrame, data_dir: Path) -> dict | None:
 
 
 def check_learner_options(options: dict) -> dict:
-    """``InferConfig.learner`` keys must be LearnerConfig fields (values coerced from text)."""
-    from dataclasses import fields
-
+    """``InferConfig.learner`` keys must be LearnerConfig fields (values typed by the schema);
+    work and seed are InferConfig's own (learner_work, seed)."""
     from .baseline import LearnerConfig
+    from .variants import UnknownKeyError, coerce, schema_fields
 
-    valid = {f.name: f for f in fields(LearnerConfig)}
+    valid = sorted(set(schema_fields(LearnerConfig)) - {"work", "seed"})
     out = {}
     for k, v in (options or {}).items():
-        if k not in valid or k in ("work", "seed"):
-            raise ValueError(f"learner option {k!r} unknown; valid: {sorted(set(valid) - {'work', 'seed'})}")
-        default = getattr(LearnerConfig(), k)
-        if isinstance(v, str):
-            v = json.loads(v) if not isinstance(default, str) else v
-        out[k] = tuple(v) if isinstance(default, tuple) else type(default)(v)
+        if k not in valid:
+            raise UnknownKeyError(f"unknown learner config key {k!r}; valid keys: {', '.join(valid)} "
+                                  "(work and seed: the infer options learner_work and seed)")
+        out[k] = coerce(LearnerConfig, k, v)
     return out
 
 
@@ -460,12 +268,12 @@ def resolve_inputs(cfg: InferConfig) -> tuple[Path, Path | None, Path]:
     return data, pre, out
 
 
-def learner_size(train_pre: Path | None, size: int | None) -> int | None:
+def pick_learner_size(train_pre: Path | None, size: int | None) -> int | None:
     if size:
         return int(size)
     if train_pre is None:
         return None
-    from .study.dataset import image_sizes
+    from .classify.data import image_sizes
 
     sizes = image_sizes(train_pre)
     return sizes[0] if sizes else None
@@ -487,16 +295,13 @@ def run(cfg: InferConfig, image_predictor: ImagePredictor | None = None) -> dict
     timing = summary["timing"]
 
     # which sizes the test images are needed at
-    folds, fold_problems = find_fold_dirs(cfg.study_work, cfg.exp)
+    from .study.predict import find_folds, test_sizes
+
+    folds, fold_problems = find_folds(cfg.study_work, cfg.exp)
     for p in fold_problems:
         log.warning(p)
-    sizes: set[int] = set()
-    for d in folds:
-        try:
-            sizes.add(fold_src_size(d, fold_config(d), train_pre))
-        except FoldError:
-            pass  # reported when the fold is loaded
-    l_size = learner_size(train_pre, cfg.size)
+    sizes = test_sizes(folds, train_pre)
+    l_size = pick_learner_size(train_pre, cfg.learner_size)
     if l_size:
         sizes.add(l_size)
     if not sizes:
@@ -589,23 +394,16 @@ def format_summary(s: dict) -> str:
     return "\n".join(lines)
 
 
-def config_from_params(**params) -> InferConfig:
-    """An InferConfig from notebook parameters: papermill's ``-p study_work /a`` passes one
-    string, ``-p size 128`` may arrive as text; ``None`` / "" mean "find it" / the default."""
+def config_from_params(config: str | None = None, **params) -> InferConfig:
+    """An InferConfig from notebook parameters (over the ``config`` variant in configs/infer/):
+    papermill's ``-p study_work /a`` passes one string (several: os.pathsep-separated), numbers
+    may arrive as text; ``None`` / "" mean "find it" / the variant's value."""
+    from .variants import load
+
     kw = {k: v for k, v in params.items() if v is not None and v != ""}
-    unknown = set(kw) - set(InferConfig.__dataclass_fields__)
-    if unknown:
-        raise ValueError(f"inference: unknown parameters {sorted(unknown)}")
     if isinstance(kw.get("study_work"), (str, os.PathLike)):
         kw["study_work"] = [str(p) for p in str(kw["study_work"]).split(os.pathsep) if p]
-    elif "study_work" in kw:
-        kw["study_work"] = [str(p) for p in kw["study_work"]]
-    for k in ("size", "limit", "batch_size", "workers", "threads", "seed", "learner_work"):
-        if k in kw:
-            kw[k] = int(kw[k])
-    if isinstance(kw.get("tta"), str):
-        kw["tta"] = kw["tta"].strip().lower() in ("1", "true", "on", "yes")
-    return InferConfig(**kw)
+    return load("infer", config, kw, InferConfig, default_name="default")
 
 
 def plot_test_predictions(out: str | os.PathLike, n: int = 4, min_score: float = 0.3):
@@ -652,35 +450,12 @@ def cli(argv: list[str]) -> int:
     """Inference: test DICOMs -> study folds + small learner -> submission.csv (validated, scored
     when DATA/truth exists). Exit 0 when the submission validates, 1 when it was written with
     problems, 2 when it could not be written."""
+    from .variants import add_schema_args, load, overrides_from_args
+
     ap = argparse.ArgumentParser(prog="python -m siimcovid infer", description=cli.__doc__)
-    ap.add_argument("--data", default=None, help="competition folder (default: found by sample_submission.csv)")
-    ap.add_argument("--train-pre", default=None, help="train preprocess output (meta.csv + images/<S>/train)")
-    ap.add_argument("--study-work", nargs="*", default=None,
-                    help="folders holding fold*/ (default: search SIIM_INPUT and /kaggle/input)")
-    ap.add_argument("--out", default=None, help="output folder (default /kaggle/working or ./work/inference)")
-    ap.add_argument("--size", type=int, default=None, help="the learner's image size (default: smallest in --train-pre)")
-    ap.add_argument("--limit", type=int, default=0, help="convert at most N test images (smoke runs)")
-    ap.add_argument("--exp", default=None, help="only folds of this experiment")
-    ap.add_argument("--hub", default=None, help="backbone SavedModel folder for every fold")
-    ap.add_argument("--batch-size", type=int, default=None, help="prediction batch (default: the fold's)")
-    ap.add_argument("--tta", choices=("config", "on", "off"), default="config", help="hflip TTA (default: the fold's)")
-    ap.add_argument("--agg", choices=("mean", "max"), default=None, help="image -> study (default: the folds')")
-    ap.add_argument("--workers", type=int, default=0, help="preprocess worker processes (0 = one per core)")
-    ap.add_argument("--threads", type=int, default=0, help="TensorFlow threads (0 = TF default)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--learner-work", type=int, default=64, help="the learner's working resolution (px)")
-    ap.add_argument("--learner-set", action="append", default=[], metavar="KEY=VALUE",
-                    help="another LearnerConfig field (repeatable), e.g. --learner-set patch_iter=50")
-    ap.add_argument("--no-progress", action="store_true")
+    add_schema_args(ap, InferConfig, stage="infer")
     a = ap.parse_args(argv)
-    bad = [x for x in a.learner_set if "=" not in x]
-    if bad:
-        ap.error(f"--learner-set expects KEY=VALUE, got {bad}")
-    cfg = InferConfig(data=a.data, train_pre=a.train_pre, study_work=a.study_work, out=a.out, size=a.size,
-                      limit=a.limit, exp=a.exp, hub=a.hub, batch_size=a.batch_size,
-                      tta={"config": None, "on": True, "off": False}[a.tta], agg=a.agg, workers=a.workers,
-                      threads=a.threads, seed=a.seed, learner_work=a.learner_work,
-                      learner=dict(x.split("=", 1) for x in a.learner_set), progress=not a.no_progress)
+    cfg = load("infer", a.config, overrides_from_args(a), InferConfig, default_name="default")
     try:
         summary = run(cfg)
     except (FileNotFoundError, ValueError) as exc:

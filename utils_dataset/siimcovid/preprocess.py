@@ -53,6 +53,29 @@ from .log import get_logger, run_header
 
 @dataclass
 class PreprocessConfig:
+    """Preprocess settings (schema of the configs/preprocess/ variants; CLI help per option:)
+
+    data: competition folder (default: found by sample_submission.csv)
+    out: output folder (created; re-runs resume)
+    sizes: output sizes in px (--size 512 --size 1024)
+    workers: worker processes (0 = one per core)
+    keep_aspect: letterbox instead of stretching to a square
+    decoder: auto = dicomsdl (child process) / reduced-resolution OpenJPEG, pydicom as fallback
+    reduce_j2k: decode JPEG 2000 at reduced resolution when the output is small
+    no_voi_range: grey range for files with neither VOI LUT nor window
+    percentiles: LO HI of the percentile grey range
+    exact: VOI table before resizing; --fast-voi resizes stored values first (~2x faster, see README)
+    splits: which splits to convert (train test)
+    limit: convert at most N images (smoke runs)
+    timeout: seconds per image before its worker is killed
+    png_compression: PNG compression level 0-9 (none = zlib's Huffman-only strategy, measured fastest at OpenCV's default size; see README)
+    n_folds: folds when no folds.csv exists
+    seed: fold seed when no folds.csv exists
+    tfrecords: also write TFRecord shards (needs tensorflow)
+    overwrite: OUT holds another set's output (other ids, data folder or pixel settings): remove it and start clean (default: refuse; the same set resumes)
+    progress: progress bar
+    """
+
     data: str
     out: str
     sizes: list[int] = field(default_factory=lambda: [512])
@@ -66,7 +89,7 @@ class PreprocessConfig:
     splits: tuple[str, ...] = ("train", "test")
     limit: int = 0  # process at most this many images (0 = all); for smoke runs
     timeout: float = 600.0  # seconds one image may take before its worker is killed
-    png_compression: int | None = None  # None = OpenCV's default (measured fastest and smallest at 1024 px)
+    png_compression: int | None = None  # None = Huffman-only (same size as OpenCV's default, faster: README)
     n_folds: int = 5
     seed: int = 42
     tfrecords: bool = False
@@ -599,41 +622,23 @@ def run(cfg: PreprocessConfig) -> dict:
 def cli(argv: list[str]) -> int:
     """DICOM -> 8-bit images + meta.csv under OUT (exit 0 when every image converted, 1 when some
     failed or a CSV lists a file that is not there, 2 for a user error: nothing written)."""
+    from dataclasses import replace
+
+    from .variants import add_schema_args, load, overrides_from_args
+
     ap = argparse.ArgumentParser(prog="python -m siimcovid preprocess", description=cli.__doc__)
-    ap.add_argument("--data", default=None, help="competition folder (default: found by sample_submission.csv)")
-    ap.add_argument("--out", required=True, help="output folder (created; re-runs resume)")
-    ap.add_argument("--size", type=int, action="append", dest="sizes", help="output size in px; repeat for several (default 512)")
-    ap.add_argument("--workers", type=int, default=0, help="worker processes (default: one per core)")
-    ap.add_argument("--keep-aspect", action="store_true", help="letterbox instead of stretching to a square")
-    ap.add_argument("--decoder", choices=DECODERS, default="auto",
-                    help="auto = dicomsdl (child process) / reduced-resolution OpenJPEG, pydicom as fallback")
-    ap.add_argument("--no-reduce", action="store_true", help="always decode JPEG 2000 at full resolution")
-    ap.add_argument("--no-voi-range", choices=NO_VOI_RANGES, default="percentile",
-                    help="grey range for files with neither VOI LUT nor window")
-    ap.add_argument("--percentiles", type=float, nargs=2, default=(0.5, 99.5), metavar=("LO", "HI"))
-    ap.add_argument("--fast-voi", action="store_true",
-                    help="resize stored values before the VOI table: ~2x faster on uncompressed files, "
-                         "not bit-exact where a window clips (see README)")
-    ap.add_argument("--split", choices=("train", "test", "all"), default="all")
-    ap.add_argument("--limit", type=int, default=0, help="convert at most N images (smoke runs)")
-    ap.add_argument("--timeout", type=float, default=600.0, help="seconds per image before its worker is killed")
-    ap.add_argument("--k", type=int, default=5, help="folds when no folds.csv exists")
-    ap.add_argument("--seed", type=int, default=42, help="fold seed when no folds.csv exists")
-    ap.add_argument("--tfrecords", action="store_true", help="also write TFRecord shards (needs tensorflow)")
-    ap.add_argument("--overwrite", action="store_true",
-                    help="OUT holds another set's output (other ids, data folder or pixel settings): remove "
-                         "it and start clean (default: refuse; the same set resumes)")
-    ap.add_argument("--no-progress", action="store_true")
+    add_schema_args(ap, PreprocessConfig, stage="preprocess", exclude=("fault_injection",),
+                    choices={"decoder": DECODERS, "no_voi_range": NO_VOI_RANGES},
+                    aliases={"--size": "sizes", "--split": "splits", "--k": "n_folds",
+                             "--no-reduce": ("reduce_j2k", False), "--fast-voi": ("exact", False)})
     a = ap.parse_args(argv)
+    o = overrides_from_args(a)
+    if o.get("splits") in (["all"], "all"):
+        o["splits"] = ["train", "test"]
     try:
-        data = find_data_dir(a.data)  # --data itself when it holds sample_submission.csv, else searched
-        cfg = PreprocessConfig(
-            data=str(data), out=a.out, sizes=a.sizes or [512], workers=a.workers, keep_aspect=a.keep_aspect,
-            decoder=a.decoder, reduce_j2k=not a.no_reduce, no_voi_range=a.no_voi_range,
-            percentiles=tuple(a.percentiles), exact=not a.fast_voi, splits=("train", "test") if a.split == "all" else (a.split,),
-            limit=a.limit, timeout=a.timeout, n_folds=a.k, seed=a.seed, tfrecords=a.tfrecords,
-            overwrite=a.overwrite, progress=not a.no_progress,
-        )
+        cfg = load("preprocess", a.config, {"data": "", **o}, PreprocessConfig, default_name="default")
+        # --data itself when it holds sample_submission.csv, else searched
+        cfg = replace(cfg, data=str(find_data_dir(cfg.data or None)))
         summary = run(cfg)
     except (FileNotFoundError, DataFormatError, ValueError) as exc:
         print(f"preprocess: {exc}", file=sys.stderr)

@@ -1,218 +1,82 @@
-"""Study-classifier experiments: one dataclass of defaults, small YAML variants over it.
+"""Study-classifier experiments: one dataclass of defaults (the schema), small variants over it.
 
 A variant file (``siimcovid/configs/study/<name>.yaml``) holds only the keys it changes and may
 name a parent with ``_base_: other.yaml``; ``--set key=value`` overrides single keys last. The
-experiment's name (its output folder) is the variant's file stem unless ``name`` is set.
+experiment's name (its output folder) is the variant's file stem unless ``name`` is set. Loading,
+typing and the errors are :mod:`siimcovid.variants` (the one config system of every stage).
 """
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, ClassVar, Iterable
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "study"
+from .. import variants
+from ..classify.config import TFHUB_EFFV2_L, ClassifierConfig, check_classifier  # noqa: F401  (re-exported)
+from ..variants import opt
 
-# ImageNet-21k pre-trained, ImageNet-1k fine-tuned EfficientNetV2-L, feature vector (RGB in [0, 1]).
-TFHUB_EFFV2_L = "https://tfhub.dev/google/imagenet/efficientnet_v2_imagenet21k_ft1k_l/feature_vector/2"
+CONFIG_DIR = variants.stage_dir("study")
 
 
 @dataclass
-class StudyConfig:
-    name: str = "base"
-    # --- data: the preprocess output (docs/contracts.md) ---
-    preprocess: str | None = None  # folder holding meta.csv; None = find it (SIIM_INPUT, /kaggle/input)
-    src_size: int | None = None  # which images/<S>/ to read; None = the smallest S >= image_size
-    image_size: int = 512
-    fold: int = 0
-    positive_boxed_only: bool = False  # train on negatives + boxed images only (1st place)
-    study_agg: str = "mean"  # image -> study probabilities: mean | max
-    max_boxes: int = 16  # boxes per image kept for the mask (the data has at most 8)
-    cache: bool = False  # cache decoded images in memory (small sets / big RAM)
-    # png: images/<S>/<split>/*.png; tfrecord: tfrecords/<S>/*.tfrec (preprocess --tfrecords; TPU kernels)
-    input_format: str = "png"
-    # --- model ---
-    model: str = "hub"  # hub | sm_fpn
-    hub_handle: str = TFHUB_EFFV2_L  # URL, local SavedModel folder, or found under /kaggle/input
-    hub_pooled_key: str = "default"  # for hub models that return a dict of outputs
-    sm_backbone: str = "efficientnetb5"
-    sm_encoder_weights: str | None = None  # None, "imagenet" (downloads), or a local .h5 path / file name
-    pyramid_filters: int = 128
-    decoder_filters: int = 64  # hub aux decoder width
-    aux_seg: bool = True
-    cls_weight: float = 1.0
-    seg_weight: float = 0.5
-    dropout: float = 0.3
-    drop_path: float = 0.2  # stochastic depth (sm EfficientNet drop_connect_rate; hub models: fixed)
-    # --- optimisation ---
-    epochs: int = 20
-    batch_size: int = 32  # global batch (split over replicas)
-    lr: float = 2e-4
-    lr_min: float = 1e-6
-    warmup_epochs: float = 1.0
-    schedule: str = "cosine"  # cosine | constant
-    optimizer: str = "adamw"  # adamw | adam | sgd
-    weight_decay: float = 1e-5
-    label_smoothing: float = 0.05
-    steps_per_epoch: int | None = None  # None = one pass over the training images
-    # --- augmentation (tf.data, on the accelerator's host) ---
-    hflip: bool = True
-    shift: float = 0.1  # fraction of the side
-    scale: float = 0.15  # +- relative zoom
-    rotate: float = 15.0  # degrees
-    brightness: float = 0.2
-    contrast: float = 0.2
-    randaug_n: int = 2
-    randaug_m: float = 12.0  # magnitude 0-30 scale as in RandAugment; 10-15 typical
-    # --- evaluation ---
-    tta_hflip: bool = True
+class StudyConfig(ClassifierConfig):
+    """The study classifier: the shared classifier settings plus the study task's own."""
+
+    STAGE: ClassVar[str] = "study"
+
+    positive_boxed_only: bool = opt(False, "train on negatives + boxed images only (1st place)")
+    study_agg: str = opt("mean", "image -> study probabilities: mean | max")
     # --- noisy student ---
     round: int = 1
-    teacher: str | None = None  # folder(s) (os.pathsep-separated) with the previous round's fold*/oof.csv, test.csv
-    soft_weight: float = 0.7  # target = soft_weight * teacher + (1 - soft_weight) * one-hot
-    pseudo_test: bool = True  # add test images with the teacher's predictions as targets
-    # --- runtime ---
-    seed: int = 42
-    mixed_precision: str = "auto"  # auto | off | mixed_float16 | mixed_bfloat16
-    workdir: str | None = None  # parent of <name>/fold<k>; None = /kaggle/working or ./work/study
-    threads: int = 0  # TF intra/inter op threads (0 = TF default)
-    verbose: int = 2
+    teacher: str | None = opt(None, "folder(s) (os.pathsep-separated) with the previous round's fold*/oof.csv, test.csv")
+    soft_weight: float = opt(0.7, "target = soft_weight * teacher + (1 - soft_weight) * one-hot")
+    pseudo_test: bool = opt(True, "add test images with the teacher's predictions as targets")
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def out_dir(self) -> Path:
-        from ..paths import working_dir
-
-        root = Path(self.workdir) if self.workdir else working_dir("work") / "study"
-        return root / self.name / f"fold{self.fold}"
+    def validate(self) -> None:
+        validate(self)
 
 
 FIELDS = {f.name: f for f in fields(StudyConfig)}
+STAGE = "study"
 
 
 def _coerce(key: str, value: Any) -> Any:
     """A YAML/CLI value -> the field's type (ints stay ints, 'none' -> None where allowed)."""
-    if key not in FIELDS:
-        raise KeyError(f"unknown study config key {key!r}; valid keys: {', '.join(sorted(FIELDS))}")
-    annotation = str(FIELDS[key].type)
-    if isinstance(value, str):
-        if value.strip().lower() in ("none", "null", "~") and "None" in annotation:
-            return None
-        if not annotation.startswith("str"):  # numbers and booleans; strings stay verbatim ("off")
-            import yaml
-
-            value = yaml.safe_load(value) if value.strip() else value
-    default = getattr(StudyConfig(), key)
-    if value is None:
-        return value
-    if default is None:  # optional fields: str | None, int | None
-        typ = int if annotation.startswith("int") else str
-        default = typ()
-    typ = type(default)
-    if typ in (int, float) and isinstance(value, str):
-        try:  # YAML 1.1 reads "1e-3" as a string
-            value = float(value)
-        except ValueError:
-            raise ValueError(f"study config {key}: expected a number, got {value!r}") from None
-    if typ is bool and not isinstance(value, bool):
-        raise ValueError(f"study config {key}: expected true/false, got {value!r}")
-    if typ is float and isinstance(value, (int, float)):
-        return float(value)
-    if typ is int and isinstance(value, float) and value.is_integer():
-        return int(value)
-    if typ is str and not isinstance(value, str):
-        return str(value)
-    if not isinstance(value, typ):
-        raise ValueError(f"study config {key}: expected {typ.__name__}, got {value!r}")
-    return value
+    return variants.coerce(StudyConfig, key, value)
 
 
 def variant_path(name: str | os.PathLike) -> Path:
-    p = Path(name)
-    if p.suffix in (".yaml", ".yml", ".json") and p.exists():
-        return p
-    cand = CONFIG_DIR / (p.name if p.suffix else f"{p.name}.yaml")
-    if cand.exists():
-        return cand
-    known = sorted(q.stem for q in CONFIG_DIR.glob("*.yaml"))
-    raise FileNotFoundError(f"study config {str(name)!r} not found (a file, or one of: {', '.join(known)})")
+    return variants.variant_path(STAGE, name)
 
 
-def read_variant(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+def read_variant(path: Path) -> dict[str, Any]:
     """The variant's keys merged over its ``_base_`` chain (parent first)."""
-    import yaml
-
-    if path in _seen:
-        raise ValueError(f"{path}: _base_ cycle through {[str(p) for p in _seen]}")
-    text = path.read_text()
-    data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    data = data or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
-    base = data.pop("_base_", None)
-    merged: dict[str, Any] = {}
-    if base:
-        merged.update(read_variant(variant_path(path.parent / base if not Path(base).is_absolute() else base),
-                                   _seen + (path,)))
-    merged.update(data)
-    return merged
+    return variants.read_variant(path)
 
 
-def parse_sets(items: Iterable[str]) -> dict[str, Any]:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise ValueError(f"--set expects key=value, got {item!r}")
-        k, v = item.split("=", 1)
-        out[k.strip()] = v
-    return out
+parse_sets = variants.parse_sets
 
 
 def load_config(variant: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None,
                 sets: Iterable[str] = ()) -> StudyConfig:
     """Defaults <- variant file (with its bases) <- ``overrides`` dict <- ``key=value`` strings."""
-    values: dict[str, Any] = {}
-    name = "base"
-    if variant:
-        path = variant_path(variant)
-        values.update(read_variant(path))
-        name = path.stem
-    values.update(overrides or {})
-    values.update(parse_sets(sets))
-    kwargs = {k: _coerce(k, v) for k, v in values.items()}
-    kwargs.setdefault("name", name)
-    cfg = StudyConfig(**kwargs)
-    validate(cfg)
-    return cfg
+    return variants.load(STAGE, variant, [overrides or {}, list(sets)], StudyConfig)
 
 
 def validate(cfg: StudyConfig) -> None:
-    problems = []
-    if cfg.model not in ("hub", "sm_fpn"):
-        problems.append(f"model must be hub or sm_fpn, got {cfg.model!r}")
-    if cfg.input_format not in ("png", "tfrecord"):
-        problems.append(f"input_format must be png or tfrecord, got {cfg.input_format!r}")
+    problems = check_classifier(cfg)
     if cfg.study_agg not in ("mean", "max"):
         problems.append(f"study_agg must be mean or max, got {cfg.study_agg!r}")
-    if cfg.optimizer not in ("adamw", "adam", "sgd"):
-        problems.append(f"optimizer must be adamw, adam or sgd, got {cfg.optimizer!r}")
-    if cfg.mixed_precision not in ("auto", "off", "mixed_float16", "mixed_bfloat16"):
-        problems.append(f"mixed_precision must be auto, off, mixed_float16 or mixed_bfloat16, got {cfg.mixed_precision!r}")
-    if cfg.schedule not in ("cosine", "constant"):
-        problems.append(f"schedule must be cosine or constant, got {cfg.schedule!r}")
-    if cfg.image_size < 32 or cfg.image_size % 32:
-        problems.append(f"image_size must be a multiple of 32 (FPN strides), got {cfg.image_size}")
     if not 0 <= cfg.soft_weight <= 1:
         problems.append(f"soft_weight must be in [0, 1], got {cfg.soft_weight}")
     if cfg.round > 1 and not cfg.teacher:
         problems.append(f"round {cfg.round} needs teacher= (the previous round's output folder)")
     if problems:
-        raise ValueError("study config: " + "; ".join(problems))
+        raise variants.ConfigError("study config: " + "; ".join(problems))
 
 
 def from_json(path: str | os.PathLike) -> StudyConfig:
     """A fold's saved ``config.json`` back into a config (for prediction / merge)."""
-    data = json.loads(Path(path).read_text())
-    return StudyConfig(**{k: v for k, v in data.items() if k in FIELDS})
+    return variants.from_dict(StudyConfig, json.loads(Path(path).read_text()))

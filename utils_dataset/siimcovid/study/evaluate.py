@@ -29,56 +29,13 @@ from ..runs import CONFIG_JSON, OOF_CSV, TEST_CSV  # noqa: E402  (a run folder's
 
 
 # --------------------------------------------------------------------------- prediction
-def predict_probs(model, paths: Sequence[str], size: int, batch_size: int, hflip: bool = False) -> np.ndarray:
-    """(N, 4) class probabilities for the PNGs at ``paths`` (mirrored when ``hflip``)."""
-    from .dataset import make_predict_dataset
-
-    if len(paths) == 0:
-        return np.zeros((0, len(STUDY_CLASSES)), np.float32)
-    ds = make_predict_dataset(list(paths), size, batch_size, hflip=hflip)
-    return _cls_probs(model.predict(ds, verbose=0))
-
-
-def _cls_probs(out) -> np.ndarray:
-    probs = out["cls"] if isinstance(out, dict) else out
-    return np.asarray(probs, dtype=np.float32)
-
-
-def predict_probs_records(model, df: pd.DataFrame, size: int, batch_size: int, hflip: bool = False) -> np.ndarray:
-    """(N, 4) class probabilities for ``df``'s rows read from TFRecord shards, in ``df`` order."""
-    from .dataset import make_predict_records
-
-    if len(df) == 0:
-        return np.zeros((0, len(STUDY_CLASSES)), np.float32)
-    ds, order = make_predict_records(df, size, batch_size, hflip=hflip)
-    probs = _cls_probs(model.predict(ds, verbose=0))
-    if len(probs) != len(df):
-        raise RuntimeError(f"TFRecord prediction: {len(probs)} images read for {len(df)} rows "
-                           f"(shards under {Path(df['shard'].iloc[0]).parent} changed?)")
-    out = np.empty_like(probs)
-    out[order] = probs  # shard order -> df order
-    return out
-
-
 def predict_frame(model, df: pd.DataFrame, cfg: "StudyConfig", tta: bool | None = None) -> pd.DataFrame:
     """image_id, study_id, fold, p_* (plain) and p_*_tta (mean of plain and hflip; equal to the
-    plain columns when TTA is off)."""
-    tta = cfg.tta_hflip if tta is None else tta
-    if "shard" in df.columns:  # load_meta(..., input_format="tfrecord"): read the shards
-        def probs(hflip):
-            return predict_probs_records(model, df, cfg.image_size, cfg.batch_size, hflip=hflip)
-    else:  # PNGs (also what inference on a PNG-only test preprocess gets, whatever the fold trained on)
-        def probs(hflip):
-            return predict_probs(model, df["path"].tolist(), cfg.image_size, cfg.batch_size, hflip=hflip)
-    plain = probs(False)
-    flipped = probs(True) if tta else plain
-    out = pd.DataFrame({"image_id": df["image_id"].to_numpy(), "study_id": df["study_id"].to_numpy(),
-                        "fold": df["fold"].to_numpy() if "fold" in df else -1})
-    out[PROB_COLS] = plain
-    out[TTA_COLS] = (plain + flipped) / 2.0
-    if "study_label" in df:
-        out["study_label"] = df["study_label"].to_numpy()
-    return out
+    plain columns when TTA is off), study_label when known: the core's prediction, study task."""
+    from ..classify.predict import predict_frame as predict
+    from .task import STUDY
+
+    return predict(model, df, cfg, STUDY, tta)
 
 
 # --------------------------------------------------------------------------- aggregation + metric
