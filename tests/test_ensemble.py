@@ -355,7 +355,9 @@ def test_kernel_steps_fit_probe_predict_merge_with_a_missing_member(oofset, tmp_
     imgs = steps.test_images(pre_test, sample_images)
     assert imgs.set_index("image_id").loc[broken.image_id, "study_id"] == broken.study_id
     notes: list[str] = []
-    study, image = steps.merge_test(tables, settings, imgs, sample_studies, [0.3, 0.45, 0.17, 0.08], 0.35, notes)
+    study, image, prior_images = steps.merge_test(tables, settings, imgs, sample_studies, [0.3, 0.45, 0.17, 0.08],
+                                                  0.35, notes)
+    assert prior_images == [broken.image_id]
     assert sorted(study["study_id"]) == sample_studies and sorted(image["image_id"]) == sorted(sample_images)
     assert image.set_index("image_id").loc[broken.image_id, "none"] == pytest.approx(0.35)
     assert any("without any member prediction" in n for n in notes)

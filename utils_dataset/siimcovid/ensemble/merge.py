@@ -96,7 +96,8 @@ def run_merge(t: Tables, s: Settings, *, oof: bool = False, notes: list[str] | N
               det: pd.DataFrame | None = None, binary: pd.DataFrame | None = None,
               ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """-> (study rows: study_id + four classes; image rows: image_id, boxes ((N, 5) arrays, original
-    px), none). ``det`` / ``binary``: already fused inputs (the fit computes them once)."""
+    px), none, prior (True: no member saw the image)). ``det`` / ``binary``: already fused inputs
+    (the fit computes them once)."""
     notes = notes if notes is not None else []
     if not t.study:
         notes.append("no study member: every study row is the class priors")
@@ -117,11 +118,14 @@ def run_merge(t: Tables, s: Settings, *, oof: bool = False, notes: list[str] | N
     # An image no member saw (an undecodable test DICOM, every member missing): the `none` prior,
     # not a rule applied to priors.
     blind = ~ev.has_det & np.isnan(ev.binary) & ~t.images["study_id"].astype(str).isin(predicted).to_numpy()
+    img["prior"] = blind
     if blind.any():
         img.loc[blind, "none"] = t.none_prior
         notes.append(f"{int(blind.sum())} image(s) without any member prediction: no boxes, none = the prior "
                      f"{t.none_prior:.3f} (e.g. {list(img.loc[blind, 'image_id'][:3])})")
     img_none = img.assign(study_id=t.images["study_id"].astype(str).to_numpy())[["study_id", "none"]]
+    # a study no member predicted keeps its priors
+    img_none = img_none[img_none["study_id"].isin(predicted)]
     study = adjust_negative(study, img_none, float(s.image_evidence or 0.0))
     return study[["study_id", *STUDY_COLS]], img
 

@@ -60,7 +60,8 @@ def predict_study(fold_dirs: Sequence[Path], pre_test: Path, options: dict) -> t
                                 ) from None
     allp, info = predict_folds(list(fold_dirs), Path(pre_test), train_pre=options.get("train_pre"),
                                hub=options.get("hub"), batch_size=options.get("batch_size"),
-                               tta=options.get("tta"), progress=options.get("progress", True))
+                               tta=options.get("tta"), threads=options.get("threads", 0),
+                               progress=options.get("progress", True))
     tables = [g.drop(columns="source").reset_index(drop=True) for _, g in allp.groupby("source", sort=True)]
     return tables, info
 

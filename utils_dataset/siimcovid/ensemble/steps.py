@@ -142,12 +142,13 @@ def predict_members(members: dict[str, dict[str, Member]], pre_test: Path, optio
 
 def merge_test(tables: dict[str, dict[str, list[pd.DataFrame]]], settings: Settings, images: pd.DataFrame,
                study_ids: Sequence[str], priors: Sequence[float], none_prior: float,
-               notes: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """-> (study predictions CSV frame, image predictions CSV frame) covering every given id."""
+               notes: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """-> (study predictions CSV frame, image predictions CSV frame, the image ids no member saw:
+    their rows are the prior) covering every given id."""
     t = Tables(images[["image_id", "study_id"]].astype(str), tables["study"], tables["binary"], tables["detect"],
                list(priors), float(none_prior), list(study_ids))
     study, image = run_merge(t, settings, oof=False, notes=notes)
-    return study, image_csv_frame(image)
+    return study, image_csv_frame(image), image.loc[image["prior"], "image_id"].tolist()
 
 
 def test_images(pre_test: Path, sample_image_ids: Sequence[str]) -> pd.DataFrame:
@@ -206,7 +207,8 @@ def run(members: dict[str, dict[str, Member]], *, pre_test: Path, train_pre: Pat
     priors, none_prior = train_priors(data_dir)
     notes: list[str] = []
     images = test_images(pre_test, sample_images)
-    study, image = merge_test(tables, settings, images, sample_studies, priors, none_prior, notes)
+    study, image, info["prior_images"] = merge_test(tables, settings, images, sample_studies, priors, none_prior,
+                                                    notes)
     if not tables["detect"] and not tables["binary"] and image_fallback is not None:
         notes.append("no detector or binary member predicted: image rows from the fallback image predictor")
         image = image_fallback
@@ -217,3 +219,24 @@ def run(members: dict[str, dict[str, Member]], *, pre_test: Path, train_pre: Pat
     for n in notes:
         log.warning("ensemble: %s", n)
     return study, image, info
+
+
+def members_from_folds(kind: str, fold_dirs: Sequence[Path]) -> dict[str, Member]:
+    """Fold folders (found by the stage's own finder) grouped into members by their parent folder."""
+    out: dict[str, Member] = {}
+    for d in fold_dirs:
+        d = Path(d)
+        m = out.setdefault(d.parent.name, Member(kind, d.parent.name))
+        k = int(d.name[4:]) if d.name[4:].isdigit() else len(m.folds)
+        m.folds[k] = d
+    return out
+
+
+def tables_by_member(images: pd.DataFrame) -> dict[str, list[pd.DataFrame]]:
+    """A predictor's rows of several folds (``source`` = the fold folder) -> member -> fold tables."""
+    out: dict[str, list[pd.DataFrame]] = {}
+    if images is None or not len(images):
+        return out
+    for src, g in images.groupby("source", sort=True):
+        out.setdefault(Path(src).parent.name, []).append(g.drop(columns="source").reset_index(drop=True))
+    return out
