@@ -51,6 +51,14 @@ siim study-merge --work "$D/study"
 # The pipeline's submission is the inference kernel's: test DICOMs -> PNGs, the study folds (hflip TTA)
 # averaged, image rows from the small learner, validated.
 cp "$INF/submission.csv" "$D/subs/pipeline.csv"
+# The detector folds (train-det-r1-fold-k kernels, tiny_cpu variant: a narrow DCN Faster R-CNN on CPU)
+# ran in the same graph; det-merge fuses their boxes and scores them on the same test split as the
+# learner's (opacity AP in $D/det/scores.json).
+mkdir -p "$D/det"
+for f in "$D"/run/siimcovid-train-det-r1-fold-*/work/det/*/fold*; do
+  [ -d "$f" ] && ln -sfn "$(cd "$f" && pwd)" "$D/det/$(basename "$f")"
+done
+siim det-merge --work "$D/det" --truth "$D/data" || echo "det-merge: a fold was skipped, see $D/det/scores.json" >&2
 
 for sub in "$D"/subs/*.csv; do
   name=$(basename "$sub" .csv)

@@ -8,6 +8,7 @@ round 2 adds pseudo-labelled test images (boxes in original pixels, brought into
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -103,7 +104,10 @@ def write_fold(meta: pd.DataFrame, fold: int, size: int, out_dir: str | Path, *,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "train.json"
-    path.write_text(json.dumps(to_coco(train, size)))
+    # under torchrun every rank writes the same file: write aside, then rename (atomic)
+    tmp = out / f"train.json.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(to_coco(train, size)))
+    tmp.replace(path)
     return path, train, held
 
 

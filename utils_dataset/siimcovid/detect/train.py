@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..accelerator import torch_device
 from ..errors import UserError
 from ..log import get_logger, run_header
 from . import coco
@@ -77,12 +78,6 @@ def last_checkpoint(out: Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
-def torch_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
@@ -91,6 +86,12 @@ def _read_pseudo(cfg) -> pd.DataFrame | None:
     if int(cfg.siim.get("round", 1)) < 2:
         return None
     src = cfg.siim.get("pseudo")
+    if not src:  # on Kaggle: the pseudo-label file of an attached kernel's output
+        from ..paths import find_input
+        from .pseudo import PSEUDO_CSV
+
+        with contextlib.suppress(FileNotFoundError):
+            src = str(find_input(PSEUDO_CSV) / PSEUDO_CSV)
     if not src or not Path(src).exists():
         raise UserError(f"round {cfg.siim['round']} needs siim.pseudo = the pseudo_labels.csv of "
                         f"`python -m siimcovid det-pseudo` (got {src!r})")
@@ -159,6 +160,7 @@ def train_fold(cfg, *, preprocess=None, workdir="work/det", launcher: str = "non
     log = get_logger()
     s = cfg.siim
     size, fold = int(s["size"]), int(s["fold"])
+    device = torch_device()  # a GPU session whose torch sees no CUDA stops here, loudly, before any write
     pre = find_preprocess(preprocess or s.get("preprocess"))
     meta = coco.load_meta(pre, size)
     pseudo = _read_pseudo(cfg)
@@ -201,17 +203,18 @@ def train_fold(cfg, *, preprocess=None, workdir="work/det", launcher: str = "non
     hist.to_csv(out / HISTORY_CSV, index=False)
     plot_loss(hist, out / LOSS_PNG)
     score = {"exp": exp_name(cfg), "fold": fold, "variant": s["variant"], "round": int(s.get("round", 1)),
-             "epochs": int(cfg.train_cfg.max_epochs), "train_seconds": round(train_seconds, 1)}
+             "epochs": int(cfg.train_cfg.max_epochs), "train_seconds": round(train_seconds, 1), "run_dir": str(out)}
     if predict:
-        score.update(predict_fold(cfg, out, meta, held, progress=progress))
+        score.update(predict_fold(cfg, out, meta, held, device=device, progress=progress))
     (out / SCORES_JSON).write_text(json.dumps(score, indent=1))
     return score
 
 
-def predict_fold(cfg, out: Path, meta: pd.DataFrame, held: pd.DataFrame, progress: bool = True) -> dict:
+def predict_fold(cfg, out: Path, meta: pd.DataFrame, held: pd.DataFrame, device: str = "cpu",
+                 progress: bool = True) -> dict:
     """oof.csv (held-out images) and test.csv of one fold, and the OOF figures."""
     s = cfg.siim
-    model = load_model(cfg, out / MODEL_PTH, device=torch_device())
+    model = load_model(cfg, out / MODEL_PTH, device=device)
     kw = dict(tta=dict(s["tta"]), wbf=dict(s["wbf"]), batch=int(s.get("predict_batch", 8)), progress=progress)
     oof = predict_images(model, held, int(s["size"]), **kw)
     write_predictions(oof, out / OOF_CSV)
@@ -240,6 +243,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-predict", action="store_true", help="train only (no oof.csv/test.csv)")
     p.add_argument("--no-progress", action="store_true")
     return p
+
+
+def gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def torchrun_command(argv: list[str], gpus: int) -> list[str]:
+    """det-train under torchrun on ``gpus`` GPUs (mmdet's distributed launcher, one process per GPU)."""
+    return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={int(gpus)}", "--master_port=29517",
+            "-m", "siimcovid", "det-train", *argv, "--launcher", "pytorch"]
+
+
+def run(config=None, folds=(0,), *, size=None, train_round=None, pseudo=None, overrides=None, preprocess=None,
+        workdir=None, gpus=None, progress=True) -> list[dict]:
+    """The notebook's one call: train + predict ``folds``; on several GPUs through torchrun
+    (a child process per GPU), else in this process. Returns each fold's fold_score."""
+    import subprocess
+
+    from ..paths import working_dir
+
+    sets = [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in (overrides or {}).items()]
+    for key, value in (("siim.size", size), ("siim.round", train_round), ("siim.pseudo", pseudo)):
+        if value is not None:
+            sets.append(f"{key}={value}")
+    workdir = Path(workdir) if workdir else working_dir("work/det")
+    gpus = gpu_count() if gpus is None else int(gpus)
+    scores = []
+    for fold in folds:
+        cfg = C.load(config, sets + [f"siim.fold={int(fold)}"])  # a bad config fails here, before any launch
+        if gpus > 1:
+            argv = ["--config", str(config or C.DEFAULT_VARIANT), "--fold", str(int(fold)), "--workdir", str(workdir)]
+            argv += ["--preprocess", str(preprocess)] if preprocess else []
+            for item in sets:
+                argv += ["--set", item]
+            subprocess.run(torchrun_command(argv, gpus), check=True)
+            scores.append(json.loads((run_dir(cfg, workdir) / SCORES_JSON).read_text()))
+        else:
+            scores.append(train_fold(cfg, preprocess=preprocess, workdir=workdir, progress=progress))
+    return scores
 
 
 def cli(argv: list[str]) -> int:
