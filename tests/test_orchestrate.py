@@ -31,7 +31,8 @@ def test_graph_order_and_generated_sources(graph):
     by = graph.nodes
     assert by["siimcovid-preprocess"].kernel.metadata["kernel_sources"] == ["alice/siimcovid-wheels"]
     assert set(by["siimcovid-inference"].kernel.metadata["kernel_sources"]) == {
-        "alice/siimcovid-wheels", "alice/siimcovid-preprocess", *(f"alice/{f}" for f in FOLDS)}
+        "alice/siimcovid-wheels", "alice/siimcovid-preprocess", *(f"alice/{f}" for f in FOLDS),
+        *(f"alice/siimcovid-train-det-r1-fold-{k}" for k in range(5))}  # the ensemble's detector members
     assert by["siimcovid-wheels"].kernel.metadata["kernel_sources"] == []
     assert [n.slug for n in graph.sinks()] == ["siimcovid-inference"]
     assert G.check(graph) == ([], [])
