@@ -360,6 +360,7 @@ def run(cfg: InferConfig, image_predictor: ImagePredictor | None = None) -> dict
         proj, _ = ens.probe_budget(to_predict, pre_test, out / "work", options, ens_problems,
                                    overhead_per_image=timing["preprocess_test"] / converted)
         summary["budget"] = proj.as_dict()
+        summary["budget_lines"] = proj.lines()
     timing["fit_and_budget"] = round(time.time() - t0, 2)
 
     # 3. study rows: every study fold predicts the test images, then the merge
@@ -447,6 +448,15 @@ def format_summary(s: dict) -> str:
                                                  f" ({v['n_images']} images, {v['seconds']} s)"))
     for p in s["fold_problems"]:
         lines.append(f"  {p}")
+    ens = s.get("ensemble") or {}
+    if ens:
+        rule = (ens.get("settings") or {}).get("rule")
+        lines.append(f"ensemble: merge {ens.get('source')} (rule {rule})" + (
+            f", OOF final {ens['oof_fitted']['final']:.4f} (defaults {ens['oof_default']['final']:.4f})"
+            if ens.get("oof_fitted") and ens["oof_fitted"].get("final") is not None
+            and ens["oof_default"].get("final") is not None else ""))
+        lines += [f"  {p}" for p in ens.get("problems", [])]
+    lines += s.get("budget_lines", [])
     probs = s["validation_problems"]
     lines.append("validation: OK" if not probs else f"validation: {len(probs)} problem(s)")
     lines += [f"  {i:4d}. {p}" for i, p in enumerate(probs[:20], start=1)]
