@@ -162,10 +162,13 @@ def make_probe(pre_test: Path, out: Path, n: int) -> Path:
 def time_member(kind: str, name: str, fold_dirs: Sequence[Path], pre_test: Path, work: Path, options: dict,
                 n_small: int = 1, n_large: int = 5) -> Timing:
     """Time ONE fold of a member on ``n_small`` then ``n_large`` test images: the difference gives
-    seconds per image, the rest is the per-fold load cost; the member costs that times its folds."""
+    seconds per image, the rest is the per-fold load cost; the member costs that times its folds.
+    A first, untimed call on ``n_small`` images pays the one-off costs (imports, library set-up)
+    that would otherwise be counted as the first fold's load."""
     fold = [list(fold_dirs)[0]]
     opts = {**options, "progress": False}
     elapsed = {}
+    predict(kind, fold, make_probe(pre_test, Path(work) / "probe_warmup", n_small), opts)
     for n in (n_small, n_large):
         probe = make_probe(pre_test, Path(work) / f"probe_{n}", n)
         n_real = len(pd.read_csv(probe / "meta.csv"))
