@@ -173,10 +173,12 @@ def time_member(kind: str, name: str, fold_dirs: Sequence[Path], pre_test: Path,
         probe = make_probe(pre_test, Path(work) / f"probe_{n}", n)
         n_real = len(pd.read_csv(probe / "meta.csv"))
         t0 = time.perf_counter()
-        tables, _ = predict(kind, fold, probe, opts)
+        tables, info = predict(kind, fold, probe, opts)
         elapsed[n_real] = time.perf_counter() - t0
         if not tables:
-            raise RuntimeError(f"{kind}:{name}: the fold {fold[0]} predicted nothing on the probe images")
+            reasons = [v.get("reason") for v in (info.get("folds") or {}).values() if v.get("reason")]
+            raise RuntimeError(f"{kind}:{name}: the fold {fold[0]} predicted nothing on the probe images "
+                               f"({'; '.join(reasons) or 'no reason given'})")
     (n1, t1), (n2, t2) = sorted(elapsed.items())
     per = max(0.0, (t2 - t1) / (n2 - n1)) if n2 > n1 else t2 / max(n2, 1)
     load = max(0.0, t1 - per * n1)
