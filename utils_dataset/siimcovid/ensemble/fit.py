@@ -243,21 +243,31 @@ def fit(t: Tables, truth: Truth, cfg: EnsembleConfig, *, notes: list[str] | None
         start = {**PRESETS[p], **(cfg.rule_params if cfg.rule == p else {})}
         rules[p] = fit_params(rule_score(p), start, margin=cfg.fit_margin) if cfg.fit else \
             {"params": start, "method": "fixed", "score": rule_score(p)(start)}
-    chosen = max(presets, key=lambda p: (rules[p]["score"], -presets.index(p)))
+    # image evidence in the study negative (study mAP), per preset: its `none` moves the study part
+    # too, so presets are compared on the whole final score
+    fixed_a = float(cfg.image_evidence or 0.0)
+    for p in presets:
+        none, a, mult = apply_rule(Rule(p, rules[p]["params"]), ev)
+        img_none = pd.DataFrame({"study_id": truth.images["study_id"].to_numpy(), "none": none})
+        if cfg.image_evidence is None and cfg.fit and t.study:
+            scores = [scorer.study(adjust_negative(study0, img_none, float(x)))["map"] for x in EVIDENCE_GRID]
+            k = int(np.argmax(scores))
+            use = scores[k] >= scores[0] + cfg.fit_margin
+            rules[p]["image_evidence"] = {"value": float(EVIDENCE_GRID[k]) if use else 0.0,
+                                          "method": "fitted" if use else "default",
+                                          "grid": EVIDENCE_GRID.tolist(), "study_map": scores}
+            study_map = scores[k] if use else scores[0]
+        else:
+            rules[p]["image_evidence"] = {"value": fixed_a, "method": "config"}
+            study_map = scorer.study(adjust_negative(study0, img_none, fixed_a))["map"]
+        rules[p]["final"] = final(study_map, opac(a, mult), scorer.none(none))
+    chosen = max(presets, key=lambda p: (-math.inf if rules[p]["final"] is None or math.isnan(rules[p]["final"])
+                                         else rules[p]["final"], -presets.index(p)))
     s.rule = {"preset": chosen, "params": rules[chosen]["params"]}
+    s.image_evidence = rules[chosen]["image_evidence"]["value"]
     log["rules"] = rules
     log["rule"] = s.rule
-
-    # image evidence in the study negative (study mAP)
-    if cfg.image_evidence is None and cfg.fit and t.study:
-        none, _, _ = apply_rule(Rule(chosen, s.rule["params"]), ev)
-        img_none = pd.DataFrame({"study_id": truth.images["study_id"].to_numpy(), "none": none})
-        scores = [scorer.study(adjust_negative(study0, img_none, float(a)))["map"] for a in EVIDENCE_GRID]
-        k = int(np.argmax(scores))
-        use = scores[k] >= scores[0] + cfg.fit_margin
-        s.image_evidence = float(EVIDENCE_GRID[k]) if use else 0.0
-        log["image_evidence"] = {"value": s.image_evidence, "method": "fitted" if use else "default",
-                                 "grid": EVIDENCE_GRID.tolist(), "study_map": scores}
+    log["image_evidence"] = rules[chosen]["image_evidence"]
 
     # the OOF score of the defaults and of the fitted merge: the same run_merge as on test
     default = settings_from_config(cfg)

@@ -116,7 +116,8 @@ def rule_rows(t: Tables, scorer: OOFScorer, fitted: dict, notes: list[str]) -> t
         s_tta = with_tta(base, tta)
         det, binary = image_inputs(t, s_tta, oof=True)
         for preset, r in fitted["fit"]["rules"].items():
-            s = dataclasses.replace(s_tta, rule={"preset": preset, "params": r["params"]})
+            s = dataclasses.replace(s_tta, rule={"preset": preset, "params": r["params"]},
+                                    image_evidence=(r.get("image_evidence") or {}).get("value", base.image_evidence))
             study, image = run_merge(t, s, oof=True, det=det, binary=binary,
                                      notes=notes if (tta and preset == chosen) else [])
             name = f"merge:{preset}" + ("*" if preset == chosen else "")
