@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on synthetic data, run the way Kaggle runs it: synth -> folds -> the kernel graph's
-# notebooks (wheels plan, preprocess, five study folds, inference) under papermill with `run-local`,
+# notebooks (wheels plan, preprocess, five study folds, five binary `none` folds, inference) under
+# papermill with `run-local`,
 # each kernel seeing a Kaggle-shaped input folder -> baseline / oracle / small learner beside it ->
 # OOF study mAP -> validate -> score, side by side.
 # Every step skips work that is already done (run-local keeps a done-marker per kernel), so an
@@ -48,6 +49,28 @@ for f in "$D"/run/siimcovid-train-study-fold-*/work/study/*/fold*; do
   ln -sfn "$(cd "$f" && pwd)" "$D/study/$(basename "$f")"
 done
 siim study-merge --work "$D/study"
+# Binary `none` members over the fold kernels' outputs (folder of links, <member>/fold<k>): OOF none AP of
+# every member, of the study model's negative and of their blend (weight fitted on OOF), then two more
+# submissions: the pipeline's with `none` from the binary ensemble, and from that blend.
+for f in "$D"/run/siimcovid-train-binary-fold-*/work/binary/*/fold*; do
+  m=$(basename "$(dirname "$f")"); mkdir -p "$D/binary/$m"
+  ln -sfn "$(cd "$f" && pwd)" "$D/binary/$m/$(basename "$f")"
+done
+siim binary-merge --work "$D/binary" --set "members=[]" --study "$D/study" \
+  || echo "binary-merge: see $D/binary/scores.json" >&2
+for name in binary binary+neg; do
+  col=$([ "$name" = binary ] && echo p_none || echo p_none_blend)
+  "$PY" - "$INF/test_image.csv" "$D/binary/test_binary.csv" "$col" "$D/preds/$name.csv" <<'PY'
+import sys
+import pandas as pd
+image, binary = (pd.read_csv(p, dtype={"image_id": str}) for p in sys.argv[1:3])
+none = image["image_id"].map(dict(zip(binary["image_id"], binary[sys.argv[3]])))
+image["none"] = none.fillna(image["none"])  # an image the binary folds did not predict keeps the pipeline's none
+image.to_csv(sys.argv[4], index=False)
+PY
+  siim make-submission --data "$D/data" --study "$INF/test_study.csv" --image "$D/preds/$name.csv" \
+    --out "$D/subs/$name.csv"
+done
 # The pipeline's submission is the inference kernel's: test DICOMs -> PNGs, the study folds (hflip TTA)
 # averaged, image rows from the small learner, validated.
 cp "$INF/submission.csv" "$D/subs/pipeline.csv"

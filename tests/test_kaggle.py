@@ -108,7 +108,7 @@ def test_accelerator_applies_only_to_the_kernels_meant_for_it(kernels):
     chosen = kaggle.choose([kaggle.Kernel(k.slug, dict(k.metadata), k.notebook, k.params, k.template, k.accelerators)
                             for k in kernels], accelerator="NvidiaL4")
     for k in chosen:
-        if k.template == "train-study-fold":
+        if k.template in ("train-study-fold", "train-binary-fold"):
             assert k.metadata["machine_shape"] == "NvidiaL4" and k.metadata["enable_gpu"] is True
         else:
             assert k.metadata == next(o.metadata for o in kernels if o.slug == k.slug), k.slug

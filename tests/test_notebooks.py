@@ -116,3 +116,23 @@ def test_train_study_notebook_trains_the_sm_fpn_aux_model(preprocessed, tmp_path
     assert np.isfinite(history[["cls_loss", "seg_loss"]].to_numpy()).all()
     assert json.loads((d / "config.json").read_text())["model"] == "sm_fpn"
     assert set(pd.read_csv(d / "oof.csv")["fold"]) == {1}
+
+
+def test_train_binary_notebook_trains_two_folds_and_merges(preprocessed, tmp_path):
+    """The binary `none` notebook: one member (tiny hub, random init) on both folds, then binary-merge."""
+    import pandas as pd
+
+    work = tmp_path / "binary"
+    _papermill("train-binary", tmp_path, members=["tiny_cpu"], folds=[0, 1], preprocess=str(preprocessed),
+               workdir=str(work), make_tiny_hub=str(tmp_path / "tiny_hub"), merge=True,
+               overrides={"epochs": 1, "steps_per_epoch": 1, "verbose": 0})
+    meta = pd.read_csv(preprocessed / "meta.csv")
+    for k in (0, 1):
+        oof = pd.read_csv(work / "tiny_cpu" / f"fold{k}" / "oof.csv")
+        assert set(oof["fold"]) == {k} and {"p_none", "p_none_tta", "has_box"} <= set(oof.columns)
+    oof = pd.read_csv(work / "oof_binary.csv")
+    assert len(oof) == (meta["split"] == "train").sum()  # every train image, dropped extra views too
+    test = pd.read_csv(work / "test_binary.csv")
+    assert set(test["image_id"]) == set(meta.loc[meta["split"] == "test", "image_id"])
+    scores = json.loads((work / "scores.json").read_text())
+    assert 0.0 <= scores["none_ap"]["tiny_cpu"] <= 1.0 and scores["method"] == "single" and not scores["problems"]

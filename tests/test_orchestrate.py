@@ -16,6 +16,7 @@ from siimcovid.orchestrate.client import log_text, parse_push, parse_status, Kag
 
 SECRET = "s3cr3t-api-key-0123456789"
 FOLDS = [f"siimcovid-train-study-fold-{k}" for k in range(5)]
+BINARY = [f"siimcovid-train-binary-fold-{k}" for k in range(5)]
 
 
 # ------------------------------------------------------------------------------------------ graph
@@ -31,10 +32,11 @@ def test_graph_order_and_generated_sources(graph):
     by = graph.nodes
     assert by["siimcovid-preprocess"].kernel.metadata["kernel_sources"] == ["alice/siimcovid-wheels"]
     assert set(by["siimcovid-inference"].kernel.metadata["kernel_sources"]) == {
-        "alice/siimcovid-wheels", "alice/siimcovid-preprocess", *(f"alice/{f}" for f in FOLDS),
+        "alice/siimcovid-wheels", "alice/siimcovid-preprocess", *(f"alice/{f}" for f in FOLDS + BINARY),
         *(f"alice/siimcovid-train-det-r1-fold-{k}" for k in range(5))}  # the ensemble's detector members
+    assert by[BINARY[3]].kernel.metadata["kernel_sources"] == ["alice/siimcovid-wheels", "alice/siimcovid-preprocess"]
     assert by["siimcovid-wheels"].kernel.metadata["kernel_sources"] == []
-    assert [n.slug for n in graph.sinks()] == ["siimcovid-inference"]
+    assert [n.slug for n in graph.sinks()] == ["siimcovid-inference"]  # every fold kernel feeds the ensemble
     assert G.check(graph) == ([], [])
     assert graph.downstream({"siimcovid-train-study-fold-2"}) == {"siimcovid-train-study-fold-2", "siimcovid-inference"}
 
@@ -99,11 +101,11 @@ def test_hand_written_sources_are_replaced_and_reported(tmp_path):
 
 
 def test_fan_in_goes_through_a_collect_kernel(tmp_path):
-    g = G.build("alice", max_fan_in=4)
+    g = G.build("alice", max_fan_in=5)  # wheels, preprocess + one collector per fold stage (study, binary, det)
     c = g.nodes["siimcovid-collect-train-study-fold"]
     assert c.upstream == FOLDS and c.kernel.metadata["enable_internet"] is False
     inf = g.nodes["siimcovid-inference"]
-    assert len(inf.upstream) <= 4 and "siimcovid-collect-train-study-fold" in inf.upstream
+    assert len(inf.upstream) <= 5 and "siimcovid-collect-train-study-fold" in inf.upstream
     assert not set(FOLDS) & set(inf.upstream)
     assert [n.slug for n in g.order()].index(c.slug) < [n.slug for n in g.order()].index(inf.slug)
     G.render(g, tmp_path)
@@ -238,7 +240,7 @@ def test_push_runs_the_graph_in_order_waiting_for_each_version(fake, capsys):
     assert "zip" in calls[1]
     pushed = _pushed(calls)
     assert pushed[0] == "siimcovid-wheels" and pushed[1] == "siimcovid-preprocess" and pushed[-1] == "siimcovid-inference"
-    assert sorted(pushed[2:7]) == FOLDS
+    assert set(BINARY + FOLDS) <= set(pushed[2:-1]) and len(pushed) == len(G.build("alice").nodes)
     # waited for the version it pushed: wheels v4 (3 existed), asked by version, through 2 stale answers
     i_pre = next(i for i, c in enumerate(calls) if c[:2] == ["kernels", "push"] and "siimcovid-preprocess" in c[3])
     wheel_polls = [c for c in calls[:i_pre] if c[:2] == ["kernels", "status"]]
@@ -246,7 +248,7 @@ def test_push_runs_the_graph_in_order_waiting_for_each_version(fake, capsys):
     assert len(wheel_polls) >= 2 + 2  # stale, stale, RUNNING, COMPLETE
     state = json.loads((fake.out / "state.json").read_text())
     assert state["kernels"]["siimcovid-wheels"]["version"] == 4
-    assert all(k["status"] == "complete" for k in state["kernels"].values()) and len(state["kernels"]) == 8
+    assert all(k["status"] == "complete" for k in state["kernels"].values()) and len(state["kernels"]) == len(pushed)
     assert state["kernels"]["siimcovid-preprocess"]["upstream"] == {"siimcovid-wheels": 4}
     pushes = fake.world()["pushes"]
     inf = next(p for p in pushes if p["id"] == "alice/siimcovid-inference")["meta"]
@@ -287,7 +289,7 @@ def test_dry_run_calls_nothing(fake, capsys):
     assert fake.push("--dry-run") == 0
     assert fake.calls() == []
     out = capsys.readouterr().out
-    assert "would upload" in out and out.count("] push") == 8
+    assert "would upload" in out and out.count("] push") == len(G.build("alice").nodes)
 
 
 def test_resume_waits_for_a_version_pushed_before_an_interrupt(fake):

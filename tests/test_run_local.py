@@ -13,6 +13,7 @@ from siimcovid.orchestrate.collect import collect, kernel_outputs
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDS = ["siimcovid-train-study-fold-0", "siimcovid-train-study-fold-1"]  # the tiny profile's folds
+BINARY = ["siimcovid-train-binary-fold-0", "siimcovid-train-binary-fold-1"]
 
 
 class Recorder:
@@ -50,7 +51,8 @@ def test_kernels_run_in_order_on_a_kaggle_shaped_input(tmp_path, data, capsys):
     out, rec = tmp_path / "out", Recorder()
     assert _run(data, out, rec) == 0
     order = [c["slug"] for c in rec.calls]
-    assert order == ["siimcovid-wheels", "siimcovid-preprocess", *FOLDS, "siimcovid-inference"]
+    assert order[:2] == ["siimcovid-wheels", "siimcovid-preprocess"] and order[-1] == "siimcovid-inference"
+    assert set(BINARY + FOLDS) <= set(order[2:-1])
     by = {c["slug"]: c for c in rec.calls}
     utils = (ROOT / "utils_dataset").resolve()
     for c in rec.calls:
@@ -61,23 +63,25 @@ def test_kernels_run_in_order_on_a_kaggle_shaped_input(tmp_path, data, capsys):
     assert pre["mounted"]["competitions/siim-covid19-detection"] == data.resolve()
     assert pre["mounted"]["notebooks/local/siimcovid-wheels"] == (out / "siimcovid-wheels" / "work").resolve()
     assert pre["seen"]["notebooks/local/siimcovid-wheels"] == ["siimcovid-wheels.txt"]  # upstream's output
-    assert pre["params"] == {"sizes": [64], "workers": 1, "n_folds": 2}
+    assert pre["params"] == {"sizes": [64, 128], "workers": 1, "n_folds": 2}
     fold1 = by[FOLDS[1]]
     assert fold1["params"]["fold"] == 1 and fold1["params"]["config"] == "tiny_cpu"
     assert fold1["params"]["make_tiny_hub"] == f"{(out / FOLDS[1]).resolve()}/tiny_hub"
     assert set(fold1["mounted"]) == {"datasets/local/siimcovid-utils", "notebooks/local/siimcovid-wheels",
                                      "notebooks/local/siimcovid-preprocess"}
     inf = by["siimcovid-inference"]
-    assert {f"notebooks/local/{f}" for f in FOLDS} <= set(inf["mounted"])
+    assert {f"notebooks/local/{f}" for f in FOLDS + BINARY} <= set(inf["mounted"])
+    assert by[BINARY[1]]["params"]["fold"] == 1 and by[BINARY[1]]["params"]["members"] == ["tiny_cpu"]
     assert "competitions/siim-covid19-detection" in inf["mounted"]
     text = capsys.readouterr().out
-    assert "[3/5] siimcovid-train-study-fold-0: running train-study.ipynb (not available here: google/" in text
-    assert text.count(": done in") == 5
+    k = order.index(FOLDS[0]) + 1
+    assert f"[{k}/{len(order)}] siimcovid-train-study-fold-0: running train-study.ipynb (not available here: google/" in text
+    assert text.count(": done in") == len(order)
 
     # resumable: everything done is skipped
     rec2 = Recorder()
     assert _run(data, out, rec2) == 0 and rec2.calls == []
-    assert capsys.readouterr().out.count("skipped") == 5
+    assert capsys.readouterr().out.count("skipped") == len(order)
 
 
 def test_a_failure_stops_the_run_and_the_next_run_resumes_there(tmp_path, data, capsys):

@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "bench": ("siimcovid.bench", "cli", "benchmarks (e.g. `bench preprocess`)"),
     "study-train": ("siimcovid.study.train", "cli", "train one fold of the study classifier"),
     "study-merge": ("siimcovid.study.evaluate", "cli", "merge fold outputs: OOF mAP, TTA on/off, test predictions"),
+    "binary-train": ("siimcovid.binary.train", "cli", "train folds of a binary none member (one sigmoid P(none))"),
+    "binary-merge": ("siimcovid.binary.merge", "cli", "merge binary none members x folds: fitted weights, OOF none AP"),
     "det-train": ("siimcovid.detect.train", "cli", "train one fold of a detector (mmdet), predict OOF + test boxes"),
     "det-merge": ("siimcovid.detect.merge", "cli", "merge detector folds: OOF/test boxes, opacity + none AP"),
     "det-pseudo": ("siimcovid.detect.pseudo", "cli", "pseudo-labels for the next detector round"),

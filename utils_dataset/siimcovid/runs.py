@@ -97,6 +97,9 @@ def find_runs(roots: Sequence[str | os.PathLike] | str | os.PathLike | None = No
             if d != root and is_fold_dir(d):
                 found.append(d)
                 dirs[:] = []
+            elif d != root and FOLD_RE.match(d.name):  # a fold that never wrote anything: say so
+                notes.append(f"runs: {d}: none of {', '.join(FOLD_MARKERS)} (fold unfinished? skipped)")
+                dirs[:] = []
     if exp:
         found = [d for d in found if d.parent.name == exp or _json(d / CONFIG_JSON).get("name") == exp]
     if stage:

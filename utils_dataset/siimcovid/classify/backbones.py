@@ -42,7 +42,7 @@ import siimcovid  # noqa: F401  (sets SM_FRAMEWORK / TF_USE_LEGACY_KERAS before 
 
 from ..log import get_logger
 from ..variants import ConfigError
-from .heads import cls_head, fpn_decoder, side_decoder
+from .heads import cls_head, coarse_head, fpn_decoder, side_decoder
 from .runtime import keras
 
 if TYPE_CHECKING:
@@ -103,6 +103,16 @@ def resolve_hub_handle(handle: str) -> str:
 
 
 # --------------------------------------------------------------------------- builders
+def _second_mask_head(outputs: dict, cfg: "ClassifierConfig", maps: list, what: str) -> None:
+    """``aux_heads: 2``: add ``seg2`` (:func:`heads.coarse_head`) on the body's coarsest map."""
+    if cfg.aux_heads < 2:
+        return
+    if not maps:
+        raise ConfigError(f"aux_heads: 2 needs a backbone that exposes feature maps; {what} gives only a "
+                          "pooled vector (use aux_heads: 1)")
+    outputs["seg2"] = coarse_head(maps, cfg.decoder_filters, cfg.image_size)
+
+
 def build_hub_model(cfg: "ClassifierConfig", n_outputs: int, activation: str):
     import tensorflow_hub as hub
 
@@ -135,6 +145,7 @@ def build_hub_model(cfg: "ClassifierConfig", n_outputs: int, activation: str):
             outputs["seg"] = fpn_decoder(maps, cfg.decoder_filters, size)
         else:
             outputs["seg"] = side_decoder(inp, pooled, cfg.decoder_filters, size)
+        _second_mask_head(outputs, cfg, maps, handle)
     model = K.Model(inp, outputs, name=f"{cfg.STAGE}_hub_{cfg.name}")
     model.aux_design = "fpn_on_endpoints" if maps else ("side_film" if cfg.aux_seg else "none")
     return model
@@ -309,6 +320,7 @@ def build_keras_model(cfg: "ClassifierConfig", n_outputs: int, activation: str):
     if cfg.aux_seg:
         outputs["seg"] = fpn_decoder(maps, cfg.decoder_filters, size) if maps else \
             side_decoder(inp, pooled, cfg.decoder_filters, size)
+        _second_mask_head(outputs, cfg, maps, name)
     model = K.Model(inp, outputs, name=f"{cfg.STAGE}_{name}_{cfg.name}")
     model.aux_design = ("fpn_on_body" if maps else "side_film") if cfg.aux_seg else "none"
     return model

@@ -46,6 +46,8 @@ class ClassifierConfig:
     pyramid_filters: int = 128
     decoder_filters: int = opt(64, "hub aux decoder width")
     aux_seg: bool = True
+    aux_heads: int = opt(1, "mask heads when aux_seg: 1 (the decoder) or 2 (plus a head on the body's coarsest "
+                            "map, deep supervision; keras / hub backbones with feature maps)", choices=(1, 2))
     cls_weight: float = 1.0
     seg_weight: float = 0.5
     dropout: float = 0.3
@@ -109,6 +111,8 @@ def check_classifier(cfg: ClassifierConfig) -> list[str]:
         problems.append(f"mixed_precision must be auto, off, mixed_float16 or mixed_bfloat16, got {cfg.mixed_precision!r}")
     if cfg.schedule not in ("cosine", "constant"):
         problems.append(f"schedule must be cosine or constant, got {cfg.schedule!r}")
+    if cfg.aux_heads not in (1, 2) or (cfg.aux_heads == 2 and cfg.model == "sm_fpn"):
+        problems.append(f"aux_heads must be 1 or 2 (2 not with model sm_fpn), got {cfg.aux_heads}")
     if cfg.image_size < 32 or cfg.image_size % 32:
         problems.append(f"image_size must be a multiple of 32 (FPN strides), got {cfg.image_size}")
     return problems

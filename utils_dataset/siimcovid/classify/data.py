@@ -497,6 +497,8 @@ def make_train_dataset(df: pd.DataFrame, targets: np.ndarray, cfg: "ClassifierCo
         y = {"cls": target}
         if cfg.aux_seg:
             y["seg"] = msk
+            if cfg.aux_heads > 1:
+                y["seg2"] = msk
         return x, y
 
     ds = ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE)

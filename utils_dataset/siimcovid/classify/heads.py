@@ -40,13 +40,22 @@ def side_decoder(image, pooled, filters: int, out_size: int, name: str = "aux"):
     return to_mask(x, out_size, name)
 
 
-def to_mask(x, out_size: int, name: str):
+def coarse_head(maps: list, filters: int, out_size: int, name: str = "aux2", output: str = "seg2"):
+    """A second mask head on the coarsest feature map alone (deep supervision of the top of the
+    body, beside the FPN decoder's head): 3x3 conv, 1x1 -> mask, upsampled."""
+    L = keras().layers
+    top = sorted(maps, key=lambda t: int(t.shape[1]))[0]
+    x = L.Conv2D(filters, 3, padding="same", activation="relu", name=f"{name}_conv")(top)
+    return to_mask(x, out_size, name, output)
+
+
+def to_mask(x, out_size: int, name: str, output: str = "seg"):
     L = keras().layers
     x = L.Conv2D(1, 1, padding="same", name=f"{name}_logits")(x)
     factor = out_size // int(x.shape[1])
     if factor > 1:
         x = L.UpSampling2D(factor, interpolation="bilinear", name=f"{name}_upmask")(x)
-    return L.Activation("sigmoid", dtype="float32", name="seg")(x)
+    return L.Activation("sigmoid", dtype="float32", name=output)(x)
 
 
 def cls_head(features, dropout: float, n_outputs: int, activation: str):

@@ -88,6 +88,9 @@ def compile_model(model, cfg: "ClassifierConfig", steps_per_epoch: int, task: "T
     if cfg.aux_seg:
         losses["seg"] = masked_bce_jaccard
         weights["seg"] = cfg.seg_weight
+        if cfg.aux_heads > 1:
+            losses["seg2"] = masked_bce_jaccard
+            weights["seg2"] = cfg.seg_weight
     model.compile(optimizer=opt, loss=losses, loss_weights=weights,
                   metrics={"cls": [task.accuracy()]})
 

@@ -86,10 +86,11 @@ def prior_baseline(study_ids: Sequence[str], labels: Sequence[int], priors: np.n
 
 
 # --------------------------------------------------------------------------- merge
-def fold_dirs(work: str | os.PathLike) -> list[Path]:
+def fold_dirs(work: str | os.PathLike, problems: list[str] | None = None) -> list[Path]:
+    """The finished fold folders under ``work``; unfinished ones are named in ``problems``."""
     from ..runs import find_runs
 
-    return find_runs([work])
+    return find_runs([work], problems=problems)
 
 
 def read_pred_csv(path: Path) -> pd.DataFrame:
@@ -129,11 +130,12 @@ def merge(work: str | os.PathLike, how: str = "mean", use_tta: bool = True, out_
     work = Path(work)
     out_dir = Path(out_dir) if out_dir else work
     out_dir.mkdir(parents=True, exist_ok=True)
-    dirs = fold_dirs(work)
+    found_problems: list[str] = []
+    dirs = fold_dirs(work, found_problems)
     if not dirs:
         raise FileNotFoundError(f"{work}: no fold*/ with {OOF_CSV} (run study-train first)")
     log = get_logger()
-    oofs, tests, per_fold, problems = [], [], {}, []
+    oofs, tests, per_fold, problems = [], [], {}, [p.removeprefix("runs: ") for p in found_problems]
     for d in dirs:
         if not (d / OOF_CSV).exists():
             problems.append(f"{d}: no {OOF_CSV} (fold unfinished?)")
