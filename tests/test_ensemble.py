@@ -409,3 +409,17 @@ def test_kernel_run_covers_every_sample_id_and_uses_the_fallback_image_rows(oofs
     assert info["image_source"] == "fallback" and image.equals(learner)
     assert info["budget"]["members"][0]["kind"] == "study"
     assert (tmp_path / "out" / "ensemble_fit.json").is_file() and (tmp_path / "out" / "work" / "budget.json").is_file()
+
+
+def test_a_member_fold_that_cannot_predict_is_skipped_with_its_reason(tmp_path):
+    from siimcovid.ensemble import predictors
+
+    pre = tmp_path / "pre"
+    pre.mkdir()
+    pd.DataFrame({"image_id": ["a"], "study_id": ["s"], "split": ["test"], "orig_h": [10], "orig_w": [10],
+                  "boxes": ["[]"]}).to_csv(pre / "meta.csv", index=False)
+    fold = tmp_path / "b7" / "fold0"
+    fold.mkdir(parents=True)
+    (fold / "config.json").write_text("{not json")
+    tables, info = predictors.predict("binary", [fold], pre, {})
+    assert tables == [] and info["skipped"] == [str(fold)] and info["folds"][str(fold)]["reason"]

@@ -354,7 +354,8 @@ def run(cfg: InferConfig, image_predictor: ImagePredictor | None = None) -> dict
     settings, summary["ensemble"] = ens.fitted_settings(found, train_pre, ens_cfg, out, ens_problems, cfg.ensemble_fit)
     options = {"study": {"train_pre": train_pre, "hub": cfg.hub, "batch_size": cfg.batch_size, "tta": cfg.tta,
                          "threads": cfg.threads},
-               "binary": {"batch_size": cfg.batch_size, "tta": cfg.tta}, "detect": {"batch_size": cfg.batch_size}}
+               "binary": {"batch_size": cfg.batch_size, "tta": cfg.tta, "hub": cfg.hub, "threads": cfg.threads},
+               "detect": {"batch_size": cfg.batch_size}}
     if cfg.budget_probe and any(to_predict.values()):
         converted = max(1, int(pre_summary["counts"].get("converted", 0) or 0))
         proj, _ = ens.probe_budget(to_predict, pre_test, out / "work", options, ens_problems,

@@ -68,16 +68,59 @@ def predict_study(fold_dirs: Sequence[Path], pre_test: Path, options: dict) -> t
 
 # ------------------------------------------------------------------------------------ binary
 def predict_binary(fold_dirs: Sequence[Path], pre_test: Path, options: dict) -> tuple[list[pd.DataFrame], dict]:
-    """binary/predict.py's predict_folds (image rows per fold: p_none, p_none_tta, ``source``)."""
-    try:
-        from ..binary.predict import predict_folds
-    except ImportError as exc:
-        raise MemberUnavailable("binary members: siimcovid.binary.predict.predict_folds is not in this package "
-                                f"({exc}); their rows use the other members") from None
-    allp, info = predict_folds(list(fold_dirs), Path(pre_test), **{k: v for k, v in options.items()
-                                                                     if k in ("batch_size", "tta", "progress")})
-    tables = [g.drop(columns="source").reset_index(drop=True) for _, g in allp.groupby("source", sort=True)]
+    """Each binary fold through the shared classifier core (``classify``: the fold's saved config,
+    its best weights, ``predict_frame`` with hflip TTA) -> tables shaped like its test.csv
+    (image_id, study_id, p_none, p_none_tta)."""
+    import dataclasses
+
+    import tf_keras
+
+    from ..binary.config import from_json
+    from ..binary.task import BINARY
+    from ..classify.backbones import build_model
+    from ..classify.predict import predict_frame
+    from ..classify.runtime import set_policy, set_threads
+    from ..layout import read_meta
+    from ..runs import BEST_WEIGHTS, CONFIG_JSON
+    from ..runs import src_size as run_src_size
+
+    log = get_logger()
+    set_threads(int(options.get("threads") or 0))
+    tables, info = [], {"folds": {}, "used": [], "skipped": []}
+    for d in fold_dirs:
+        t0 = time.time()
+        try:
+            cfg = from_json(Path(d) / CONFIG_JSON)
+            if options.get("batch_size"):
+                cfg = dataclasses.replace(cfg, batch_size=int(options["batch_size"]))
+            if getattr(cfg, "model", None) == "hub":
+                from ..study.predict import resolve_fold_hub
+
+                cfg = dataclasses.replace(cfg, hub_handle=resolve_fold_hub(cfg.hub_handle, options.get("hub")))
+            src = run_src_size(d) or int(cfg.image_size)
+            test = read_meta(pre_test, src, split="test")
+            set_policy(getattr(cfg, "mixed_precision", "off"), _tf_device())
+            model = build_model(cfg, BINARY.n_outputs, BINARY.activation)
+            model.load_weights(str(Path(d) / BEST_WEIGHTS))
+            pred = predict_frame(model, test, cfg, BINARY, tta=options.get("tta"))
+        except BaseException as exc:  # noqa: BLE001 - one fold that cannot predict never stops the kernel
+            reraise_interrupts(exc)
+            log.warning("binary fold skipped: %s: %s: %s", d, type(exc).__name__, exc)
+            info["folds"][str(d)] = {"status": "skipped", "reason": f"{type(exc).__name__}: {exc}"}
+            info["skipped"].append(str(d))
+            continue
+        finally:
+            tf_keras.backend.clear_session()
+        tables.append(pred[["image_id", "study_id", "p_none", "p_none_tta"]].reset_index(drop=True))
+        info["folds"][str(d)] = {"status": "used", "n_images": len(pred), "seconds": round(time.time() - t0, 2)}
+        info["used"].append(str(d))
     return tables, info
+
+
+def _tf_device() -> str:
+    import tensorflow as tf
+
+    return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
 
 
 # ------------------------------------------------------------------------------------ detect
