@@ -300,9 +300,44 @@ def write_html(out: Path, table: str, pngs: Sequence[Path], fitted: dict, proble
     return path
 
 
+# ------------------------------------------------------------------------------------ test split
+def score_test(inputs: Sequence[str] | None, cfg: EnsembleConfig, settings: Settings, data_dir: str | Path,
+               out: Path, problems: list[str]) -> dict:
+    """The fitted merge on the members' own ``test.csv`` (what the training kernels predicted on the
+    visible test images), written over ``sample_submission.csv``, validated and scored against
+    ``data_dir/truth`` (synthetic sets): the pipeline's score without running the models again."""
+    from ..data import SAMPLE_SUBMISSION
+    from ..metric import find_truth_files, json_ready, score_submission
+    from ..data import read_image_csv, read_study_csv
+    from ..submission import build_submission, split_ids, validate_submission
+    from .steps import KIND_KEYS, merge_test, train_priors
+
+    found = collect(inputs, problems, splits=("test",))
+    tables = {k: {n: list(m.test.values()) for n, m in select(found[k], getattr(cfg, KIND_KEYS[k]), k, problems).items()
+                  if m.test} for k in KIND_KEYS}
+    sample = pd.read_csv(Path(data_dir) / SAMPLE_SUBMISSION, dtype=str, keep_default_na=False)
+    studies, images = split_ids(sample["id"])
+    study_of = {}
+    for frames in list(tables["study"].values()) + list(tables["binary"].values()):
+        for f in frames:
+            study_of.update(dict(zip(f["image_id"].astype(str), f["study_id"].astype(str))))
+    imgs = pd.DataFrame({"image_id": images, "study_id": [study_of.get(i, "?") for i in images]})
+    priors, none_prior = train_priors(Path(data_dir))
+    notes: list[str] = []
+    study, image, _ = merge_test(tables, settings, imgs, studies, priors, none_prior, notes)
+    sub, build_problems = build_submission(sample, study, image)
+    path = out / "test_submission.csv"
+    sub.to_csv(path, index=False)
+    invalid = validate_submission(path, data_dir, check_bounds=False)
+    study_csv, image_csv = find_truth_files(Path(data_dir) / "truth")
+    score = json_ready(score_submission(sub, read_study_csv(study_csv), read_image_csv(image_csv)))
+    return {"score": score, "validation_problems": invalid, "build_problems": build_problems, "notes": notes,
+            "members": {k: sorted(v) for k, v in tables.items()}}
+
+
 # ------------------------------------------------------------------------------------ run
 def run(inputs: Sequence[str] | None, preprocess: str | None, cfg: EnsembleConfig, out: str | Path,
-        plots: bool = True) -> dict:
+        plots: bool = True, test_truth: str | None = None) -> dict:
     from ..log import get_logger
 
     log = get_logger()
@@ -337,6 +372,8 @@ def run(inputs: Sequence[str] | None, preprocess: str | None, cfg: EnsembleConfi
     (out / REPORT_TXT).write_text(table + "\n")
     report = {"rows": rows, "settings": fitted["settings"], "problems": problems, "notes": list(dict.fromkeys(notes)),
               "preprocess": str(pre), "members": summary(found), "fit_json": str(out / FIT_JSON)}
+    if test_truth:
+        report["test"] = score_test(inputs, cfg, Settings.from_dict(fitted["settings"]), test_truth, out, problems)
     from .fit import _json_ready
 
     (out / REPORT_JSON).write_text(json.dumps(_json_ready(report), indent=1, default=str))
@@ -359,9 +396,18 @@ def cli(argv: list[str]) -> int:
                    help="override one config key, e.g. --set rule=power_awsaf")
     p.add_argument("--out", default="cv_report", help="report folder (cv_report.html, PNGs, ensemble_fit.json)")
     p.add_argument("--no-plots", action="store_true", help="table and JSON only")
+    p.add_argument("--truth", default=None, help="a data folder with truth/ (synthetic sets): also score the merge "
+                   "on the members' own test.csv, written as test_submission.csv")
     a = p.parse_args(argv)
     cfg = load(a.config, a.sets)
-    report = run(a.inputs, a.preprocess, cfg, a.out, plots=not a.no_plots)
+    report = run(a.inputs, a.preprocess, cfg, a.out, plots=not a.no_plots, test_truth=a.truth)
     print(table_text(report["rows"]))
+    if report.get("test"):
+        sc = report["test"]["score"]
+        print(f"test split (members' test.csv merged, scored on DATA/truth): score {sc['score']:.3f} study "
+              f"{sc['study_map']:.3f} opacity {sc['ap']['opacity'] or float('nan'):.3f} "
+              f"none {sc['ap']['none'] or float('nan'):.3f}"
+              + (f"; {len(report['test']['validation_problems'])} validation problem(s)"
+                 if report["test"]["validation_problems"] else "; valid"))
     print(f"report: {Path(a.out) / REPORT_HTML}", file=sys.stderr)
     return EXIT_PARTIAL if report["problems"] else EXIT_OK
