@@ -316,6 +316,9 @@ def run(cfg: InferConfig, image_predictor: ImagePredictor | None = None) -> dict
     from .study.predict import find_folds, test_sizes
 
     folds, fold_problems = find_folds(cfg.study_work, cfg.exp)
+    from .ensemble.members import fold_kind
+
+    folds = [d for d in folds if fold_kind(d) in (None, "study")]  # binary / detector folds are other members
     for p in fold_problems:
         log.warning(p)
     ens_cfg = ens_config.load(cfg.ensemble, {"study_how": cfg.agg} if cfg.agg else None)

@@ -57,6 +57,30 @@ def _header(path: Path) -> list[str]:
     return list(pd.read_csv(path, nrows=0).columns)
 
 
+# run.json ``stage`` (siimcovid.log.run_header) of each kind's training command
+STAGE_KIND = {"study-train": "study", "binary-train": "binary", "det-train": "detect"}
+
+
+def fold_kind(fold_dir: Path) -> str | None:
+    """The kind of a fold folder: from its oof.csv / test.csv header, else its run.json stage;
+    None when neither tells (a fold copied with its weights only)."""
+    import json
+
+    d = Path(fold_dir)
+    for name in (OOF_CSV, TEST_CSV):
+        if (d / name).is_file():
+            try:
+                kind = kind_of(_header(d / name))
+            except (OSError, ValueError):
+                kind = None
+            if kind:
+                return kind
+    try:
+        return STAGE_KIND.get(json.loads((d / "run.json").read_text()).get("stage"))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def read_table(kind: str, path: Path) -> pd.DataFrame:
     """One fold's oof.csv / test.csv of a ``kind`` member (ValueError naming the file)."""
     if kind == "study":
