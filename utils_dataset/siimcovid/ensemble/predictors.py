@@ -203,7 +203,7 @@ def make_probe(pre_test: Path, out: Path, n: int) -> Path:
 
 
 def time_member(kind: str, name: str, fold_dirs: Sequence[Path], pre_test: Path, work: Path, options: dict,
-                n_small: int = 1, n_large: int = 5) -> Timing:
+                n_small: int = 1, n_large: int = 9) -> Timing:
     """Time ONE fold of a member on ``n_small`` then ``n_large`` test images: the difference gives
     seconds per image, the rest is the per-fold load cost; the member costs that times its folds.
     A first, untimed call on ``n_small`` images pays the one-off costs (imports, library set-up)
@@ -223,6 +223,9 @@ def time_member(kind: str, name: str, fold_dirs: Sequence[Path], pre_test: Path,
             raise RuntimeError(f"{kind}:{name}: the fold {fold[0]} predicted nothing on the probe images "
                                f"({'; '.join(reasons) or 'no reason given'})")
     (n1, t1), (n2, t2) = sorted(elapsed.items())
-    per = max(0.0, (t2 - t1) / (n2 - n1)) if n2 > n1 else t2 / max(n2, 1)
-    load = max(0.0, t1 - per * n1)
+    if n2 > n1 and t2 > t1:
+        per = (t2 - t1) / (n2 - n1)
+        load = max(0.0, t1 - per * n1)
+    else:  # noise larger than the per-image cost (tiny models, a busy machine): the safe upper bound
+        per, load = t2 / max(n2, 1), 0.0
     return Timing(name, kind, per, units=len(list(fold_dirs)), n_timed=n2, load_s=load)

@@ -90,7 +90,7 @@ def fitted_settings(members: dict[str, dict[str, Member]], train_pre: Path | Non
 
 def probe_budget(members: dict[str, dict[str, Member]], pre_test: Path, work: Path, options: dict, problems: list[str],
                  *, n_images: int = HIDDEN_TEST_IMAGES, overhead_per_image: float = 0.0,
-                 n_small: int = 1, n_large: int = 5) -> tuple[Projection, list[Timing]]:
+                 n_small: int = 1, n_large: int = 9) -> tuple[Projection, list[Timing]]:
     log = get_logger()
     timings = []
     for kind, ms in members.items():
