@@ -48,7 +48,7 @@ mkdir -p "$D/study"
 for f in "$D"/run/siimcovid-train-study-fold-*/work/study/*/fold*; do
   ln -sfn "$(cd "$f" && pwd)" "$D/study/$(basename "$f")"
 done
-siim study-merge --work "$D/study"
+siim study-merge --work "$D/study" || echo "study-merge: a fold was skipped, see $D/study/scores.json" >&2
 # Binary `none` members over the fold kernels' outputs (folder of links, <member>/fold<k>): OOF none AP of
 # every member, of the study model's negative and of their blend (weight fitted on OOF), then two more
 # submissions: the pipeline's with `none` from the binary ensemble, and from that blend.

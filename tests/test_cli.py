@@ -86,6 +86,8 @@ def test_help_describes_every_option_its_default_and_the_outputs(name, monkeypat
     ["score", "{tmp}/file.txt", "--truth", "{tmp}"],
     ["validate-submission", "{tmp}/nope.csv", "--data", "{tmp}"],
     ["make-submission", "--data", "{tmp}/nope"],
+    ["study-merge", "--work", "{tmp}/nope"],
+    ["study-merge", "--work", "{tmp}"],
 ])
 def test_user_mistakes_are_one_line_and_write_nothing(argv, tmp_path, capsys, caplog):
     (tmp_path / "file.txt").write_text("not a folder\n")

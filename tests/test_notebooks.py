@@ -41,6 +41,26 @@ def test_parameters_first_then_bootstrap(src):
     assert doc_boot.startswith(boot), f"{src.name}: bootstrap cell differs from docs/notebooks.md"
 
 
+@pytest.mark.parametrize("name, schema", [("preprocess", "siimcovid.preprocess:PreprocessConfig"),
+                                          ("inference", "siimcovid.inference:InferConfig")])
+def test_notebook_parameters_are_config_fields_or_documented_aliases(name, schema):
+    """A parameter is the config field of the same name (what --set takes), or a row of the table in
+    docs/notebooks.md that says which option it maps to and why the names differ."""
+    import dataclasses
+    import importlib
+
+    module, cls = schema.split(":")
+    fields = {f.name for f in dataclasses.fields(getattr(importlib.import_module(module), cls))}
+    table = re.search(r"## Notebook parameters and command-line options\n(.*?)(\n## |\Z)", BOOTSTRAP_DOC, re.S).group(1)
+    aliases = dict(re.findall(r"^\| `(\w+)` \| (`--[^|]+)\|", table, re.M))
+    assert {"data_dir", "out_dir", "sizes", "n_folds", "overrides"} <= set(aliases)
+    nb = json.loads((ROOT / "notebooks" / f"{name}.ipynb").read_text())
+    params = re.findall(r"^(\w+)\s*=", "".join(nb["cells"][0]["source"] if nb["cells"][0]["cell_type"] == "code"
+                                                else next(c for c in nb["cells"] if c["cell_type"] == "code")["source"]), re.M)
+    unknown = [p for p in params if p not in fields and p not in aliases and p != "config"]
+    assert not unknown, f"notebooks/{name}: parameters neither config fields nor in docs/notebooks.md's table: {unknown}"
+
+
 @pytest.fixture(scope="session")
 def tiny_competition(tmp_path_factory):
     """A 30-study synthetic competition folder at 1/16 size, shared by the notebook runs."""

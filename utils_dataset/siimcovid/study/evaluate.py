@@ -236,8 +236,19 @@ def cli(argv: list[str]) -> int:
                     help="image -> study aggregation (default: the folds' study_agg, else mean)")
     ap.add_argument("--no-tta", action="store_true", help="write plain (not hflip-TTA) probabilities")
     a = ap.parse_args(argv)
-    how = a.agg or configured_agg(fold_dirs(a.work))
+    from ..errors import EXIT_OK, EXIT_PARTIAL, UserError
+
+    # user mistakes are one line before anything is written (a merge of nothing writes nothing)
+    if not Path(a.work).is_dir():
+        raise UserError(f"--work {a.work}: no such folder (pass the study-train output: W/<exp> or a parent)")
+    dirs = fold_dirs(a.work)
+    if not dirs:
+        raise UserError(f"--work {a.work}: no fold*/ holding {OOF_CSV} below it (run study-train first)")
+    try:
+        how = a.agg or configured_agg(dirs)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     scores = merge(a.work, how=how, use_tta=not a.no_tta, out_dir=a.out)
     print(format_scores(scores))
     print(f"wrote {Path(a.out or a.work) / 'oof_study.csv'}, test_study.csv, scores.json")
-    return 0
+    return EXIT_PARTIAL if scores["problems"] else EXIT_OK
