@@ -14,10 +14,12 @@
 # # siimcovid inference (code-competition kernel)
 # Internet off, at most 9 hours, writes `/kaggle/working/submission.csv` for the test set the kernel
 # sees (the hidden one when it runs as a submission). Steps, all in `siimcovid.inference`:
-# test DICOMs -> PNGs (`pre_test/`, same pixel settings as the train preprocess run); every study
-# fold found (`fold*/` with `config.json` + `best.weights.h5`) predicts the test images with hflip
-# TTA, folds averaged, images -> study; the small learner fitted on the preprocess kernel's train
-# images gives the image rows (boxes in original pixels); `build_submission`, then validation.
+# test DICOMs -> PNGs (`pre_test/`, same pixel settings as the train preprocess run); the ensemble's
+# merge fitted on every member's out-of-fold predictions (`siimcovid.ensemble`); one fold of each
+# member timed on a few test images and the hidden test set's time projected against the 9-hour
+# limit; every study fold predicts the test images (hflip TTA), detector folds give boxes (flip TTA,
+# WBF in two levels), binary members P(none); the merge writes study and image rows (the small
+# learner gives the image rows only when no detector or binary member exists); validation.
 # A fold that cannot load is reported and skipped; no fold at all -> class priors (said loudly);
 # a test DICOM that fails gets a fallback row and a line in `pre_test/errors.csv`.
 
@@ -37,6 +39,9 @@ workers = 0  # preprocess worker processes (0 = one per CPU core)
 threads = 0  # TensorFlow threads (0 = TF default)
 seed = 0
 learner = {}  # other LearnerConfig fields of the image learner, e.g. {"patch_iter": 50}
+ensemble = "default"  # ensemble variant (siimcovid/configs/ensemble/): members, weights, merge rule
+ensemble_fit = None  # a saved ensemble_fit.json (cv-report's); None = fit here on the members' OOF
+budget_probe = True  # time each member on a few test images, project the hidden test set vs 9 h first
 
 # %%
 import glob, sys
@@ -64,7 +69,8 @@ from siimcovid.inference import config_from_params, format_summary, plot_test_pr
 cfg = config_from_params(config, data=data_dir, train_pre=train_pre, study_work=study_work, out=out_dir,
                          learner_size=learner_size,
                          limit=limit, exp=exp, hub=hub, batch_size=batch_size, tta=tta, workers=workers,
-                         threads=threads, seed=seed, learner=learner)
+                         threads=threads, seed=seed, learner=learner, ensemble=ensemble,
+                         ensemble_fit=ensemble_fit, budget_probe=budget_probe)
 summary = run(cfg)
 out = Path(summary["out"])
 print(format_summary(summary))
@@ -77,6 +83,15 @@ pd.DataFrame.from_dict(summary["study"]["folds"], orient="index")
 
 # %%
 pd.read_csv(out / "pre_test" / "errors.csv")
+
+# %% [markdown]
+# The ensemble: the merge used (fitted on the members' out-of-fold predictions, or loaded) and the
+# budget projected before the full prediction (one fold of each member timed on a few test images).
+
+# %%
+print(json.dumps({k: summary["ensemble"].get(k) for k in ("source", "oof_default", "oof_fitted", "settings")},
+                 indent=1, default=str))
+print("\n".join(summary.get("budget_lines", [])))
 
 # %% [markdown]
 # The submission, and a few test images with the image rows' boxes (score >= 0.3) drawn in the

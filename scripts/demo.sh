@@ -82,6 +82,11 @@ for f in "$D"/run/siimcovid-train-det-r1-fold-*/work/det/*/fold*; do
   [ -d "$f" ] && ln -sfn "$(cd "$f" && pwd)" "$D/det/$(basename "$f")"
 done
 siim det-merge --work "$D/det" --truth "$D/data" || echo "det-merge: a fold was skipped, see $D/det/scores.json" >&2
+# The CV report: the inference kernel's merge (fitted on the members' out-of-fold predictions) scored on
+# them, per member and per merge rule, with and without TTA ($D/cv_report/cv_report.html: PR curves,
+# confusion matrix, calibration of `none`, example images).
+siim cv-report --inputs "$D/run" --preprocess "$PRE" --out "$D/cv_report" > "$D/cv_report.txt" \
+  || echo "cv-report: a member or fold was skipped, see $D/cv_report/cv_report.json" >&2
 
 for sub in "$D"/subs/*.csv; do
   name=$(basename "$sub" .csv)
@@ -100,4 +105,7 @@ for name, s in rows:
     aps = "".join(f"{(s['ap'][c] if s['ap'][c] is not None else float('nan')):9.3f}" for c in cls)
     print(f"{name:<12}{s['score']:8.3f}{s['study_map']:8.3f}{s['image_map']:8.3f}  {aps}")
 PY
+echo
+echo "CV report (out-of-fold, train split; * = the merge the inference kernel used):"
+cat "$D/cv_report.txt"
 echo "submission: $D/submission.csv"

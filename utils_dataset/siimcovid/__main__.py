@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "det-merge": ("siimcovid.detect.merge", "cli", "merge detector folds: OOF/test boxes, opacity + none AP"),
     "det-pseudo": ("siimcovid.detect.pseudo", "cli", "pseudo-labels for the next detector round"),
     "infer": ("siimcovid.inference", "cli", "inference kernel: test DICOMs -> study folds + learner -> submission.csv"),
+    "cv-report": ("siimcovid.ensemble.report", "cli", "OOF score of every member and merge rule; fits the merge (HTML + PNGs)"),
     "kernels": ("siimcovid.kaggle", "cli", "render kernel-metadata/ and push helpers"),
     "kaggle": ("siimcovid.orchestrate.cli", "cli_kaggle", "the kernel graph on Kaggle: plan | push | status | pull"),
     "run-local": ("siimcovid.orchestrate.local", "cli", "run the kernel graph's notebooks locally with papermill"),

@@ -54,7 +54,8 @@ from .layout import PIXEL_KEYS  # noqa: E402,F401  (pixel settings a test set sh
 class InferConfig:
     data: str | None = opt(None, "competition folder; none = found by sample_submission.csv")
     train_pre: str | None = opt(None, "the preprocess kernel's output (meta.csv + images/<S>/train); none = found")
-    study_work: list[str] | None = opt(None, "folders holding fold*/; none = search SIIM_INPUT and /kaggle/input")
+    study_work: list[str] | None = opt(None, "folders holding the members' fold*/ (study, binary, detector); "
+                                             "none = search SIIM_INPUT and /kaggle/input")
     out: str | None = opt(None, "output folder; none = /kaggle/working on Kaggle, ./work/inference locally")
     learner_size: int | None = opt(None, "the small learner's PNG folder (images/<S>/); none = the smallest in train_pre")
     limit: int = opt(0, "convert at most this many test images (smoke runs; the rest get fallback rows)")
@@ -70,6 +71,10 @@ class InferConfig:
     learner: dict = opt(default_factory=dict, help="other LearnerConfig fields, e.g. {patch_iter: 50} or "
                                                    "--set learner.patch_iter=50")
     progress: bool = opt(True, "progress bars")
+    ensemble: str | None = opt("default", "ensemble variant (configs/ensemble/): members, weights, merge rule")
+    ensemble_fit: str | None = opt(None, "a saved ensemble_fit.json (cv-report's); none = fit here on the members' OOF")
+    budget_probe: bool = opt(True, "time each member on a few test images and project the hidden test set's time "
+                                   "against the 9-hour limit before predicting")
 
 
 # ---------------------------------------------------------------------------------------
@@ -112,20 +117,31 @@ def predict_study(fold_dirs: Sequence[Path], pre_test: Path, data_dir: Path, *, 
                   agg: str | None = None, threads: int = 0, progress: bool = True) -> tuple[pd.DataFrame, dict]:
     """Study predictions for every test study of the sample: the folds' mean where a study has a
     predicted image, the train class priors otherwise (all of them when no fold loads)."""
-    from .baseline import class_priors
-
-    log = get_logger()
     from .study.predict import predict_images, to_studies
 
     images, info = predict_images(fold_dirs, pre_test, train_pre=train_pre, hub=hub, batch_size=batch_size,
                                  tta=tta, threads=threads, progress=progress)
+    how = study_aggregation(info, agg)
+    return finish_study(to_studies(images, how), info, fold_dirs, data_dir, how)
+
+
+def study_aggregation(info: dict, agg: str | None) -> str:
     aggs = {v["study_agg"] for v in info["folds"].values() if v["status"] == "used"}
-    how = agg or (aggs.pop() if len(aggs) == 1 else "mean")
-    study = to_studies(images, how)
+    return agg or (aggs.pop() if len(aggs) == 1 else "mean")
+
+
+def finish_study(study: pd.DataFrame, info: dict, fold_dirs: Sequence[Path], data_dir: Path,
+                 how: str) -> tuple[pd.DataFrame, dict]:
+    """Every sample study once: the model's rows, the train class priors for the rest (all of them,
+    said loudly, when no fold loaded); the counts go into ``info``."""
+    from .baseline import class_priors
+
+    log = get_logger()
     priors = class_priors(read_study_csv(Path(data_dir) / STUDY_CSV))
     info.update(aggregation=how, priors=dict(zip(STUDY_CLASSES, priors.round(6).tolist())))
     wanted = sample_ids(data_dir)[0]
-    missing = [s for s in wanted if s not in set(study["study_id"])]
+    have = set(study["study_id"])
+    missing = [s for s in wanted if s not in have]
     if not info["used"]:
         log.error("NO STUDY FOLD LOADED (%d found, all skipped): every study row gets the train class priors %s",
                   len(fold_dirs), info["priors"])
@@ -294,13 +310,24 @@ def run(cfg: InferConfig, image_predictor: ImagePredictor | None = None) -> dict
                      "out": str(out), "timing": {}}
     timing = summary["timing"]
 
-    # which sizes the test images are needed at
+    # the members: study folds as the study stage finds them (also those that cannot load: reported),
+    # binary and detector folds (and every member's OOF, for the fit) as the ensemble finds them
+    from .ensemble import config as ens_config, steps as ens
     from .study.predict import find_folds, test_sizes
 
     folds, fold_problems = find_folds(cfg.study_work, cfg.exp)
+    from .ensemble.members import fold_kind
+
+    folds = [d for d in folds if fold_kind(d) in (None, "study")]  # binary / detector folds are other members
     for p in fold_problems:
         log.warning(p)
-    sizes = test_sizes(folds, train_pre)
+    ens_cfg = ens_config.load(cfg.ensemble, {"study_how": cfg.agg} if cfg.agg else None)
+    ens_problems: list[str] = []
+    found = ens.find_members(cfg.study_work, ens_cfg, ens_problems)
+    study_names = {Path(d).parent.name for d in folds}
+    found["study"] = {n: m for n, m in found["study"].items() if n in study_names}  # --exp applies
+    to_predict = {"study": ens.members_from_folds("study", folds), "binary": found["binary"], "detect": found["detect"]}
+    sizes = test_sizes(folds, train_pre) | ens.sizes_needed({k: found[k] for k in ("binary", "detect")})
     l_size = pick_learner_size(train_pre, cfg.learner_size)
     if l_size:
         sizes.add(l_size)
@@ -308,7 +335,8 @@ def run(cfg: InferConfig, image_predictor: ImagePredictor | None = None) -> dict
         sizes.add(256)  # nothing will read them, but the test images' sizes are still needed for clipping
     summary.update(fold_dirs=[str(d) for d in folds], fold_problems=fold_problems, test_sizes=sorted(sizes),
                    learner_size=l_size)
-    log.info("infer: %d study fold(s) found; test images at %s px; learner at %s px", len(folds), sorted(sizes), l_size)
+    log.info("infer: %d study fold(s), binary members %s, detector members %s; test images at %s px; learner at "
+             "%s px", len(folds), sorted(found["binary"]), sorted(found["detect"]), sorted(sizes), l_size)
 
     # 1. test DICOMs -> PNGs
     t0 = time.time()
@@ -323,27 +351,66 @@ def run(cfg: InferConfig, image_predictor: ImagePredictor | None = None) -> dict
         log.warning("infer: %d test DICOM(s) failed to convert (see %s); their rows use fallbacks",
                     len(errors), pre_test / "errors.csv")
 
-    # 2. study rows
+    # 2. the merge, fitted on the members' out-of-fold predictions (or a saved fit), and the budget:
+    # one fold of each member timed on a few test images, projected to the hidden test set
     t0 = time.time()
-    study, study_info = predict_study(folds, pre_test, data, train_pre=train_pre, hub=cfg.hub,
-                                      batch_size=cfg.batch_size, tta=cfg.tta, agg=cfg.agg, threads=cfg.threads,
-                                      progress=cfg.progress)
-    study.to_csv(out / STUDY_OUT, index=False)
+    settings, summary["ensemble"] = ens.fitted_settings(found, train_pre, ens_cfg, out, ens_problems, cfg.ensemble_fit)
+    options = {"study": {"train_pre": train_pre, "hub": cfg.hub, "batch_size": cfg.batch_size, "tta": cfg.tta,
+                         "threads": cfg.threads},
+               "binary": {"batch_size": cfg.batch_size, "tta": cfg.tta, "hub": cfg.hub, "threads": cfg.threads},
+               "detect": {"batch_size": cfg.batch_size}}
+    if cfg.budget_probe and any(to_predict.values()):
+        converted = max(1, int(pre_summary["counts"].get("converted", 0) or 0))
+        proj, _ = ens.probe_budget(to_predict, pre_test, out / "work", options, ens_problems,
+                                   overhead_per_image=timing["preprocess_test"] / converted)
+        summary["budget"] = proj.as_dict()
+        summary["budget_lines"] = proj.lines()
+    timing["fit_and_budget"] = round(time.time() - t0, 2)
+
+    # 3. study rows: every study fold predicts the test images, then the merge
+    t0 = time.time()
+    from .study.predict import predict_images
+
+    study_images, study_info = predict_images(folds, pre_test, train_pre=train_pre, hub=cfg.hub,
+                                              batch_size=cfg.batch_size, tta=cfg.tta, threads=cfg.threads,
+                                              progress=cfg.progress)
+    how = study_aggregation(study_info, cfg.agg)
+    settings.study_how = how
     timing["study"] = round(time.time() - t0, 2)
+
+    # 4. image rows: binary and detector members, then the merge; the small learner when neither exists
+    t0 = time.time()
+    tables, summary["ensemble"]["predict"] = ens.predict_members(
+        {"study": {}, "binary": found["binary"], "detect": found["detect"]}, pre_test, options, ens_problems)
+    tables["study"] = ens.tables_by_member(study_images)
+    sample_studies, sample_images = sample_ids(data)
+    priors, none_prior = ens.train_priors(data)
+    notes: list[str] = []
+    ens_study, ens_image, ens_prior_images = ens.merge_test(
+        tables, settings, ens.test_images(pre_test, sample_images), sample_studies, priors, none_prior, notes)
+    summary["ensemble"].update(settings=asdict(settings), notes=notes, problems=ens_problems)
+    for p in ens_problems + notes:
+        log.warning("ensemble: %s", p)
+    predicted_studies = set(study_images["study_id"].astype(str))
+    study, study_info = finish_study(ens_study[ens_study["study_id"].isin(predicted_studies)], study_info, folds,
+                                     data, how)
+    study.to_csv(out / STUDY_OUT, index=False)
     summary["study"] = study_info
 
-    # 3. image rows
-    t0 = time.time()
     image, image_info = None, {"predictor": None}
-    predictor = image_predictor or predict_image_learner
-    if train_pre is None or l_size is None:
-        image_info["error"] = "no train preprocess output: no learner"
+    if tables["detect"] or tables["binary"]:
+        image_info["predictor"] = "ensemble " + ", ".join(f"{k}:{n}" for k in ("detect", "binary") for n in tables[k])
+        image = ens_image[~ens_image["image_id"].isin(set(ens_prior_images))]
     else:
-        image_info["predictor"] = getattr(predictor, "__name__", repr(predictor))
-        try:
-            image = predictor(train_pre, pre_test, l_size, work=cfg.learner_work, seed=cfg.seed, **cfg.learner)
-        except (FileNotFoundError, ValueError) as exc:
-            image_info["error"] = f"{type(exc).__name__}: {exc}"
+        predictor = image_predictor or predict_image_learner
+        if train_pre is None or l_size is None:
+            image_info["error"] = "no train preprocess output: no learner"
+        else:
+            image_info["predictor"] = getattr(predictor, "__name__", repr(predictor))
+            try:
+                image = predictor(train_pre, pre_test, l_size, work=cfg.learner_work, seed=cfg.seed, **cfg.learner)
+            except (FileNotFoundError, ValueError) as exc:
+                image_info["error"] = f"{type(exc).__name__}: {exc}"
     predicted = image is not None
     if not predicted:
         log.error("NO IMAGE PREDICTOR RAN (%s): every image row gets the prior", image_info.get("error"))
@@ -357,7 +424,7 @@ def run(cfg: InferConfig, image_predictor: ImagePredictor | None = None) -> dict
     timing["image"] = round(time.time() - t0, 2)
     summary["image"] = image_info
 
-    # 4. submission
+    # 5. submission
     t0 = time.time()
     sub, build_problems, problems = write_submission(data, study, image, out / SUBMISSION,
                                                      image_sizes_from_meta(pre_test))
@@ -385,6 +452,15 @@ def format_summary(s: dict) -> str:
                                                  f" ({v['n_images']} images, {v['seconds']} s)"))
     for p in s["fold_problems"]:
         lines.append(f"  {p}")
+    ens = s.get("ensemble") or {}
+    if ens:
+        rule = (ens.get("settings") or {}).get("rule")
+        lines.append(f"ensemble: merge {ens.get('source')} (rule {rule})" + (
+            f", OOF final {ens['oof_fitted']['final']:.4f} (defaults {ens['oof_default']['final']:.4f})"
+            if ens.get("oof_fitted") and ens["oof_fitted"].get("final") is not None
+            and ens["oof_default"].get("final") is not None else ""))
+        lines += [f"  {p}" for p in ens.get("problems", [])]
+    lines += s.get("budget_lines", [])
     probs = s["validation_problems"]
     lines.append("validation: OK" if not probs else f"validation: {len(probs)} problem(s)")
     lines += [f"  {i:4d}. {p}" for i, p in enumerate(probs[:20], start=1)]

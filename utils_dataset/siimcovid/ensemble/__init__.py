@@ -1,0 +1,11 @@
+"""The ensembling stage: every trained member into one merge fitted on out-of-fold predictions.
+
+- rules.py   the merge itself (study rows from study members, image rows from detector members
+             fused through detect/wbf plus binary / study evidence), with named presets
+- scoring.py the project metric's APs on DataFrames (through ``siimcovid.metric``), fast for fitting
+- fit.py     rule parameters and member weights fitted on OOF predictions, saved as JSON
+- members.py finding and reading the members' fold outputs (study, binary, detector)
+- config.py  which members take part and with which weights: one config variant
+- report.py  ``python -m siimcovid cv-report``: the local score per member and per rule, HTML + PNGs
+- budget.py  time per image per member -> projected time for the hidden test set vs the 9-hour limit
+"""
