@@ -104,22 +104,9 @@ def fit_weights(preds: np.ndarray, has_box: Sequence[int], *, margin: float = 0.
     best, best_ap = candidates[k].copy(), float(aps[k])
 
     # Refinement: move `step` of weight from member j to member i while that improves the AP.
-    for step in steps:
-        improved = True
-        while improved:
-            improved = False
-            for i in range(m):
-                for j in range(m):
-                    if i == j or best[j] <= 0:
-                        continue
-                    w = best.copy()
-                    d = min(step, w[j])
-                    w[i] += d
-                    w[j] -= d
-                    w = _project(w)
-                    ap = score(preds @ w)
-                    if ap > best_ap + 1e-12:
-                        best, best_ap, improved = w, ap, True
+    from ..simplex import refine
+
+    best, best_ap = refine(lambda w: score(preds @ w), best, best_ap, steps, project=_project)
     use_fitted = best_ap >= ap_equal + margin
     weights = best if use_fitted else equal
     return {"weights": weights.tolist(), "method": "fitted" if use_fitted else "equal",

@@ -93,21 +93,9 @@ def fit_simplex(score: Callable[[np.ndarray], float], m: int, *, margin: float,
         s = float(score(w))
         if s > s_best + 1e-12:
             best, s_best = w, s
-    for step in steps:
-        improved = True
-        while improved:
-            improved = False
-            for i in range(m):
-                for j in range(m):
-                    if i == j or best[j] <= 0:
-                        continue
-                    w = best.copy()
-                    d = min(step, w[j])
-                    w[i] += d
-                    w[j] -= d
-                    s = float(score(w))
-                    if s > s_best + 1e-12:
-                        best, s_best, improved = w, s, True
+    from ..simplex import refine
+
+    best, s_best = refine(score, best, s_best, steps)
     use = s_best >= s_equal + margin
     return {"weights": (best if use else equal).tolist(), "method": "fitted" if use else "equal",
             "score": s_best if use else s_equal, "score_equal": s_equal, "fitted_weights": best.tolist(),
