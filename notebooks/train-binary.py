@@ -51,21 +51,11 @@ prepare_kernel()  # no-op locally; on Kaggle: checks the image's TF / torch, ins
 import pandas as pd
 from IPython.display import Image, display
 
-from siimcovid.binary.config import load_config
 from siimcovid.binary.merge import format_scores, load_ensemble_config, merge as merge_members
-from siimcovid.binary.train import train_fold
-from siimcovid.classify.backbones import export_tiny_savedmodel
-
-opts = dict(overrides or {})
-if preprocess:
-    opts["preprocess"] = preprocess
-if workdir:
-    opts["workdir"] = workdir
-if make_tiny_hub:
-    opts["hub_handle"] = str(export_tiny_savedmodel(make_tiny_hub, width=int(opts.pop("tiny_width", 16))))
-names = list(members) if members else load_ensemble_config("ensemble").members
-configs = [load_config(m, {**opts, "fold": int(k)}) for m in names for k in (folds if folds is not None else [fold])]
-scores = [train_fold(cfg) for cfg in configs]  # every config was checked before the first trains
+from siimcovid.binary.train import run
+configs, scores = run(members, folds if folds is not None else [fold], overrides, preprocess=preprocess,
+                      workdir=workdir, make_tiny_hub=make_tiny_hub)
+names = list(dict.fromkeys(c.name for c in configs))  # member folders, in training order
 pd.DataFrame([{k: v for k, v in s.items() if k != "data"} for s in scores])
 
 # %% [markdown]

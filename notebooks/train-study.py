@@ -46,36 +46,20 @@ from siimcovid.wheels import prepare_kernel
 prepare_kernel()  # no-op locally; on Kaggle: checks the image's TF / torch, installs the wheels kernel's output offline
 
 # %%
-import json
-
 import pandas as pd
 from IPython.display import Image, display
 
-from siimcovid.study.config import load_config
 from siimcovid.study.evaluate import format_scores, merge as merge_folds
-from siimcovid.study.model import export_tiny_savedmodel
-from siimcovid.study.train import train_fold
-
-opts = dict(overrides or {})
-if preprocess:
-    opts["preprocess"] = preprocess
-if workdir:
-    opts["workdir"] = workdir
-if teacher:
-    opts["teacher"] = teacher
-if make_tiny_hub:
-    opts["hub_handle"] = str(export_tiny_savedmodel(make_tiny_hub, width=int(opts.pop("tiny_width", 16))))
-
-scores = []
-for k in (folds if folds is not None else [fold]):
-    cfg = load_config(config, overrides={**opts, "fold": int(k)})
-    scores.append(train_fold(cfg))
+from siimcovid.study.train import run
+configs, scores = run(config, folds if folds is not None else [fold], overrides, preprocess=preprocess,
+                      workdir=workdir, teacher=teacher, make_tiny_hub=make_tiny_hub)
 pd.DataFrame([{k: v for k, v in s.items() if k != "data"} for s in scores])
 
 # %% [markdown]
 # Training history of the last fold trained (losses, validation study mAP per epoch).
 
 # %%
+cfg = configs[-1]
 out = cfg.out_dir()
 display(pd.read_csv(out / "history.csv"))
 if (out / "history.png").exists():

@@ -74,7 +74,7 @@ done
 # The pipeline's submission is the inference kernel's: test DICOMs -> PNGs, the study folds (hflip TTA)
 # averaged, image rows from the small learner, validated.
 cp "$INF/submission.csv" "$D/subs/pipeline.csv"
-# The detector folds (train-det-r1-fold-k kernels, tiny_cpu variant: a narrow DCN Faster R-CNN on CPU)
+# The detector folds (train-det-r1-fold-k kernels, demo_cpu variant: a narrow DCN Faster R-CNN on CPU)
 # ran in the same graph; det-merge fuses their boxes and scores them on the same test split as the
 # learner's (opacity AP in $D/det/scores.json).
 mkdir -p "$D/det"

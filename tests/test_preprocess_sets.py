@@ -139,3 +139,27 @@ def test_bad_data_folder_is_one_line_and_writes_nothing(tmp_path, capsys, monkey
     assert not out.exists()
     (tmp_path / "afile").write_text("x")
     assert main(["preprocess", "--data", str(empty), "--out", str(tmp_path / "afile"), "--no-progress"]) == 2
+
+
+def test_a_size_beyond_the_films_is_reported(small, tmp_path, caplog):
+    """scale 0.03 makes films of ~60-130 px: 16 px downsamples every one, a size past the largest
+    film upsamples every one and says so (in the log and in preprocess.json)."""
+    import logging
+
+    from siimcovid.preprocess import upsampled_sizes
+
+    with caplog.at_level(logging.WARNING):
+        assert pre(small, tmp_path / "p")["counts"]["upsampled_by_size"] == {}
+    assert "upsampled" not in caplog.text
+    meta = read_meta(tmp_path / "p")
+    longest = meta[["orig_h", "orig_w"]].max(axis=1)
+    largest, smallest = int(longest.max()), int(longest.min())
+    assert upsampled_sizes(meta, [16, smallest]) == {}
+    assert upsampled_sizes(meta, [16, largest]) == {largest: (int((longest < largest).sum()), largest)}
+    caplog.clear()
+    big = largest + 1
+    with caplog.at_level(logging.WARNING):
+        summary = run(PreprocessConfig(data=str(small), out=str(tmp_path / "q"), sizes=[big], workers=1,
+                                       progress=False))
+    assert summary["counts"]["upsampled_by_size"] == {str(big): len(meta)}
+    assert f"--size {big} is larger than every one" in caplog.text and f"{largest} px" in caplog.text

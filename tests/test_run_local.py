@@ -146,3 +146,74 @@ def test_collect_merges_kernel_outputs(tmp_path):
     assert not (out / "__notebook__.ipynb").exists()
     assert s["conflicts"] == ["run.json"] and (out / "_conflicts" / "fold-1" / "run.json").read_text() == "run 1"
     assert json.loads((out / "collect.json").read_text())["files"] == s["files"] == 4
+
+
+class SlowRecorder(Recorder):
+    """A Recorder that takes a moment and notes how many calls overlap."""
+
+    def __init__(self, fail: str | None = None):
+        import threading
+
+        super().__init__(fail)
+        self.lock, self.now, self.most, self.log = threading.Lock(), 0, 0, []
+
+    def __call__(self, notebook, output, parameters, cwd, env):
+        import time
+
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+            self.log.append(("start", cwd.name))
+        try:
+            time.sleep(0.05)
+            super().__call__(notebook, output, parameters, cwd, env)
+        finally:
+            with self.lock:
+                self.now -= 1
+                self.log.append(("end", cwd.name))
+
+
+def test_jobs_run_independent_kernels_at_once_and_never_before_their_inputs(tmp_path, data, capsys):
+    from siimcovid.orchestrate import graph as G
+
+    out, rec = tmp_path / "out", SlowRecorder()
+    assert _run(data, out, rec, "--jobs", "2") == 0
+    assert rec.most == 2  # the fold kernels overlapped
+    ended = {}
+    for i, (what, slug) in enumerate(rec.log):
+        if what == "end":
+            ended[slug] = i
+    graph = G.build("local", repeat=L.load_profile("tiny")["repeat"])
+    for i, (what, slug) in enumerate(rec.log):
+        if what == "start":
+            assert all(ended[u] < i for u in graph.nodes[slug].upstream), slug  # its inputs had finished
+    for c in rec.calls:  # each of two jobs gets half the cores
+        assert c["env"]["OMP_NUM_THREADS"] == c["env"]["TF_NUM_INTRAOP_THREADS"] == str(max(1, os.cpu_count() // 2))
+    text = capsys.readouterr().out
+    assert text.count(": done in") == len(rec.calls) == len(graph.nodes)
+    rec2 = SlowRecorder()
+    assert _run(data, out, rec2, "--jobs", "2") == 0 and rec2.calls == []  # resumable as with one job
+
+
+def test_with_jobs_a_failure_lets_the_running_finish_and_starts_nothing_new(tmp_path, data, capsys):
+    out = tmp_path / "out"
+    rec = SlowRecorder(fail=FOLDS[0])
+    assert _run(data, out, rec, "--jobs", "2") == 1
+    slugs = [c["slug"] for c in rec.calls]
+    assert "siimcovid-inference" not in slugs and FOLDS[0] in slugs
+    assert all((out / s / L.DONE).exists() for s in slugs if s != FOLDS[0])  # the others finished and count
+    assert "FAILED" in capsys.readouterr().out
+    rec = SlowRecorder()
+    assert _run(data, out, rec, "--jobs", "2") == 0
+    assert FOLDS[0] in [c["slug"] for c in rec.calls] and rec.calls[-1]["slug"] == "siimcovid-inference"
+    with pytest.raises(UserError, match="--jobs"):
+        _run(data, out, Recorder(), "--jobs", "0")
+
+
+def test_the_wheels_notebook_runs_in_its_own_process(tmp_path, data):
+    """--jobs > 1 runs papermill as a subprocess with its log beside the executed notebook."""
+    out = tmp_path / "out"
+    assert L.cli(["--data", str(data), "--out", str(out), "--profile", "tiny", "--only", "wheels",
+                  "--jobs", "2"]) == 0
+    assert (out / "siimcovid-wheels" / "work" / "wheels" / "siimcovid-wheels.txt").exists()
+    assert (out / "siimcovid-wheels" / "wheels.log").exists()

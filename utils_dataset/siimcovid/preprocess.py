@@ -454,6 +454,15 @@ def check_settings(cfg: PreprocessConfig) -> None:
         raise UserError(f"--no-voi-range {cfg.no_voi_range!r}: must be one of {NO_VOI_RANGES}")
 
 
+def upsampled_sizes(meta: pd.DataFrame, sizes: Sequence[int]) -> dict[int, tuple[int, int]]:
+    """Sizes larger than some images' longest side -> (how many images, the set's largest side).
+    Only known once the headers are read, so a warning after the run rather than a refusal before."""
+    if meta.empty or not {"orig_h", "orig_w"} <= set(meta.columns):
+        return {}
+    longest = meta[["orig_h", "orig_w"]].max(axis=1)
+    return {int(s): (int((longest < s).sum()), int(longest.max())) for s in sizes if (longest < s).any()}
+
+
 def _ids_digest(ids) -> dict:
     ids = sorted(map(str, ids))
     return {"n": len(ids), "sha1": hashlib.sha1("\n".join(ids).encode()).hexdigest()[:16]}
@@ -581,6 +590,11 @@ def run(cfg: PreprocessConfig) -> dict:
 
     meta = build_meta(index, records, folds, cfg)
     meta.to_csv(out / META_CSV, index=False)
+    upsampled = upsampled_sizes(meta, cfg.sizes)
+    for size, (n, largest) in upsampled.items():
+        log.warning("preprocess: --size %d is larger than %s of the %d images (the largest side in the set is "
+                    "%d px): those were upsampled, which adds no detail and costs disk and training time",
+                    size, "every one" if n == len(meta) else n, len(meta), largest)
     errors = errors + new_errors
     pd.DataFrame(errors, columns=ERROR_COLUMNS).to_csv(out / ERRORS_CSV, index=False)
     if cfg.tfrecords:
@@ -602,6 +616,7 @@ def run(cfg: PreprocessConfig) -> dict:
             "voi": meta["voi"].value_counts().to_dict(),
             "decoder": meta["decoder"].value_counts().to_dict(),
             "errors_by_stage": Counter(e["stage"] for e in errors),
+            "upsampled_by_size": {str(k): n for k, (n, _) in upsampled.items()},
         },
         "timing": {
             "seconds": round(time.time() - t_start, 2),

@@ -7,8 +7,7 @@ A member is a config variant (``siimcovid/configs/binary/<member>.yaml``); its f
 """
 from __future__ import annotations
 
-import argparse
-import json
+from typing import Sequence
 
 import siimcovid  # noqa: F401  (sets SM_FRAMEWORK / TF_USE_LEGACY_KERAS before TF loads)
 
@@ -23,23 +22,28 @@ def train_fold(cfg: BinaryConfig) -> dict:
     return core_train_fold(cfg, BINARY)
 
 
+def stage():
+    """The binary stage as the core's fold runner sees it."""
+    from ..classify.runner import Stage
+
+    return Stage(STAGE, BinaryConfig, train_fold, "oof_none_ap", "OOF none AP")
+
+
+def run(members: Sequence[str] | None = None, folds: Sequence[int] = (0,), overrides: dict | None = None, *,
+        preprocess: str | None = None, workdir: str | None = None,
+        make_tiny_hub: str | None = None) -> tuple[list[BinaryConfig], list[dict]]:
+    """The train-binary kernel: every member (None: the ensemble's, ``ensemble.yaml``) x fold, in
+    turn. -> (configs, fold summaries)."""
+    from ..classify import runner
+    from .merge import load_ensemble_config
+
+    names = list(members) if members else load_ensemble_config("ensemble").members
+    opts = runner.kernel_overrides(overrides, preprocess=preprocess, workdir=workdir, make_tiny_hub=make_tiny_hub)
+    return runner.run(stage(), names, list(folds), opts)
+
+
 def cli(argv: list[str]) -> int:
     """Train binary `none` members, one fold after another (resumes when a fold folder holds a checkpoint)."""
-    from .. import variants
+    from ..classify.runner import train_cli
 
-    ap = argparse.ArgumentParser(prog="python -m siimcovid binary-train", description=cli.__doc__)
-    ap.add_argument("--fold", type=int, nargs="+", default=None, help="fold(s) to train (default: the config's)")
-    ap.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    variants.add_schema_args(ap, BinaryConfig, stage=STAGE, exclude=("fold",))
-    a = ap.parse_args(argv)
-    overrides = variants.overrides_from_args(a)
-    configs = [variants.load(STAGE, a.config, [overrides, {"fold": k} if k is not None else {}], BinaryConfig)
-               for k in (a.fold or [None])]  # every fold's config checked before the first trains
-    for cfg in configs:
-        if a.print_config:
-            print(json.dumps(cfg.to_dict(), indent=2))
-            return 0
-        score = train_fold(cfg)
-        print(f"{cfg.name} fold {cfg.fold}: OOF none AP {score['oof_none_ap']:.4f} "
-              f"(hflip TTA {score['oof_none_ap_tta']:.4f}) -> {cfg.out_dir()}")
-    return 0
+    return train_cli(stage(), argv, cli.__doc__)

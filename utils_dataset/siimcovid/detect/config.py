@@ -220,4 +220,22 @@ def prepare(cfg, run_dir: str | Path, train_json: str | Path | None = None):
     else:
         backbone["init_cfg"] = None
     cfg.load_from = str(s["weights"]) if s.get("weights") else None
+    if not s.get("weights") and not s.get("backbone_weights"):
+        train_from_scratch(backbone)
     return cfg
+
+
+# Backbones whose constructors take frozen_stages / norm_eval (mmdet's ResNet family and Darknet).
+_SCRATCH_BACKBONES = {"ResNet", "ResNetV1d", "ResNeXt", "Res2Net", "Darknet", "mmdet.ResNet", "mmdet.Darknet"}
+
+
+def train_from_scratch(backbone: dict) -> bool:
+    """mmdet's configs assume ImageNet weights: the stem and first stage frozen (frozen_stages=1) and
+    BatchNorm kept in eval mode (norm_eval=True). From random init that freezes random filters and
+    leaves BN normalising with its initial statistics forever, so, as mmdet's own scratch configs do,
+    every stage trains and BN learns its statistics. Returns whether the backbone was changed."""
+    if backbone.get("type") not in _SCRATCH_BACKBONES:
+        return False
+    backbone["frozen_stages"] = -1
+    backbone["norm_eval"] = False
+    return True

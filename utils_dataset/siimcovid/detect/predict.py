@@ -181,3 +181,51 @@ def figures(preds: pd.DataFrame, truth: dict[str, Iterable]) -> dict:
         for rule in NONE_RULES:
             out[f"none_ap_{rule}_{tag}"] = none_ap(preds, truth, col, rule)
     return out
+
+
+def predict_folds(fold_dirs: Sequence[Path], pre_test: Path, *, device: str | None = None,
+                  batch_size: int | None = None, progress: bool = True) -> tuple[list[pd.DataFrame], dict]:
+    """The inference kernel's detector members: each fold's ``model.pth`` with its resolved mmdet
+    config, flip TTA fused with WBF as the fold was trained to, boxes in original pixels.
+    -> (one table per fold that predicted: image_id, orig_h, orig_w, boxes, boxes_notta; info with
+    each fold's status, ``used`` and ``skipped``). A fold that cannot predict is skipped and recorded."""
+    import time
+
+    from mmengine.config import Config
+
+    from ..errors import reraise_interrupts
+    from ..layout import read_meta
+    from ..log import get_logger
+    from ..runs import read_config
+    from .train import MODEL_PTH
+
+    log = get_logger()
+    tables, info = [], {"folds": {}, "used": [], "skipped": []}
+    device = device or _torch_device()
+    for d in fold_dirs:
+        t0 = time.time()
+        try:
+            resolved = read_config(d)
+            cfg = Config(resolved["mmdet_config"])
+            s = resolved.get("siim") or dict(cfg.get("siim", {}))
+            size = int(resolved.get("src_size") or s["size"])
+            meta = read_meta(pre_test, size, split="test")
+            model = load_model(cfg, Path(d) / MODEL_PTH, device=device)
+            rows = predict_images(model, meta, size, tta=dict(s.get("tta", {"hflip": True})), wbf=dict(s.get("wbf", {})),
+                                  batch=int(batch_size or s.get("predict_batch", 8)), progress=progress)
+        except BaseException as exc:  # noqa: BLE001 - one fold that cannot predict never stops the kernel
+            reraise_interrupts(exc)
+            log.warning("detector fold skipped: %s: %s: %s", d, type(exc).__name__, exc)
+            info["folds"][str(d)] = {"status": "skipped", "reason": f"{type(exc).__name__}: {exc}"}
+            info["skipped"].append(str(d))
+            continue
+        tables.append(pd.DataFrame(rows, columns=["image_id", "orig_h", "orig_w", "boxes", "boxes_notta"]))
+        info["folds"][str(d)] = {"status": "used", "n_images": len(rows), "seconds": round(time.time() - t0, 2)}
+        info["used"].append(str(d))
+    return tables, info
+
+
+def _torch_device() -> str:
+    from ..accelerator import torch_device
+
+    return torch_device()

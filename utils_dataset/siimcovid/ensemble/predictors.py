@@ -17,19 +17,11 @@ from typing import Callable, Sequence
 
 import pandas as pd
 
-from ..errors import reraise_interrupts
-from ..log import get_logger
 from .budget import Timing
 
 
 class MemberUnavailable(RuntimeError):
     """No test-time predictor for this kind of member in this package version."""
-
-
-def _read_test_meta(pre_test: Path, size: int) -> pd.DataFrame:
-    from ..layout import read_meta
-
-    return read_meta(pre_test, size, split="test")
 
 
 def src_size(kind: str, fold_dir: Path) -> int | None:
@@ -68,107 +60,20 @@ def predict_study(fold_dirs: Sequence[Path], pre_test: Path, options: dict) -> t
 
 # ------------------------------------------------------------------------------------ binary
 def predict_binary(fold_dirs: Sequence[Path], pre_test: Path, options: dict) -> tuple[list[pd.DataFrame], dict]:
-    """Each binary fold through the shared classifier core (``classify``: the fold's saved config,
-    its best weights, ``predict_frame`` with hflip TTA) -> tables shaped like its test.csv
-    (image_id, study_id, p_none, p_none_tta)."""
-    import dataclasses
+    """binary/predict.py's predict_folds (tables shaped like a fold's test.csv)."""
+    from ..binary.predict import predict_folds
 
-    import tf_keras
-
-    from ..binary.config import from_json
-    from ..binary.task import BINARY
-    from ..classify.backbones import build_model
-    from ..classify.predict import predict_frame
-    from ..classify.runtime import set_policy, set_threads
-    from ..layout import read_meta
-    from ..runs import BEST_WEIGHTS, CONFIG_JSON
-    from ..runs import src_size as run_src_size
-
-    log = get_logger()
-    set_threads(int(options.get("threads") or 0))
-    tables, info = [], {"folds": {}, "used": [], "skipped": []}
-    for d in fold_dirs:
-        t0 = time.time()
-        try:
-            cfg = from_json(Path(d) / CONFIG_JSON)
-            if options.get("batch_size"):
-                cfg = dataclasses.replace(cfg, batch_size=int(options["batch_size"]))
-            if getattr(cfg, "model", None) == "hub":
-                from ..study.predict import resolve_fold_hub
-
-                cfg = dataclasses.replace(cfg, hub_handle=resolve_fold_hub(cfg.hub_handle, options.get("hub")))
-            src = run_src_size(d) or int(cfg.image_size)
-            test = read_meta(pre_test, src, split="test")
-            set_policy(getattr(cfg, "mixed_precision", "off"), _tf_device())
-            model = build_model(cfg, BINARY.n_outputs, BINARY.activation)
-            model.load_weights(str(Path(d) / BEST_WEIGHTS))
-            pred = predict_frame(model, test, cfg, BINARY, tta=options.get("tta"))
-        except BaseException as exc:  # noqa: BLE001 - one fold that cannot predict never stops the kernel
-            reraise_interrupts(exc)
-            log.warning("binary fold skipped: %s: %s: %s", d, type(exc).__name__, exc)
-            info["folds"][str(d)] = {"status": "skipped", "reason": f"{type(exc).__name__}: {exc}"}
-            info["skipped"].append(str(d))
-            continue
-        finally:
-            tf_keras.backend.clear_session()
-        tables.append(pred[["image_id", "study_id", "p_none", "p_none_tta"]].reset_index(drop=True))
-        info["folds"][str(d)] = {"status": "used", "n_images": len(pred), "seconds": round(time.time() - t0, 2)}
-        info["used"].append(str(d))
-    return tables, info
-
-
-def _tf_device() -> str:
-    import tensorflow as tf
-
-    return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+    return predict_folds(fold_dirs, pre_test, hub=options.get("hub"), batch_size=options.get("batch_size"),
+                         tta=options.get("tta"), threads=int(options.get("threads") or 0))
 
 
 # ------------------------------------------------------------------------------------ detect
 def predict_detect(fold_dirs: Sequence[Path], pre_test: Path, options: dict) -> tuple[list[pd.DataFrame], dict]:
-    """detect/predict.py: each fold's model.pth with its resolved mmdet config, flip TTA fused with
-    WBF as the fold was trained to, boxes in original pixels."""
-    from mmengine.config import Config
+    """detect/predict.py's predict_folds (boxes in original pixels, with and without flip TTA)."""
+    from ..detect.predict import predict_folds
 
-    from ..detect.predict import load_model, predict_images
-    from ..detect.train import MODEL_PTH
-    from ..runs import read_config
-
-    log = get_logger()
-    tables, info = [], {"folds": {}, "used": [], "skipped": []}
-    device = options.get("device") or _torch_device()
-    for d in fold_dirs:
-        t0 = time.time()
-        try:
-            resolved = read_config(d)
-            cfg = Config(resolved["mmdet_config"])
-            s = resolved.get("siim") or dict(cfg.get("siim", {}))
-            size = int(resolved.get("src_size") or s["size"])
-            meta = _read_test_meta(pre_test, size)
-            model = load_model(cfg, Path(d) / MODEL_PTH, device=device)
-            rows = predict_images(model, meta, size, tta=dict(s.get("tta", {"hflip": True})), wbf=dict(s.get("wbf", {})),
-                                  batch=int(options.get("batch_size") or s.get("predict_batch", 8)),
-                                  progress=options.get("progress", True))
-        except BaseException as exc:  # noqa: BLE001 - one fold that cannot predict never stops the kernel
-            reraise_interrupts(exc)
-            log.warning("detector fold skipped: %s: %s: %s", d, type(exc).__name__, exc)
-            info["folds"][str(d)] = {"status": "skipped", "reason": f"{type(exc).__name__}: {exc}"}
-            info["skipped"].append(str(d))
-            continue
-        tables.append(pd.DataFrame(rows, columns=["image_id", "orig_h", "orig_w", "boxes", "boxes_notta"]))
-        info["folds"][str(d)] = {"status": "used", "n_images": len(rows), "seconds": round(time.time() - t0, 2)}
-        info["used"].append(str(d))
-    return tables, info
-
-
-def _torch_device() -> str:
-    try:
-        from ..accelerator import torch_device
-
-        return torch_device()
-    except ImportError:
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
+    return predict_folds(fold_dirs, pre_test, device=options.get("device"), batch_size=options.get("batch_size"),
+                         progress=options.get("progress", True))
 
 
 PREDICTORS: dict[str, Callable] = {"study": predict_study, "binary": predict_binary, "detect": predict_detect}

@@ -121,11 +121,38 @@ def _marker(path: Path) -> dict:
         return {}
 
 
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS",
+               "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
+
+
+def subprocess_executor(notebook: Path, output: Path, parameters: dict, cwd: Path, env: dict) -> None:
+    """Run one notebook with papermill in its own process (so several can run at once, each with its
+    own environment); its console output goes to ``<output>.log``, its error to the exception."""
+    import subprocess
+    import sys
+
+    log = output.with_suffix(".log")
+    cmd = [sys.executable, "-m", "papermill", str(notebook), str(output), "-y", json.dumps(parameters),
+           "--cwd", str(cwd), "-k", "python3", "--no-progress-bar"]
+    with open(log, "w") as fh:
+        rc = subprocess.run(cmd, env={**os.environ, **env}, stdout=fh, stderr=subprocess.STDOUT).returncode
+    if rc:
+        tail = log.read_text(errors="replace").strip().splitlines()[-12:]
+        raise RuntimeError(f"papermill exit {rc} (full log: {log})\n" + "\n".join(tail))
+
+
 def run(graph: G.Graph, data: Path, out: Path, profile: dict, only: list[str] | None = None,
-        executor: Executor = papermill_executor, echo: Callable[[str], None] = print) -> int:
-    """Every selected kernel in graph order; 0 when all are done, 1 when one failed (the run stops)."""
+        executor: Executor | None = None, echo: Callable[[str], None] = print, jobs: int = 1) -> int:
+    """Every selected kernel, each once all it reads has run; ``jobs`` at a time (each then limited to
+    its share of the cores through the thread variables, and run in its own process). 0 when all are
+    done, 1 when one failed (nothing new starts, the running ones finish)."""
+    import threading
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
     from ..kaggle import repo_root
 
+    if jobs < 1:
+        raise UserError(f"--jobs {jobs}: must be 1 or more")
     unknown = set(profile["params"]) - set(graph.stages())
     if unknown:
         raise UserError(f"profile {profile['name']!r} sets params of unknown stage(s) {sorted(unknown)}; "
@@ -138,40 +165,88 @@ def run(graph: G.Graph, data: Path, out: Path, profile: dict, only: list[str] | 
                 raise UserError(f"{n.slug} reads {u}, which has not run here: run it first (or drop --only)")
     if not data.is_dir():
         raise UserError(f"--data {data}: no such folder (the competition folder, e.g. from `siimcovid synth`)")
+    if executor is None:
+        executor = papermill_executor if jobs == 1 else subprocess_executor
     pythonpath = os.pathsep.join(filter(None, [str(repo_root() / "utils_dataset"), os.environ.get("PYTHONPATH")]))
-    for i, n in enumerate(selected, 1):
+    limits = {}
+    if jobs > 1:  # N processes that each use every core only fight over them
+        per_job = str(max(1, (os.cpu_count() or 1) // jobs))
+        limits = {k: per_job for k in THREAD_VARS}
+    index = {n.slug: i for i, n in enumerate(selected, 1)}
+    lock = threading.Lock()
+
+    def say(text: str) -> None:
+        with lock:
+            echo(text)
+
+    def start(n: G.Node):
+        """-> None when done earlier, else (the call's arguments, bookkeeping for its marker)."""
         kdir = out / n.slug
-        tag = f"[{i}/{len(selected)}] {n.slug}"
+        tag = f"[{index[n.slug]}/{len(selected)}] {n.slug}"
         subs = {"kernel_dir": str(kdir.resolve()), "work": str((kdir / WORK).resolve())}
         params = {**n.kernel.params, **_fill(profile["params"].get(n.stage, {}), subs)}
         inputs = {u: _marker(out / u / DONE).get("run_id") for u in n.upstream}
         done = _marker(kdir / DONE)
         if done and done.get("inputs") == inputs and done.get("params") == params:
-            echo(f"{tag}: done earlier ({done.get('seconds', 0):.0f} s), skipped")
-            continue
+            say(f"{tag}: done earlier ({done.get('seconds', 0):.0f} s), skipped")
+            return None
         (kdir / DONE).unlink(missing_ok=True)
         (kdir / WORK).mkdir(parents=True, exist_ok=True)
         inp, missing = mount_inputs(n, graph, out, data)
-        echo(f"{tag}: running {n.kernel.notebook.name}" + (f" (not available here: {', '.join(missing)})"
-                                                           if missing else ""))
-        start = time.time()
-        env = {"SIIM_INPUT": str(inp.resolve()), "PYTHONPATH": pythonpath}
-        try:
-            executor(n.kernel.notebook, kdir / n.kernel.metadata["code_file"], params, kdir.resolve(), env)
-        except BaseException as exc:  # noqa: BLE001 - a failed notebook stops the run, with its message
-            reraise_interrupts(exc)
-            lines = str(exc).strip().splitlines()
-            echo(f"{tag}: FAILED after {time.time() - start:.0f} s: " + "\n    ".join(lines[-12:]))
-            echo(f"stopped: see {kdir / n.kernel.metadata['code_file']}; re-run to resume from {n.slug}")
-            return 1
-        seconds = time.time() - start
-        (kdir / DONE).write_text(json.dumps({"run_id": uuid.uuid4().hex, "inputs": inputs, "params": params,
-                                             "seconds": round(seconds, 1), "stage": n.stage}, indent=1) + "\n")
-        echo(f"{tag}: done in {seconds:.0f} s")
-    return 0
+        say(f"{tag}: running {n.kernel.notebook.name}" + (f" (not available here: {', '.join(missing)})"
+                                                          if missing else ""))
+        env = {"SIIM_INPUT": str(inp.resolve()), "PYTHONPATH": pythonpath, **limits}
+        return (n.kernel.notebook, kdir / n.kernel.metadata["code_file"], params, kdir.resolve(), env), \
+            dict(tag=tag, kdir=kdir, inputs=inputs, params=params, stage=n.stage, start=time.time(),
+                 notebook=kdir / n.kernel.metadata["code_file"], slug=n.slug)
+
+    def finish(info: dict) -> None:
+        seconds = time.time() - info["start"]
+        (info["kdir"] / DONE).write_text(json.dumps({"run_id": uuid.uuid4().hex, "inputs": info["inputs"],
+                                                     "params": info["params"], "seconds": round(seconds, 1),
+                                                     "stage": info["stage"]}, indent=1) + "\n")
+        say(f"{info['tag']}: done in {seconds:.0f} s")
+
+    pending, finished, failed, running = list(selected), set(), False, {}
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        while pending or running:
+            for n in list(pending):
+                if failed or len(running) >= jobs:
+                    break
+                if any(u in wanted and u not in finished for u in n.upstream):
+                    continue  # still waiting for what it reads
+                pending.remove(n)
+                job = start(n)
+                if job is None:
+                    finished.add(n.slug)
+                    continue
+                args, info = job
+                running[pool.submit(executor, *args)] = info
+            if failed and not running:
+                break
+            if not running:
+                if pending:  # unreachable with a valid graph: every upstream is selected or done
+                    raise UserError(f"run-local: {[n.slug for n in pending]} wait for kernels that never run")
+                break
+            done_now, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done_now:
+                info = running.pop(fut)
+                try:
+                    fut.result()
+                except BaseException as exc:  # noqa: BLE001 - a failed notebook stops the run, with its message
+                    reraise_interrupts(exc)
+                    lines = str(exc).strip().splitlines()
+                    say(f"{info['tag']}: FAILED after {time.time() - info['start']:.0f} s: "
+                        + "\n    ".join(lines[-12:]))
+                    say(f"stopped: see {info['notebook']}; re-run to resume from {info['slug']}")
+                    failed = True
+                    continue
+                finish(info)
+                finished.add(info["slug"])
+    return 1 if failed else 0
 
 
-def cli(argv: list[str], executor: Executor = papermill_executor) -> int:
+def cli(argv: list[str], executor: Executor | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m siimcovid run-local",
                                  description="Run the kernel graph's notebooks here with papermill, in graph "
                                              "order, each with a Kaggle-shaped input folder.")
@@ -182,6 +257,8 @@ def cli(argv: list[str], executor: Executor = papermill_executor) -> int:
     ap.add_argument("--param", action="append", default=[], metavar="STAGE.KEY=VALUE",
                     help="a notebook parameter on top of the profile's, VALUE as JSON (else a string), "
                          "e.g. preprocess.sizes=[256]")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="kernels run at once (independent ones, e.g. folds); each gets cores/jobs threads")
     ap.add_argument("--user", default="local", help="the owner name in the input layout")
     ap.add_argument("--max-fan-in", type=int, default=G.MAX_FAN_IN)
     ap.add_argument("--templates", default=None, help=argparse.SUPPRESS)
@@ -202,4 +279,4 @@ def cli(argv: list[str], executor: Executor = papermill_executor) -> int:
     print(G.text(graph))
     if a.graph:
         return 0
-    return run(graph, Path(a.data), Path(a.out), profile, a.only, executor)
+    return run(graph, Path(a.data), Path(a.out), profile, a.only, executor, jobs=a.jobs)

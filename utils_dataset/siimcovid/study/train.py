@@ -12,9 +12,9 @@ predictions as targets (their mask is unknown and left out of the mask loss).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -100,31 +100,41 @@ def train_fold(cfg: StudyConfig) -> dict:
     return core_train_fold(cfg, STUDY)
 
 
-def cli(argv: list[str]) -> int:
-    """Train one fold of the study classifier (resumes when its folder holds a checkpoint)."""
-    from .. import variants
+def stage():
+    """The study stage as the core's fold runner sees it."""
+    from ..classify.runner import Stage
 
-    ap = argparse.ArgumentParser(prog="python -m siimcovid study-train", description=cli.__doc__)
-    ap.add_argument("--fold", type=int, nargs="+", default=None, help="fold(s) to train (default: the config's)")
+    return Stage("study", StudyConfig, train_fold, "oof_study_map", "OOF study mAP")
+
+
+def run(config: str | Path | None, folds: Sequence[int] = (0,), overrides: dict | None = None, *,
+        preprocess: str | None = None, workdir: str | None = None, teacher: str | None = None,
+        make_tiny_hub: str | None = None) -> tuple[list[StudyConfig], list[dict]]:
+    """The train-study kernel: the variant's folds, in turn. -> (configs, fold summaries)."""
+    from ..classify import runner
+
+    opts = runner.kernel_overrides(overrides, preprocess=preprocess, workdir=workdir, teacher=teacher,
+                                   make_tiny_hub=make_tiny_hub)
+    return runner.run(stage(), [config], list(folds), opts)
+
+
+def _tiny_hub_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--make-tiny-hub", metavar="DIR", default=None,
                     help="write a tiny local hub-style SavedModel to DIR (for CPU demos/tests) and exit")
     ap.add_argument("--tiny-width", type=int, default=16, help="channels of the first stage (x2 per stage)")
-    ap.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    variants.add_schema_args(ap, StudyConfig, stage="study", exclude=("fold",))
-    a = ap.parse_args(argv)
-    if a.make_tiny_hub:
-        from .model import export_tiny_savedmodel
 
-        print(f"wrote {export_tiny_savedmodel(a.make_tiny_hub, width=a.tiny_width)}")
-        return 0
-    overrides = variants.overrides_from_args(a)
-    configs = [variants.load("study", a.config, [overrides, {"fold": k} if k is not None else {}], StudyConfig)
-               for k in (a.fold or [None])]  # every fold's config checked before the first trains
-    for cfg in configs:
-        if a.print_config:
-            print(json.dumps(cfg.to_dict(), indent=2))
-            return 0
-        score = train_fold(cfg)
-        print(f"fold {cfg.fold}: OOF study mAP {score['oof_study_map']:.4f} "
-              f"(hflip TTA {score['oof_study_map_tta']:.4f}) -> {cfg.out_dir()}")
+
+def _make_tiny_hub(a: argparse.Namespace) -> int | None:
+    if not a.make_tiny_hub:
+        return None
+    from .model import export_tiny_savedmodel
+
+    print(f"wrote {export_tiny_savedmodel(a.make_tiny_hub, width=a.tiny_width)}")
     return 0
+
+
+def cli(argv: list[str]) -> int:
+    """Train one fold of the study classifier (resumes when its folder holds a checkpoint)."""
+    from ..classify.runner import train_cli
+
+    return train_cli(stage(), argv, cli.__doc__, add_args=_tiny_hub_args, early=_make_tiny_hub)
