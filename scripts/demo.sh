@@ -32,7 +32,9 @@ fi
 # The kernel graph, locally: every notebook under papermill in graph order (run-local; the same
 # notebooks the Kaggle kernels run). The study folds use the demo_cpu variant on a tiny, randomly
 # initialised stand-in for EfficientNetV2 (configs/local/demo.yaml; no downloads here).
-siim run-local --data "$D/data" --out "$D/run" --profile "$PROFILE" --param "preprocess.sizes=[$SIZE]"
+# DEMO_JOBS kernels at once (default 2: the fold kernels in pairs, one core each).
+siim run-local --data "$D/data" --out "$D/run" --profile "$PROFILE" --param "preprocess.sizes=[$SIZE]" \
+  --jobs "${DEMO_JOBS:-2}"
 found() { find "$1" -maxdepth 4 -name "$2" -print -quit | xargs -r dirname; }
 PRE=$(found "$D/run/siimcovid-preprocess/work" meta.csv)
 INF=$(found "$D/run/siimcovid-inference/work" submission.csv)

@@ -411,7 +411,8 @@ def test_kernel_run_covers_every_sample_id_and_uses_the_fallback_image_rows(oofs
     assert (tmp_path / "out" / "ensemble_fit.json").is_file() and (tmp_path / "out" / "work" / "budget.json").is_file()
 
 
-def test_a_member_fold_that_cannot_predict_is_skipped_with_its_reason(tmp_path):
+@pytest.mark.parametrize("kind", ["binary", "detect"])
+def test_a_member_fold_that_cannot_predict_is_skipped_with_its_reason(tmp_path, kind, caplog):
     from siimcovid.ensemble import predictors
 
     pre = tmp_path / "pre"
@@ -421,5 +422,7 @@ def test_a_member_fold_that_cannot_predict_is_skipped_with_its_reason(tmp_path):
     fold = tmp_path / "b7" / "fold0"
     fold.mkdir(parents=True)
     (fold / "config.json").write_text("{not json")
-    tables, info = predictors.predict("binary", [fold], pre, {})
-    assert tables == [] and info["skipped"] == [str(fold)] and info["folds"][str(fold)]["reason"]
+    tables, info = predictors.predict(kind, [fold], pre, {})
+    assert tables == [] and info["skipped"] == [str(fold)] and info["used"] == []
+    assert info["folds"][str(fold)]["status"] == "skipped" and info["folds"][str(fold)]["reason"]
+    assert f"fold skipped: {fold}" in caplog.text

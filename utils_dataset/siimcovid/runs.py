@@ -180,3 +180,23 @@ def src_size(run_dir: str | os.PathLike) -> int | None:
 def all_present(run_dir: str | os.PathLike, names: Iterable[str] = (OOF_CSV, TEST_CSV, SCORES_JSON)) -> bool:
     """True when a fold finished (its predictions and scores are written)."""
     return all((Path(run_dir) / n).is_file() for n in names)
+
+
+class FoldReport:
+    """What happened to each fold folder a stage predicted with at test time: ``used`` (its image count
+    and time) or ``skipped`` (the reason, also logged). ``info`` is the dict the inference kernel records."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self.info: dict = {"folds": {}, "used": [], "skipped": []}
+
+    def used(self, fold_dir: str | os.PathLike, n_images: int, seconds: float) -> None:
+        self.info["folds"][str(fold_dir)] = {"status": "used", "n_images": int(n_images), "seconds": round(seconds, 2)}
+        self.info["used"].append(str(fold_dir))
+
+    def skipped(self, fold_dir: str | os.PathLike, exc: BaseException) -> None:
+        from .log import get_logger
+
+        get_logger().warning("%s fold skipped: %s: %s: %s", self.kind, fold_dir, type(exc).__name__, exc)
+        self.info["folds"][str(fold_dir)] = {"status": "skipped", "reason": f"{type(exc).__name__}: {exc}"}
+        self.info["skipped"].append(str(fold_dir))

@@ -16,7 +16,7 @@ import pandas as pd
 import siimcovid  # noqa: F401  (sets SM_FRAMEWORK / TF_USE_LEGACY_KERAS before TF loads)
 
 from ..errors import reraise_interrupts
-from ..log import get_logger
+from ..runs import FoldReport
 
 COLUMNS = ["image_id", "study_id", "p_none", "p_none_tta"]
 
@@ -37,9 +37,8 @@ def predict_folds(fold_dirs: Sequence[Path], pre_test: Path, *, hub: str | None 
     from .config import from_json
     from .task import BINARY
 
-    log = get_logger()
     set_threads(int(threads or 0))
-    tables, info = [], {"folds": {}, "used": [], "skipped": []}
+    tables, report = [], FoldReport("binary")
     for d in fold_dirs:
         t0 = time.time()
         try:
@@ -58,16 +57,13 @@ def predict_folds(fold_dirs: Sequence[Path], pre_test: Path, *, hub: str | None 
             pred = predict_frame(model, test, cfg, BINARY, tta=tta)
         except BaseException as exc:  # noqa: BLE001 - one fold that cannot predict never stops the kernel
             reraise_interrupts(exc)
-            log.warning("binary fold skipped: %s: %s: %s", d, type(exc).__name__, exc)
-            info["folds"][str(d)] = {"status": "skipped", "reason": f"{type(exc).__name__}: {exc}"}
-            info["skipped"].append(str(d))
+            report.skipped(d, exc)
             continue
         finally:
             tf_keras.backend.clear_session()
         tables.append(pred[COLUMNS].reset_index(drop=True))
-        info["folds"][str(d)] = {"status": "used", "n_images": len(pred), "seconds": round(time.time() - t0, 2)}
-        info["used"].append(str(d))
-    return tables, info
+        report.used(d, len(pred), time.time() - t0)
+    return tables, report.info
 
 
 def _tf_device() -> str:

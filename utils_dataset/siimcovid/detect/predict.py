@@ -195,12 +195,11 @@ def predict_folds(fold_dirs: Sequence[Path], pre_test: Path, *, device: str | No
 
     from ..errors import reraise_interrupts
     from ..layout import read_meta
-    from ..log import get_logger
+    from ..runs import FoldReport
     from ..runs import read_config
     from .train import MODEL_PTH
 
-    log = get_logger()
-    tables, info = [], {"folds": {}, "used": [], "skipped": []}
+    tables, report = [], FoldReport("detector")
     device = device or _torch_device()
     for d in fold_dirs:
         t0 = time.time()
@@ -215,14 +214,11 @@ def predict_folds(fold_dirs: Sequence[Path], pre_test: Path, *, device: str | No
                                   batch=int(batch_size or s.get("predict_batch", 8)), progress=progress)
         except BaseException as exc:  # noqa: BLE001 - one fold that cannot predict never stops the kernel
             reraise_interrupts(exc)
-            log.warning("detector fold skipped: %s: %s: %s", d, type(exc).__name__, exc)
-            info["folds"][str(d)] = {"status": "skipped", "reason": f"{type(exc).__name__}: {exc}"}
-            info["skipped"].append(str(d))
+            report.skipped(d, exc)
             continue
         tables.append(pd.DataFrame(rows, columns=["image_id", "orig_h", "orig_w", "boxes", "boxes_notta"]))
-        info["folds"][str(d)] = {"status": "used", "n_images": len(rows), "seconds": round(time.time() - t0, 2)}
-        info["used"].append(str(d))
-    return tables, info
+        report.used(d, len(rows), time.time() - t0)
+    return tables, report.info
 
 
 def _torch_device() -> str:
