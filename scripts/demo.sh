@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # The main job on synthetic data, run the way Kaggle runs it: synth -> folds -> the kernel graph's
-# notebooks (wheels plan, preprocess, five study folds, five binary `none` folds, inference) under
-# papermill with `run-local`,
-# each kernel seeing a Kaggle-shaped input folder -> baseline / oracle / small learner beside it ->
-# OOF study mAP -> validate -> score, side by side.
+# notebooks (wheels plan, preprocess, five study, five binary `none` and five detector folds, inference)
+# under papermill with `run-local`, each kernel seeing a Kaggle-shaped input folder -> baseline / oracle /
+# small learner beside it -> the stages' OOF merges and the CV report -> validate -> score, side by side.
 # Every step skips work that is already done (run-local keeps a done-marker per kernel), so an
 # interrupted demo resumes.
 #   scripts/demo.sh DIR STUDIES SCALE SEED SIZE        (DEMO_PROFILE=tiny: the notebook tests' sizes)
@@ -73,8 +72,8 @@ PY
   siim make-submission --data "$D/data" --study "$INF/test_study.csv" --image "$D/preds/$name.csv" \
     --out "$D/subs/$name.csv"
 done
-# The pipeline's submission is the inference kernel's: test DICOMs -> PNGs, the study folds (hflip TTA)
-# averaged, image rows from the small learner, validated.
+# The pipeline's submission is the inference kernel's: test DICOMs -> PNGs, every study, binary and detector
+# fold, merged by the rule fitted on their out-of-fold predictions, validated.
 cp "$INF/submission.csv" "$D/subs/pipeline.csv"
 # The detector folds (train-det-r1-fold-k kernels, demo_cpu variant: a narrow DCN Faster R-CNN on CPU)
 # ran in the same graph; det-merge fuses their boxes and scores them on the same test split as the
