@@ -15,7 +15,7 @@ ROOT = Path(siimcovid.__file__).parent
 # package's modules) not listed here is only checked for cycles.
 LAYERS = {
     0: {"errors", "log", "paths", "boxes"},
-    1: {"data", "folds", "dicom", "submission", "metric", "synthetic", "layout", "runs"},
+    1: {"data", "folds", "dicom", "dicom_write", "submission", "metric", "synthetic", "layout", "runs"},
     2: {"tfrecords", "preprocess", "baseline"},
     3: {"study", "classify", "binary", "detect"},
     4: {"inference", "ensemble", "orchestrate", "bench", "kaggle", "__main__"},

@@ -79,13 +79,14 @@ class Kernel:
         return self.slug == WHEELS_SLUG or any(s.endswith(f"/{WHEELS_SLUG}") for s in self.metadata.get("kernel_sources", []))
 
 
-def _fill(value: Any, subs: dict[str, Any]) -> Any:
+def fill_placeholders(value: Any, subs: dict[str, Any]) -> Any:
+    """``{name}`` placeholders in every string of a nested list / dict structure, filled from ``subs``."""
     if isinstance(value, str):
         return value.format(**subs)
     if isinstance(value, list):
-        return [_fill(v, subs) for v in value]
+        return [fill_placeholders(v, subs) for v in value]
     if isinstance(value, dict):
-        return {k: _fill(v, subs) for k, v in value.items()}
+        return {k: fill_placeholders(v, subs) for k, v in value.items()}
     return value
 
 
@@ -140,9 +141,9 @@ def expand(templates: dict[str, dict], user: str, root: Path | None = None) -> l
         keys = list(repeat)
         for values in product(*(repeat[k] for k in keys)) if keys else [()]:
             subs = {"user": user, **dict(zip(keys, values))}
-            meta = _fill({k: v for k, v in tpl.items() if k != "_render"}, subs)
+            meta = fill_placeholders({k: v for k, v in tpl.items() if k != "_render"}, subs)
             check_metadata(name, meta)
-            params = {k: _coerce(str(v)) for k, v in _fill(render.get("params", {}), subs).items()}
+            params = {k: _coerce(str(v)) for k, v in fill_placeholders(render.get("params", {}), subs).items()}
             slug = meta["id"].split("/", 1)[1]
             kernels.append(Kernel(slug, meta, root / render["notebook"], params, name,
                                   tuple(render.get("accelerators", ()))))

@@ -323,20 +323,26 @@ def _fallback(row_id: str, sample_string: str) -> str:
     return DEFAULT_STUDY if row_kind(row_id) == "study" else DEFAULT_IMAGE
 
 
-def _parse_boxes_cell(cell: object) -> np.ndarray:
-    """The ``boxes`` cell of image predictions: JSON text or a list of [x0, y0, x1, y1, score]."""
+def as_pred_boxes(a) -> np.ndarray:
+    """Anything box-like -> float (N, 5) array of [x0, y0, x1, y1, score] (an empty input -> (0, 5))."""
+    arr = np.asarray(a, dtype=np.float64)
+    if arr.size == 0:
+        return np.zeros((0, 5))
+    if arr.ndim != 2 or arr.shape[1] != 5:
+        raise ValueError(f"boxes must be (N, 5) [x0, y0, x1, y1, score], got shape {arr.shape}")
+    return arr
+
+
+def parse_pred_boxes(cell: object) -> np.ndarray:
+    """The ``boxes`` cell of image predictions (JSON text, a list or an array of [x0, y0, x1, y1,
+    score]; empty, None or NaN for none) -> (N, 5)."""
     if isinstance(cell, str):
         items = json.loads(cell) if cell.strip() else []
     elif cell is None or (isinstance(cell, float) and math.isnan(cell)):
         items = []
     else:
         items = cell
-    a = np.asarray(items, dtype=np.float64)
-    if a.size == 0:
-        return np.zeros((0, 5))
-    if a.ndim != 2 or a.shape[1] != 5:
-        raise ValueError(f"boxes must be a list of [x0, y0, x1, y1, score], got shape {a.shape}")
-    return a
+    return as_pred_boxes(items)
 
 
 def _index_predictions(df: pd.DataFrame | None, id_col: str, suffix: str, what: str, problems: list[str]) -> dict:
@@ -430,7 +436,7 @@ def build_submission(
 
 
 def _image_string(row_id: str, rec: Mapping, hw: tuple[int, int] | None, problems: list[str]) -> str:
-    boxes = _parse_boxes_cell(rec.get("boxes"))
+    boxes = parse_pred_boxes(rec.get("boxes"))
     none_prob = rec.get("none")
     if none_prob is None or (isinstance(none_prob, float) and math.isnan(none_prob)):
         raise ValueError("'none' probability missing")

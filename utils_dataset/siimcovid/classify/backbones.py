@@ -170,17 +170,9 @@ def resolve_encoder_weights(weights: str | None) -> Path | None:
     """``sm_encoder_weights``: None (random init), "imagenet" (downloaded by segmentation_models:
     internet on), or a local ``.h5`` file -- a path, or a file name found under the search roots
     (/kaggle/input, SIIM_INPUT), which is how an internet-off Kaggle kernel gets ImageNet weights."""
-    if weights in (None, "", "none", "imagenet"):
+    if weights == "imagenet":
         return None
-    p = Path(weights)
-    if p.is_file():
-        return p
-    from ..paths import find_input
-
-    try:
-        return find_input(p.name, hint=p.parent if str(p.parent) not in ("", ".") else None) / p.name
-    except FileNotFoundError as exc:
-        raise FileNotFoundError(f"sm_encoder_weights {weights!r}: not a file and {exc}") from exc
+    return resolve_local_weights(weights, "sm_encoder_weights")
 
 
 def build_sm_model(cfg: "ClassifierConfig", n_outputs: int, activation: str):

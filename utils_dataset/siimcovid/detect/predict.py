@@ -8,7 +8,6 @@ image's original pixels, best first. :func:`read_predictions` gives them back as
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -17,7 +16,7 @@ import pandas as pd
 
 from ..boxes import Resize
 from ..metric import average_precision
-from ..submission import FULL_BOX
+from ..submission import FULL_BOX, parse_pred_boxes as parse_boxes
 from .wbf import as_pred, flip_boxes, fuse
 
 PRED_COLUMNS = ["image_id", "orig_h", "orig_w", "boxes", "boxes_notta"]
@@ -27,14 +26,6 @@ NONE_RULES = ("max", "prod")
 # ------------------------------------------------------------------------------------ io
 def boxes_json(pred) -> str:
     return json.dumps([[round(float(v), 1) for v in b[:4]] + [round(float(b[4]), 5)] for b in as_pred(pred)])
-
-
-def parse_boxes(cell) -> np.ndarray:
-    if isinstance(cell, np.ndarray):
-        return as_pred(cell)
-    if cell is None or (isinstance(cell, float) and math.isnan(cell)) or cell == "":
-        return np.zeros((0, 5))
-    return as_pred(json.loads(cell) if isinstance(cell, str) else cell)
 
 
 def write_predictions(rows: Sequence[dict], path: str | Path) -> Path:

@@ -21,6 +21,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..errors import UserError
+from ..submission import as_pred_boxes as as_pred  # noqa: F401  (the one (N, 5) check; re-exported)
 
 CONF_TYPES = ("avg", "max", "box_and_model_avg", "absent_model_aware_avg")
 
@@ -51,16 +52,6 @@ class WBFParams:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def as_pred(a) -> np.ndarray:
-    """Anything box-like -> float (N, 5) array (an empty input -> shape (0, 5))."""
-    arr = np.asarray(a, dtype=np.float64)
-    if arr.size == 0:
-        return np.zeros((0, 5))
-    if arr.ndim != 2 or arr.shape[1] != 5:
-        raise ValueError(f"a prediction must be (N, 5) [x0, y0, x1, y1, score], got shape {arr.shape}")
-    return arr
 
 
 def fuse(lists: Sequence, height: float, width: float, weights: Sequence[float] | None = None,

@@ -150,6 +150,15 @@ def _curve(scores, tp, n_truth):
     return precision_recall(np.asarray(scores)[order], np.asarray(tp)[order], n_truth)
 
 
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
 def plot_pr(out: Path, study: pd.DataFrame, image: pd.DataFrame, scorer: OOFScorer) -> Path:
     import matplotlib
 
@@ -180,11 +189,7 @@ def plot_pr(out: Path, study: pd.DataFrame, image: pd.DataFrame, scorer: OOFScor
         ax.set_ylim(0, 1.02)
         ax.set_xlabel("recall")
         ax.set_ylabel("precision")
-    fig.tight_layout()
-    path = out / "pr_curves.png"
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return _save(fig, out / "pr_curves.png")
 
 
 def plot_confusion(out: Path, study: pd.DataFrame, scorer: OOFScorer) -> Path:
@@ -204,11 +209,7 @@ def plot_confusion(out: Path, study: pd.DataFrame, scorer: OOFScorer) -> Path:
     ax.set_xlabel("predicted (argmax)")
     ax.set_ylabel("true")
     ax.set_title("study confusion matrix (OOF)")
-    fig.tight_layout()
-    path = out / "study_confusion.png"
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return _save(fig, out / "study_confusion.png")
 
 
 def plot_calibration(out: Path, image: pd.DataFrame, scorer: OOFScorer, bins: int = 10) -> Path:
@@ -233,11 +234,7 @@ def plot_calibration(out: Path, image: pd.DataFrame, scorer: OOFScorer, bins: in
     ax.set_xlabel("predicted none")
     ax.set_ylabel("share of images without opacity")
     ax.set_title("calibration of `none` (OOF)")
-    fig.tight_layout()
-    path = out / "none_calibration.png"
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return _save(fig, out / "none_calibration.png")
 
 
 def plot_examples(out: Path, image: pd.DataFrame, meta: pd.DataFrame, pre_dir: Path, n: int = 6,
@@ -277,11 +274,7 @@ def plot_examples(out: Path, image: pd.DataFrame, meta: pd.DataFrame, pre_dir: P
             ax.add_patch(plt.Rectangle((b[0], b[1]), b[2] - b[0], b[3] - b[1], fill=False, color="red", lw=1))
             ax.text(b[0], b[1], f"{s:.2f}", color="red", fontsize=6)
         ax.set_title(f"{r.image_id[:10]} none {pred.loc[r.image_id, 'none']:.2f}", fontsize=7)
-    fig.tight_layout()
-    path = out / "examples.png"
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return _save(fig, out / "examples.png")
 
 
 def write_html(out: Path, table: str, pngs: Sequence[Path], fitted: dict, problems: Sequence[str]) -> Path:

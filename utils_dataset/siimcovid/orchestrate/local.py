@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import UserError, reraise_interrupts
+from ..kaggle import fill_placeholders
 from . import graph as G
 
 DONE = "done.json"
@@ -51,16 +52,6 @@ def load_profile(name: str) -> dict[str, Any]:
     if unknown:
         raise UserError(f"{path}: unknown keys {sorted(unknown)}; valid: params, repeat")
     return {"repeat": data.get("repeat") or {}, "params": data.get("params") or {}, "name": path.stem}
-
-
-def _fill(value: Any, subs: dict[str, str]) -> Any:
-    if isinstance(value, str):
-        return value.format(**subs)
-    if isinstance(value, list):
-        return [_fill(v, subs) for v in value]
-    if isinstance(value, dict):
-        return {k: _fill(v, subs) for k, v in value.items()}
-    return value
 
 
 def papermill_executor(notebook: Path, output: Path, parameters: dict, cwd: Path, env: dict) -> None:
@@ -184,7 +175,7 @@ def run(graph: G.Graph, data: Path, out: Path, profile: dict, only: list[str] | 
         kdir = out / n.slug
         tag = f"[{index[n.slug]}/{len(selected)}] {n.slug}"
         subs = {"kernel_dir": str(kdir.resolve()), "work": str((kdir / WORK).resolve())}
-        params = {**n.kernel.params, **_fill(profile["params"].get(n.stage, {}), subs)}
+        params = {**n.kernel.params, **fill_placeholders(profile["params"].get(n.stage, {}), subs)}
         inputs = {u: _marker(out / u / DONE).get("run_id") for u in n.upstream}
         done = _marker(kdir / DONE)
         if done and done.get("inputs") == inputs and done.get("params") == params:

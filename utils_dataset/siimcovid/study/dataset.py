@@ -38,13 +38,3 @@ def train_val_split(meta: pd.DataFrame, fold: int, positive_boxed_only: bool = F
     return tr.reset_index(drop=True), va
 
 
-def onehot(labels: np.ndarray, n: int = len(STUDY_CLASSES)) -> np.ndarray:
-    labels = np.asarray(labels)
-    bad = (labels < 0) | (labels >= n)
-    if bad.any():  # -1 (test / unlabelled) would otherwise index the last class silently
-        raise ValueError(f"onehot: labels must be in 0..{n - 1}, got {sorted(set(labels[bad].tolist()))}")
-    out = np.zeros((len(labels), n), dtype=np.float32)
-    out[np.arange(len(labels)), labels] = 1.0
-    return out
-
-
