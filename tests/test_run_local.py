@@ -217,3 +217,22 @@ def test_the_wheels_notebook_runs_in_its_own_process(tmp_path, data):
                   "--jobs", "2"]) == 0
     assert (out / "siimcovid-wheels" / "work" / "wheels" / "siimcovid-wheels.txt").exists()
     assert (out / "siimcovid-wheels" / "wheels.log").exists()
+
+
+def test_subprocess_executor_passes_parameters_with_their_types(tmp_path, monkeypatch):
+    """Parameters reach the notebook as the values they are (1e-05 a float, "yes" a string)."""
+    import subprocess
+
+    seen = {}
+
+    def fake_run(cmd, env, stdout, stderr):
+        import yaml
+
+        seen["params"] = yaml.safe_load(cmd[cmd.index("-y") + 1])  # how papermill reads -y
+        seen["env"] = env
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    params = {"lr": 1e-05, "flag": "yes", "sizes": [64, 128], "over": {"a": None, "b": True}, "s": "0.5"}
+    L.subprocess_executor(Path("nb.ipynb"), tmp_path / "out.ipynb", params, tmp_path, {"OMP_NUM_THREADS": "1"})
+    assert seen["params"] == params and seen["env"]["OMP_NUM_THREADS"] == "1"

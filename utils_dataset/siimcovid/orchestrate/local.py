@@ -122,8 +122,11 @@ def subprocess_executor(notebook: Path, output: Path, parameters: dict, cwd: Pat
     import subprocess
     import sys
 
+    import yaml
+
     log = output.with_suffix(".log")
-    cmd = [sys.executable, "-m", "papermill", str(notebook), str(output), "-y", json.dumps(parameters),
+    # papermill reads -y with PyYAML (YAML 1.1), which takes JSON's 1e-05 for a string: its own dump reads back
+    cmd = [sys.executable, "-m", "papermill", str(notebook), str(output), "-y", yaml.safe_dump(parameters),
            "--cwd", str(cwd), "-k", "python3", "--no-progress-bar"]
     with open(log, "w") as fh:
         rc = subprocess.run(cmd, env={**os.environ, **env}, stdout=fh, stderr=subprocess.STDOUT).returncode
