@@ -35,7 +35,7 @@ except ImportError:  # on Kaggle: the utils dataset is mounted 1-4 folders below
     import siimcovid
 
 # %%
-from siimcovid.orchestrate.collect import collect
+from siimcovid.kaggle.collect import collect
 
 summary = collect(out_dir)
 print(f"{summary['files']} files from {len(summary['inputs'])} kernels; {len(summary['conflicts'])} conflicts")

@@ -41,7 +41,7 @@ except ImportError:  # on Kaggle: the utils dataset is mounted 1-4 folders below
         raise RuntimeError("add the siimcovid utils dataset to this kernel's dataset_sources")
     sys.path.insert(0, hits[0].rsplit("/siimcovid/", 1)[0])
     import siimcovid
-from siimcovid.wheels import prepare_kernel
+from siimcovid.kaggle.wheels import prepare_kernel
 prepare_kernel()  # no-op locally; on Kaggle: checks the image's TF / torch, installs the wheels kernel's output offline
 
 # %%
@@ -49,7 +49,7 @@ import pandas as pd
 
 from siimcovid.data import find_data_dir
 from siimcovid.paths import working_dir
-from siimcovid.preprocess import PreprocessConfig, example_grid, parse_sizes, read_meta, run
+from siimcovid.preprocess.convert import PreprocessConfig, example_grid, parse_sizes, read_meta, run
 
 data = find_data_dir(data_dir)
 out = out_dir or str(working_dir("work/preprocess"))  # /kaggle/working on Kaggle

@@ -44,7 +44,7 @@ except ImportError:  # on Kaggle: the utils dataset is mounted 1-4 folders below
         raise RuntimeError("add the siimcovid utils dataset to this kernel's dataset_sources")
     sys.path.insert(0, hits[0].rsplit("/siimcovid/", 1)[0])
     import siimcovid
-from siimcovid.wheels import prepare_kernel
+from siimcovid.kaggle.wheels import prepare_kernel
 prepare_kernel()  # no-op locally; on Kaggle: checks the image's TF / torch, installs the wheels kernel's output offline
 
 # %%

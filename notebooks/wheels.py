@@ -15,7 +15,7 @@
 # Runs with internet ON, in a GPU session of the SAME image as the kernels that install its output
 # (`kernels render --docker-image` pins one for all of them). It builds mmcv with CUDA ops for this
 # image's torch (T4: `TORCH_CUDA_ARCH_LIST=7.5`), resolves the full dependency closure of the one
-# list in `siimcovid.wheels.KERNEL_REQUIREMENTS` (+ the tf-keras matching this image's TensorFlow)
+# list in `siimcovid.kaggle.wheels.KERNEL_REQUIREMENTS` (+ the tf-keras matching this image's TensorFlow)
 # against this image (its own TF / torch / numpy are never replaced), saves every wheel, and ENDS
 # with a dry-run offline install of exactly that list: a missing dependency fails here, not in
 # every downstream kernel. The other kernels list this kernel in `kernel_sources`.
@@ -43,7 +43,7 @@ except ImportError:  # on Kaggle: the utils dataset is mounted 1-4 folders below
 import json
 
 from siimcovid.paths import working_dir
-from siimcovid.wheels import WHEELS_INFO, WHEELS_MARKER, build_wheels
+from siimcovid.kaggle.wheels import WHEELS_INFO, WHEELS_MARKER, build_wheels
 
 out = out_dir or str(working_dir("work") / "wheels")
 for cmd in build_wheels(out, build_mmcv=build_mmcv, require_cuda=require_cuda, dry_run=dry_run):

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from siimcovid import baseline, data, synthetic
+from siimcovid import baseline, data
+from siimcovid.dev import synthetic
 from siimcovid.baseline import LearnerConfig, boxes_to_original, fit_predict, heat_to_boxes, load_preprocessed
 from siimcovid.boxes import Resize, iou_matrix
 from siimcovid.metric import score_submission
@@ -212,7 +213,7 @@ def test_learner_and_baseline_share_exit_statuses(synth_data, tmp_path, capsys):
     """A submission with rows the model could not predict (a PNG lost after preprocess) is a
     partial result for both commands (exit 1); a wrong folder is a one-line user error (exit 2)."""
     from siimcovid.__main__ import main
-    from siimcovid.preprocess import PreprocessConfig, run
+    from siimcovid.preprocess.convert import PreprocessConfig, run
 
     pre = tmp_path / "pre"
     run(PreprocessConfig(data=str(synth_data), out=str(pre), sizes=[32], workers=1, progress=False, n_folds=2))

@@ -40,7 +40,8 @@ def test_cached_study_input_set_is_keyed_on_its_seed(tmp_path, monkeypatch):
     from scratch (no file of the old set left)."""
     from pathlib import Path
 
-    from siimcovid import bench, preprocess, synthetic
+    from siimcovid.dev import bench, synthetic
+    from siimcovid.preprocess import convert as preprocess
 
     calls = []
 

@@ -1,12 +1,12 @@
-"""siimcovid.dicom: the fast conversion path against the full-array pydicom reference, the
+"""siimcovid.preprocess.dicom: the fast conversion path against the full-array pydicom reference, the
 grey-range rules, reduced-resolution JPEG 2000, and every kind of bad input."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from siimcovid import dicom
-from siimcovid.synthetic import write_dicom
+from siimcovid.preprocess import dicom
+from siimcovid.dev.synthetic import write_dicom
 
 # the synthetic files use short non-UID ids, as the real (anonymised) data does
 pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
@@ -78,7 +78,7 @@ def test_fast_voi_is_close_on_a_radiograph(tmp_path, style):
     """Resizing stored values before the VOI table differs from the reference where the table
     is not linear over the averaged pixels (a clipping window edge, a curved VOI LUT): tiny for
     a linear range, larger (still under a grey level on average) for the test windows."""
-    from siimcovid.synthetic import render_study_image
+    from siimcovid.dev.synthetic import render_study_image
 
     phot, bits, kw = STYLES[style]
     img = render_study_image(np.random.default_rng(1), 576, 768, "typical", [(100, 250, 300, 500)])
@@ -282,7 +282,7 @@ def test_default_route_reads_in_place_and_is_exact(files, ts):
 def test_numpy_lookup_equals_compiled(files, monkeypatch):
     path = files[("explicit", "mono1_rescale")]
     compiled = dicom.convert(path, [40, 128]).images
-    from siimcovid import lookup
+    from siimcovid.preprocess import lookup
 
     if lookup._lut_kernel() is None:
         pytest.skip("numba not installed: only the numpy lookup exists")

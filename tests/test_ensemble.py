@@ -291,7 +291,7 @@ def test_budget_projection_and_plan_hook(tmp_path):
     assert budget.read_budget(path) == {"train-study-fold": 0.5, "train-det-fold": 0.4,
                                         "train-binary-fold": 0.2}
     # the plan's hook (`kaggle plan --budget FILE`) reads the file as written and warns
-    from siimcovid.orchestrate import graph as G
+    from siimcovid.kaggle import graph as G
 
     g = G.build("alice")
     assert G.HIDDEN_TEST_IMAGES == budget.HIDDEN_TEST_IMAGES and G.INFERENCE_LIMIT_S == budget.LIMIT_S

@@ -44,7 +44,7 @@ def test_too_few_groups_is_a_clear_error():
 
 def test_unreadable_dicom_header_is_recorded_not_fatal(tmp_path):
     pytest.importorskip("pydicom")
-    from siimcovid.synthetic import write_dicom
+    from siimcovid.dev.synthetic import write_dicom
 
     good = write_dicom(tmp_path / "s" / "r" / "good.dcm", np.zeros((8, 8), np.uint16), study_id="s",
                        series_id="r", image_id="good", patient_id="p42")

@@ -28,11 +28,11 @@ def world(tmp_path_factory):
     """Synthetic competition (30 studies, 1/16 size), its preprocess output at 64 px, one trained
     fold, two broken fold folders, and a copy of the data with one test DICOM truncated."""
     pytest.importorskip("tensorflow")
-    from siimcovid.preprocess import PreprocessConfig, run as preprocess
+    from siimcovid.preprocess.convert import PreprocessConfig, run as preprocess
     from siimcovid.study.config import load_config
     from siimcovid.study.model import export_tiny_savedmodel
     from siimcovid.study.train import train_fold
-    from siimcovid.synthetic import cli as synth
+    from siimcovid.dev.synthetic import cli as synth
 
     root = tmp_path_factory.mktemp("infer")
     data = root / "data"

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from siimcovid import kaggle
+from siimcovid.kaggle import render as kaggle
 from siimcovid.errors import UserError
 
 

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from siimcovid import kaggle_command as KC
+from siimcovid.kaggle import command as KC
 from siimcovid.__main__ import main
 
 SECRET = "0123456789abcdef0123456789abcdef"

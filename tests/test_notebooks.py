@@ -41,7 +41,7 @@ def test_parameters_first_then_bootstrap(src):
     assert doc_boot.startswith(boot), f"{src.name}: bootstrap cell differs from docs/notebooks.md"
 
 
-@pytest.mark.parametrize("name, schema", [("preprocess", "siimcovid.preprocess:PreprocessConfig"),
+@pytest.mark.parametrize("name, schema", [("preprocess", "siimcovid.preprocess.convert:PreprocessConfig"),
                                           ("inference", "siimcovid.inference:InferConfig")])
 def test_notebook_parameters_are_config_fields_or_documented_aliases(name, schema):
     """A parameter is the config field of the same name (what --set takes), or a row of the table in
@@ -64,7 +64,7 @@ def test_notebook_parameters_are_config_fields_or_documented_aliases(name, schem
 @pytest.fixture(scope="session")
 def tiny_competition(tmp_path_factory):
     """A 30-study synthetic competition folder at 1/16 size, shared by the notebook runs."""
-    from siimcovid.synthetic import cli as synth
+    from siimcovid.dev.synthetic import cli as synth
 
     d = tmp_path_factory.mktemp("competition")
     assert synth(["--out", str(d), "--studies", "30", "--seed", "3", "--scale", "0.0625", "--no-progress"]) == 0

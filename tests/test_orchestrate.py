@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from siimcovid.errors import UserError
-from siimcovid.orchestrate import graph as G
-from siimcovid.orchestrate.cli import cli_kaggle
-from siimcovid.orchestrate.client import log_text, parse_push, parse_status, KaggleError
+from siimcovid.kaggle import graph as G
+from siimcovid.kaggle.cli import cli_kaggle
+from siimcovid.kaggle.client import log_text, parse_push, parse_status, KaggleError
 
 SECRET = "s3cr3t-api-key-0123456789"
 FOLDS = [f"siimcovid-train-study-fold-{k}" for k in range(5)]

@@ -12,10 +12,10 @@ import pandas as pd
 import pydicom
 import pytest
 
-from siimcovid import dicom
+from siimcovid.preprocess import dicom
 from siimcovid.boxes import Resize
-from siimcovid.preprocess import PreprocessConfig, image_path, read_meta, run
-from siimcovid.synthetic import TRANSFER_SYNTAXES, SynthConfig, generate, write_dicom
+from siimcovid.preprocess.convert import PreprocessConfig, image_path, read_meta, run
+from siimcovid.dev.synthetic import TRANSFER_SYNTAXES, SynthConfig, generate, write_dicom
 
 pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR UI", "ignore:The least populated class")
 
@@ -191,7 +191,7 @@ def test_index_problems_are_recorded_not_fatal(data, tmp_path):
     rest is indexed."""
     import shutil
 
-    from siimcovid.preprocess import build_index
+    from siimcovid.preprocess.convert import build_index
 
     root = tmp_path / "d"
     shutil.copytree(data, root)
@@ -228,7 +228,7 @@ def test_tfrecords_hold_the_pngs_and_boxes(result, tmp_path):
     tf = pytest.importorskip("tensorflow")
     import shutil
 
-    from siimcovid.tfrecords import write_tfrecords
+    from siimcovid.preprocess.tfrecords import write_tfrecords
 
     cfg, _ = result
     meta = read_meta(cfg.out)
@@ -263,7 +263,7 @@ def test_tfrecords_hold_the_pngs_and_boxes(result, tmp_path):
 
 
 def test_bench_smoke(tmp_path):
-    from siimcovid.bench import SYNTAXES, bench_preprocess, format_report
+    from siimcovid.dev.bench import SYNTAXES, bench_preprocess, format_report
 
     s = bench_preprocess(tmp_path, per_syntax=1, size=32, max_workers=2, scale=0.02, repeats=1)
     rows = s["per_syntax_rows"]

@@ -13,8 +13,8 @@ import pytest
 from siimcovid.__main__ import main
 from siimcovid.errors import UserError
 from siimcovid.layout import SOURCE_JSON, read_errors, read_meta
-from siimcovid.preprocess import PreprocessConfig, run
-from siimcovid.synthetic import SynthConfig, generate
+from siimcovid.preprocess.convert import PreprocessConfig, run
+from siimcovid.dev.synthetic import SynthConfig, generate
 
 pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR UI", "ignore:The least populated class")
 
@@ -146,7 +146,7 @@ def test_a_size_beyond_the_films_is_reported(small, tmp_path, caplog):
     film upsamples every one and says so (in the log and in preprocess.json)."""
     import logging
 
-    from siimcovid.preprocess import upsampled_sizes
+    from siimcovid.preprocess.convert import upsampled_sizes
 
     with caplog.at_level(logging.WARNING):
         assert pre(small, tmp_path / "p")["counts"]["upsampled_by_size"] == {}

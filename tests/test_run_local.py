@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from siimcovid.errors import UserError
-from siimcovid.orchestrate import local as L
-from siimcovid.orchestrate.collect import collect, kernel_outputs
+from siimcovid.kaggle import local as L
+from siimcovid.kaggle.collect import collect, kernel_outputs
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDS = ["siimcovid-train-study-fold-0", "siimcovid-train-study-fold-1"]  # the tiny profile's folds
@@ -174,7 +174,7 @@ class SlowRecorder(Recorder):
 
 
 def test_jobs_run_independent_kernels_at_once_and_never_before_their_inputs(tmp_path, data, capsys):
-    from siimcovid.orchestrate import graph as G
+    from siimcovid.kaggle import graph as G
 
     out, rec = tmp_path / "out", SlowRecorder()
     assert _run(data, out, rec, "--jobs", "2") == 0

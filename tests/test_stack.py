@@ -5,7 +5,7 @@ from importlib.metadata import version
 
 import pytest
 
-from siimcovid.kaggle import requirement_pins
+from siimcovid.kaggle.render import requirement_pins
 
 
 @pytest.mark.parametrize("name", sorted(requirement_pins()))

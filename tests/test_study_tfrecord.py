@@ -25,7 +25,8 @@ SIZE = 64
 
 @pytest.fixture(scope="module")
 def pre(tmp_path_factory):
-    from siimcovid import preprocess, synthetic
+    from siimcovid.preprocess import convert as preprocess
+    from siimcovid.dev import synthetic
 
     root = tmp_path_factory.mktemp("study_tfr")
     with warnings.catch_warnings():

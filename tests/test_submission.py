@@ -33,7 +33,7 @@ IMAGES = {"a1": ("stA", "seA", 48, 64), "b1": ("stB", "seB", 64, 48), "b2": ("st
 @pytest.fixture()
 def mini(tmp_path):
     """A competition-shaped folder: test/<study>/<series>/<image>.dcm + sample_submission.csv."""
-    from siimcovid.synthetic import write_dicom
+    from siimcovid.dev.synthetic import write_dicom
 
     data = tmp_path / "data"
     for iid, (sid, ser, h, w) in IMAGES.items():

@@ -11,9 +11,10 @@ import pytest
 
 pydicom = pytest.importorskip("pydicom")
 
-from siimcovid import data, synthetic
+from siimcovid import data
+from siimcovid.dev import synthetic
 from siimcovid.errors import UserError
-from siimcovid.synthetic import (
+from siimcovid.dev.synthetic import (
     TRANSFER_SYNTAXES,
     Anatomy,
     DicomStyle,

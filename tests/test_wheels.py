@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from siimcovid import kaggle
-from siimcovid import wheels as W
+from siimcovid.kaggle import render as kaggle
+from siimcovid.kaggle import wheels as W
 
 
 def fake_wheel(folder: Path, name: str, version: str = "1.0", requires: tuple[str, ...] = ()) -> Path:

@@ -10,15 +10,15 @@ import sys
 
 # name -> (module, function, one-line help). The function takes argv (list[str]) -> int.
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "synth": ("siimcovid.synthetic", "cli", "write a synthetic, competition-shaped data set"),
+    "synth": ("siimcovid.dev.synthetic", "cli", "write a synthetic, competition-shaped data set"),
     "folds": ("siimcovid.folds", "cli", "write the patient-grouped, class-stratified fold CSV"),
     "score": ("siimcovid.metric", "cli", "score a submission with the competition metric"),
     "validate-submission": ("siimcovid.submission", "cli_validate", "check a submission.csv"),
     "make-submission": ("siimcovid.submission", "cli_make", "write submission.csv from study/image predictions"),
     "baseline": ("siimcovid.baseline", "cli_baseline", "write the prior-only submission"),
     "learner": ("siimcovid.baseline", "cli_learner", "fit the small scikit-learn learner and write its submission"),
-    "preprocess": ("siimcovid.preprocess", "cli", "DICOM -> 8-bit images + meta.csv"),
-    "bench": ("siimcovid.bench", "cli", "benchmarks (e.g. `bench preprocess`)"),
+    "preprocess": ("siimcovid.preprocess.convert", "cli", "DICOM -> 8-bit images + meta.csv"),
+    "bench": ("siimcovid.dev.bench", "cli", "benchmarks (e.g. `bench preprocess`)"),
     "study-train": ("siimcovid.study.train", "cli", "train one fold of the study classifier"),
     "study-merge": ("siimcovid.study.evaluate", "cli", "merge fold outputs: OOF mAP, TTA on/off, test predictions"),
     "binary-train": ("siimcovid.binary.train", "cli", "train folds of a binary none member (one sigmoid P(none))"),
@@ -28,9 +28,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "det-pseudo": ("siimcovid.detect.pseudo", "cli", "pseudo-labels for the next detector round"),
     "infer": ("siimcovid.inference", "cli", "inference kernel: test DICOMs -> study folds + learner -> submission.csv"),
     "cv-report": ("siimcovid.ensemble.report", "cli", "OOF score of every member and merge rule; fits the merge (HTML + PNGs)"),
-    "kernels": ("siimcovid.kaggle", "cli", "render kernel-metadata/ and push helpers"),
-    "kaggle": ("siimcovid.orchestrate.cli", "cli_kaggle", "the kernel graph on Kaggle: plan | push | status | pull"),
-    "run-local": ("siimcovid.orchestrate.local", "cli", "run the kernel graph's notebooks locally with papermill"),
+    "kernels": ("siimcovid.kaggle.render", "cli", "render kernel-metadata/ and push helpers"),
+    "kaggle": ("siimcovid.kaggle.cli", "cli_kaggle", "the kernel graph on Kaggle: plan | push | status | pull"),
+    "run-local": ("siimcovid.kaggle.local", "cli", "run the kernel graph's notebooks locally with papermill"),
 }
 
 

@@ -75,7 +75,7 @@ def oracle_predictions(data_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame
     """The ground truth of a synthetic set (DATA/truth/) written as predictions: through
     make-submission and score it must give 1.0, so it checks the writing and scoring path
     (box formatting, ids, original-pixel frame) end to end."""
-    from .synthetic import TRUTH_DIR, TRUTH_IMAGE_CSV, TRUTH_STUDY_CSV
+    from .data import TRUTH_DIR, TRUTH_IMAGE_CSV, TRUTH_STUDY_CSV
 
     truth = Path(data_dir) / TRUTH_DIR
     if not truth.is_dir():

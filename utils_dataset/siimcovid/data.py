@@ -31,6 +31,10 @@ IMAGE_SUFFIX = "_image"
 STUDY_CSV = "train_study_level.csv"
 IMAGE_CSV = "train_image_level.csv"
 SAMPLE_SUBMISSION = "sample_submission.csv"
+# Synthetic sets only (siimcovid.dev.synthetic writes them): the hidden test's truth, same headers as the train CSVs.
+TRUTH_DIR = "truth"
+TRUTH_STUDY_CSV = "test_study_level.csv"
+TRUTH_IMAGE_CSV = "test_image_level.csv"
 MISSING_STAGE = "missing"  # problem stage of an image a CSV lists but whose DICOM is not there
 INDEX_STAGE = "index"  # problem stage of a file left out of the index (unlisted, unlabelled, twin)
 

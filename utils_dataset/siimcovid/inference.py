@@ -92,7 +92,7 @@ def pixel_settings(train_pre: Path | None) -> dict:
 def preprocess_test(data_dir: Path, out_dir: Path, sizes: Sequence[int], *, like: Path | None = None,
                     limit: int = 0, workers: int = 0, progress: bool = True) -> dict:
     """``data_dir/test`` -> ``out_dir`` (meta.csv, images/<S>/test, errors.csv); resumes."""
-    from .preprocess import PreprocessConfig, run
+    from .preprocess.convert import PreprocessConfig, run
 
     if not (Path(data_dir) / "test").is_dir():
         raise FileNotFoundError(f"{data_dir}/test: not found (the competition's test DICOMs)")

@@ -15,7 +15,7 @@ import pandas as pd
 
 from ..boxes import Resize, as_array, xyxy_to_xywh
 from ..errors import UserError
-from ..preprocess import image_path, read_meta
+from ..preprocess.convert import image_path, read_meta
 
 CLASSES = ("opacity",)
 CATEGORY_ID = 1

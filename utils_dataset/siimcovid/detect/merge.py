@@ -79,7 +79,7 @@ def fuse_tables(members: Mapping[str, Sequence[pd.DataFrame]], *, columns=("boxe
 
 
 def _truth_from_meta(pre_dir) -> dict:
-    from ..preprocess import read_meta
+    from ..preprocess.convert import read_meta
 
     meta = read_meta(pre_dir)
     return dict(zip(meta["image_id"], meta["boxes"]))

@@ -69,7 +69,7 @@ def select(boxes: pd.DataFrame, studies: pd.DataFrame, image_study: Mapping[str,
 
 
 def cli(argv: list[str]) -> int:
-    from ..preprocess import read_meta
+    from ..preprocess.convert import read_meta
     from .config import parse_sets
 
     p = argparse.ArgumentParser(prog="siimcovid det-pseudo", description=__doc__.split("\n\n")[0])

@@ -3,7 +3,7 @@
 The inference kernel times each member on a few test images (after a warm-up call, which pays
 for building the model) BEFORE predicting the whole set, and prints the projection for the
 hidden test set (about the size of train: 6334 images in 6054 studies) against the limit.
-``kaggle plan --budget FILE`` (siimcovid.orchestrate) reads the same figures per stage
+``kaggle plan --budget FILE`` (siimcovid.kaggle) reads the same figures per stage
 (:func:`stage_budget`) to warn before anything is pushed.
 """
 from __future__ import annotations

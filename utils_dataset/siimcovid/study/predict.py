@@ -16,7 +16,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from ..dicom import one_line
+from ..preprocess.dicom import one_line
 from ..log import get_logger
 
 from ..runs import BEST_WEIGHTS as WEIGHTS, CONFIG_JSON as FOLD_CONFIG, FOLD_RE  # noqa: F401  (one place)

@@ -65,7 +65,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _graph(a) -> G.Graph:
-    from ..kaggle import choose, resolve_user
+    from .render import choose, resolve_user
 
     user, _ = resolve_user(a.user)
     graph = G.build(user, meta_dir=a.templates, max_fan_in=a.max_fan_in)
@@ -131,7 +131,7 @@ def cli_kaggle(argv: list[str], sleep: Callable[[float], None] = time.sleep,
     _fail_on(errors)
     for w in warnings:
         print(f"warning: {w}")
-    from ..kaggle import dataset_dir
+    from .render import dataset_dir
 
     pusher = Pusher(g, client, state, out / "kernels", dataset_dir(out, g.user), limits=limits,
                     poll=Poll(first_s=a.poll), sleep=sleep, clock=clock)

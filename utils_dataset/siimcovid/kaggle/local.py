@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import UserError, reraise_interrupts
-from ..kaggle import fill_placeholders
+from .render import fill_placeholders
 from . import graph as G
 
 DONE = "done.json"
@@ -83,7 +83,7 @@ def _link(link: Path, target: Path) -> None:
 def mount_inputs(node: G.Node, graph: G.Graph, out: Path, data: Path) -> tuple[Path, list[str]]:
     """Build ``OUT/<slug>/input`` (the nested /kaggle/input layout, by symlinks); returns it and the
     sources that have no local stand-in."""
-    from ..kaggle import repo_root
+    from .render import repo_root
 
     inp = out / node.slug / "input"
     if inp.is_symlink() or inp.is_file():
@@ -143,7 +143,7 @@ def run(graph: G.Graph, data: Path, out: Path, profile: dict, only: list[str] | 
     import threading
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
-    from ..kaggle import repo_root
+    from .render import repo_root
 
     if jobs < 1:
         raise UserError(f"--jobs {jobs}: must be 1 or more")

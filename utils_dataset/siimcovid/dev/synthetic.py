@@ -31,8 +31,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .boxes import denormalize
-from .data import (
+from ..boxes import denormalize
+from ..data import (
     IMAGE_CSV,
     IMAGE_SUFFIX,
     SAMPLE_SUBMISSION,
@@ -40,6 +40,9 @@ from .data import (
     STUDY_COLUMNS,
     STUDY_CSV,
     STUDY_SUFFIX,
+    TRUTH_DIR,
+    TRUTH_IMAGE_CSV,
+    TRUTH_STUDY_CSV,
     format_boxes_column,
     format_label,
 )
@@ -53,13 +56,10 @@ from .dicom_write import (  # noqa: F401  (the writer's names stay importable fr
     encode_jpeg_lossless,
     write_dicom,
 )
-from .errors import UserError
-from .submission import DEFAULT_IMAGE, DEFAULT_STUDY
+from ..errors import UserError
+from ..submission import DEFAULT_IMAGE, DEFAULT_STUDY
 
 # Ground truth of the test split, inside the set: what `score --truth` and the oracle read.
-TRUTH_DIR = "truth"
-TRUTH_STUDY_CSV = "test_study_level.csv"
-TRUTH_IMAGE_CSV = "test_image_level.csv"
 
 # Study-class priors of the real train set (typical 2855, negative 1676, indeterminate 1049,
 # atypical 474 of 6054), in STUDY_CLASSES order.
@@ -597,7 +597,7 @@ def prepare_out(cfg: SynthConfig, overwrite: bool = False) -> bool:
                         f"({_describe_config(want)}): choose a new or empty --out, or pass --overwrite to replace it")
     import shutil
 
-    from .log import get_logger
+    from ..log import get_logger
 
     get_logger().info("synth: emptying %s (it held %s)", out, holds)
     for p in entries:
@@ -615,7 +615,7 @@ def generate(cfg: SynthConfig, progress: bool = True, *, overwrite: bool = False
     its summary is returned); see :func:`prepare_out` for ``overwrite``."""
     from tqdm import tqdm
 
-    from .log import get_logger, run_header
+    from ..log import get_logger, run_header
 
     t0 = time.time()
     out = Path(cfg.out)
@@ -678,7 +678,7 @@ def generate(cfg: SynthConfig, progress: bool = True, *, overwrite: bool = False
 
 
 def cli(argv: list[str]) -> int:
-    from .clihelp import HelpFormatter
+    from ..clihelp import HelpFormatter
 
     ap = argparse.ArgumentParser(
         prog="python -m siimcovid synth", formatter_class=HelpFormatter,

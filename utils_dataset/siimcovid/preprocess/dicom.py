@@ -9,7 +9,7 @@ Two paths that must agree:
   resolution for JPEG 2000 when the output is small, pydicom with a fixed plugin order as the
   safe fallback; never gdcm first). Modality LUT + VOI are applied as one lookup table built
   by running pydicom's own functions over every possible stored value (exactly the
-  full-array result, far cheaper; applied by a compiled loop, :mod:`siimcovid.lookup`).
+  full-array result, far cheaper; applied by a compiled loop, :mod:`siimcovid.preprocess.lookup`).
 * :func:`reference_convert` is the slow, obvious path (pydicom ``pixel_array``, full-array
   ``apply_modality_lut`` + ``apply_voi_lut``); the tests check the fast path against it
   pixel for pixel.
@@ -19,7 +19,7 @@ output range, the window's output range, or, without either, robust percentiles 
 values (a histogram), so a reduced-resolution decode yields the same levels.
 
 dicomsdl can crash the process on bad files: call :func:`convert` with it only in a child
-process (``siimcovid.preprocess`` does) and pre-check the file first (:func:`read_dataset`).
+process (``siimcovid.preprocess.convert`` does) and pre-check the file first (:func:`read_dataset`).
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .boxes import Resize
+from ..boxes import Resize
 from .lookup import apply_lut, scratch, warm_up  # noqa: F401  (warm_up: for the workers)
 
 # Short names for the transfer syntaxes the competition (and the synthetic set) contains.

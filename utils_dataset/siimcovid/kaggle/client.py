@@ -1,5 +1,5 @@
 """Reading the ``kaggle`` command's output for the kernel graph, over the project's one wrapper
-(:mod:`siimcovid.kaggle_command`: the executable found on PATH so a fake can stand in, credentials
+(:mod:`siimcovid.kaggle.command`: the executable found on PATH so a fake can stand in, credentials
 checked once, refusals printed with exit 0 raised, secrets scrubbed).
 
 Output formats (kaggle 2.2.5, ``kaggle/api/kaggle_api_extended.py``):
@@ -16,7 +16,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from ..kaggle_command import Kaggle, KaggleError, refusal
+from .command import Kaggle, KaggleError, refusal
 
 ACTIVE = ("QUEUED", "RUNNING", "NEW_SCRIPT")
 FAILED = ("ERROR", "CANCEL_REQUESTED", "CANCEL_ACKNOWLEDGED")
@@ -63,7 +63,7 @@ def tail(text: str, n: int = 30) -> str:
 
 class Client:
     """The kernel graph's calls, each one ``kaggle`` command run through :class:`Kaggle` (whose
-    constructor checks the credentials: a :class:`~siimcovid.kaggle_command.CredentialsError`,
+    constructor checks the credentials: a :class:`~siimcovid.kaggle.command.CredentialsError`,
     one line, before anything is pushed)."""
 
     def __init__(self, exe: str | None = None, timeout_s: float = 900):

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
-from .errors import UserError
+from ..errors import UserError
 
 CREDENTIALS_HELP = ("put your API token in ~/.kaggle/kaggle.json (kaggle.com > Settings > API > Create New "
                     "Token; chmod 600), or set KAGGLE_USERNAME and KAGGLE_KEY, or KAGGLE_API_TOKEN")

@@ -1,5 +1,5 @@
-"""The per-pixel part of :mod:`siimcovid.dicom`: the VOI table applied to every pixel, and
-reused scratch buffers. Kept apart so the compiled loop (numba, :mod:`siimcovid._lutjit`) is
+"""The per-pixel part of :mod:`siimcovid.preprocess.dicom`: the VOI table applied to every pixel, and
+reused scratch buffers. Kept apart so the compiled loop (numba, :mod:`siimcovid.preprocess._lutjit`) is
 imported only when an image is converted."""
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ numpy's ``take`` first converts every 16-bit index to a 64-bit one (a 60 MB temp
 full-size radiograph); this loop reads the 16-bit values directly: 4-5x faster, same bytes.
 Compiled when this module is imported (numba's on-disk cache makes that quick after the first
 time); the preprocess forkserver imports it once, so its workers inherit the machine code.
-``lut_gather`` is None when numba is missing or cannot compile: :mod:`siimcovid.dicom` then
+``lut_gather`` is None when numba is missing or cannot compile: :mod:`siimcovid.preprocess.dicom` then
 uses numpy's take (the same result)."""
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ Layout (docs/contracts.md, "Preprocess output")::
     OUT/images/<S>/<split>/<image_id>.png   OUT/meta.csv   OUT/errors.csv
     OUT/folds.csv   OUT/preprocess.json   OUT/records.jsonl (resume journal)
 
-Images are converted by :func:`siimcovid.dicom.convert` in child processes: dicomsdl can
+Images are converted by :func:`siimcovid.preprocess.dicom.convert` in child processes: dicomsdl can
 segfault on a bad file, so a worker that dies costs only the file it held, which is retried
 with the safe decoder (pydicom) in a fresh worker; if that fails too the file goes to
 ``errors.csv`` with the reason. A finished image is journalled (``records.jsonl``) right
@@ -29,12 +29,12 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .boxes import Resize
-from .data import MISSING_STAGE, DataFormatError, find_data_dir, index_train, missing_test_images, scan_dicoms
+from ..boxes import Resize
+from ..data import MISSING_STAGE, DataFormatError, find_data_dir, index_train, missing_test_images, scan_dicoms
 from .dicom import DECODERS, NO_VOI_RANGES, DicomError, DisplayConfig
-from .errors import UserError
-from .folds import FOLDS_CSV, folds_for_data, read_folds, save_folds
-from .layout import (  # the output's names and readers live in layout; re-exported for old callers
+from ..errors import UserError
+from ..folds import FOLDS_CSV, folds_for_data, read_folds, save_folds
+from ..layout import (  # the output's names and readers live in layout; re-exported for old callers
     ERROR_COLUMNS,
     ERRORS_CSV,
     JOURNAL,
@@ -48,7 +48,7 @@ from .layout import (  # the output's names and readers live in layout; re-expor
     read_meta,
     read_source,
 )
-from .log import get_logger, run_header
+from ..log import get_logger, run_header
 
 
 @dataclass
@@ -281,8 +281,9 @@ def _mp_context():
         ctx = mp.get_context("forkserver")
         # Workers fork from a server that already imported the heavy modules: a respawn
         # after a crash costs milliseconds, and the parent's threads are never forked.
-        # siimcovid._lutjit compiles the lookup loop there once (ImportError without numba is skipped).
-        ctx.set_forkserver_preload(["siimcovid.dicom", "siimcovid.preprocess", "siimcovid._lutjit"])
+        # siimcovid.preprocess._lutjit compiles the lookup loop there once (ImportError without numba is skipped).
+        ctx.set_forkserver_preload(["siimcovid.preprocess.dicom", "siimcovid.preprocess.convert",
+                                    "siimcovid.preprocess._lutjit"])
         return ctx
     return mp.get_context("spawn")
 
@@ -472,7 +473,7 @@ def source_of(cfg: PreprocessConfig, index: pd.DataFrame) -> dict:
     """What an output folder holds (source.json): the data folder, the image ids of each split
     (count + digest, before --limit) and the pixel settings. Sizes are not part of it: adding a
     size to a folder is a resume."""
-    from .layout import PIXEL_KEYS
+    from ..layout import PIXEL_KEYS
 
     pixels = {k: v for k, v in asdict(cfg).items() if k in PIXEL_KEYS}
     return {"data": str(Path(cfg.data).resolve()), "pixel_key": cfg.pixel_key(), "pixels": pixels,
@@ -639,7 +640,7 @@ def cli(argv: list[str]) -> int:
     failed or a CSV lists a file that is not there, 2 for a user error: nothing written)."""
     from dataclasses import replace
 
-    from .variants import add_schema_args, load, overrides_from_args
+    from ..variants import add_schema_args, load, overrides_from_args
 
     ap = argparse.ArgumentParser(prog="python -m siimcovid preprocess", description=cli.__doc__)
     add_schema_args(ap, PreprocessConfig, stage="preprocess", exclude=("fault_injection",),

@@ -5,7 +5,7 @@ syntax, then in one run measures:
 
 * the naive baseline: pydicom defaults (its own plugin order), full-array ``apply_voi_lut``,
   per-image min-max, resize, PNG, one process;
-* the project's path (``siimcovid.preprocess.process_one``: decode, LUT, resize, PNG) in one
+* the project's path (``siimcovid.preprocess.convert.process_one``: decode, LUT, resize, PNG) in one
   process, per syntax, with the share of the time spent decoding, interleaved with the
   baseline file by file and best of ``--repeats`` so other load on the machine hits both alike;
 * the same path with ``--fast-voi`` (stored values resized before the VOI table), timed beside
@@ -87,7 +87,7 @@ def _pool_wall(files: list[dict], out: Path, size: int, workers: int, stats: dic
     excluded) with the time inside ``process_one`` over the same images ("steady_worker_s")."""
     import pickle
 
-    from .preprocess import PreprocessConfig, run_pool
+    from ..preprocess.convert import PreprocessConfig, run_pool
 
     cfg = PreprocessConfig(data=str(out), out=str(out), sizes=[size], workers=workers, progress=False)
     tasks = [{"path": f["path"], "dicom": f["path"], "image_id": f["image_id"], "split": "bench"} for f in files]
@@ -122,7 +122,7 @@ def bench_preprocess(out: str | Path, per_syntax: int = 2, size: int = 1024, max
 
     import cv2
 
-    from .preprocess import PreprocessConfig, _warm_imports, image_path, process_one
+    from ..preprocess.convert import PreprocessConfig, _warm_imports, image_path, process_one
 
     warnings.simplefilter("ignore")
     cv2.setNumThreads(1)
@@ -272,8 +272,8 @@ def profile_preprocess(out: str | Path, sizes: tuple[int, ...] = (1024, 512), pe
 
     import cv2
 
-    from . import dicom
-    from .preprocess import PreprocessConfig, _warm_imports, process_one
+    from ..preprocess import dicom
+    from ..preprocess.convert import PreprocessConfig, _warm_imports, process_one
 
     warnings.simplefilter("ignore")
     cv2.setNumThreads(1)
@@ -397,9 +397,10 @@ def make_study_input_set(out: str | Path, size: int = 512, images: int = 64, sca
     import shutil
     import warnings
 
-    from .layout import META_CSV, available_sizes, tfrecord_dir
+    from ..layout import META_CSV, available_sizes, tfrecord_dir
 
-    from . import preprocess, synthetic
+    from ..preprocess import convert as preprocess
+    from . import synthetic
 
     out = Path(out)
     pre = out / "pre"
@@ -456,8 +457,8 @@ def bench_study_input(out: str | Path, pre: str | Path | None = None, size: int 
     import siimcovid  # noqa: F401  (TF env before TensorFlow)
     import tensorflow as tf
 
-    from .study.config import load_config
-    from .study.dataset import load_meta, make_train_dataset, onehot
+    from ..study.config import load_config
+    from ..study.dataset import load_meta, make_train_dataset, onehot
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -475,7 +476,7 @@ def bench_study_input(out: str | Path, pre: str | Path | None = None, size: int 
             pipeline.append({"format": fmt, "augment": mode, "img_s": batches * batch_size / sec})
 
     # one training step of the model, fed from memory (input cost excluded)
-    from .study.model import build_model, compile_model, export_tiny_savedmodel
+    from ..study.model import build_model, compile_model, export_tiny_savedmodel
 
     mcfg = load_config(model_config, sets=[f"image_size={size}", f"batch_size={batch_size}"])
     if mcfg.model == "hub":

@@ -20,7 +20,7 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
-from .. import kaggle
+from . import render as kaggle
 from ..errors import UserError
 
 NEEDS_KEY = "needs"

@@ -1,9 +1,9 @@
 """Kaggle glue: kernel metadata rendered from ``kernel-metadata/`` templates and the
 ``kernels`` command (render / push / status / dataset).
 
-The ``kaggle`` command is driven through :mod:`siimcovid.kaggle_command` (never ``import
+The ``kaggle`` command is driven through :mod:`siimcovid.kaggle.command` (never ``import
 kaggle``: 2.2.5 authenticates at import time and prints login instructions); what kernels
-install, and the wheels kernel, live in :mod:`siimcovid.wheels`.
+install, and the wheels kernel, live in :mod:`siimcovid.kaggle.wheels`.
 
 A template is a kernel-metadata.json plus a ``_render`` block the client never sees:
 ``notebook`` (the .ipynb pushed), ``repeat`` ({name: [values]}: one kernel per combination),
@@ -21,7 +21,7 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from ..errors import UserError
 from .wheels import KERNEL_REQUIREMENTS, WHEELS_MARKER, build_wheels, prepare_kernel  # noqa: F401
 
 # Keys the kaggle client reads (2.2.5). enable_internet defaults to TRUE when absent, so a
@@ -53,7 +53,7 @@ def accelerator_kind(acc: str) -> str:
 
 def repo_root() -> Path:
     """The checkout holding notebooks/ and kernel-metadata/ (this file is utils_dataset/siimcovid/kaggle.py)."""
-    return Path(__file__).resolve().parents[2]
+    return Path(__file__).resolve().parents[3]
 
 
 @dataclass
@@ -239,7 +239,7 @@ def resolve_user(user: str | None, placeholder: bool = False, env: dict[str, str
     """-> (user, where it came from): --user, KAGGLE_USERNAME, the user name in kaggle.json, or,
     only when asked (--placeholder-user), the placeholder to fill in later. Else a UserError:
     ids like KAGGLE_USER/... must never be written without a word."""
-    from .kaggle_command import CredentialsError, find_credentials
+    from .command import CredentialsError, find_credentials
 
     env = os.environ if env is None else env
     if user:
@@ -265,7 +265,7 @@ def _selected(k: Kernel, only: list[str] | None) -> bool:
 def cli(argv: list[str]) -> int:
     import argparse
 
-    from .kaggle_command import Kaggle, KaggleError
+    from .command import Kaggle, KaggleError
 
     ap = argparse.ArgumentParser(prog="python -m siimcovid kernels",
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter,

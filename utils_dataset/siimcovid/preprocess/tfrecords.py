@@ -11,7 +11,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from .layout import image_path, parse_boxes, tfrecord_dir
+from ..layout import image_path, parse_boxes, tfrecord_dir
 
 # name -> (kind, meaning); boxes are the flattened [x0, y0, x1, y1, ...] of boxes_<S>
 FEATURES = {
@@ -28,7 +28,7 @@ FEATURES = {
 
 def write_tfrecords(out: str | Path, meta: pd.DataFrame, sizes: Sequence[int], per_shard: int = 256) -> list[Path]:
     """Rebuild ``OUT/tfrecords/<S>/`` for each size from the PNGs of ``meta``'s rows (meta.csv as
-    :func:`siimcovid.preprocess.build_meta` makes it; ``boxes_<S>`` as lists or JSON text).
+    :func:`siimcovid.preprocess.convert.build_meta` makes it; ``boxes_<S>`` as lists or JSON text).
     Returns the shard paths written. Missing PNGs stop it before any shard is touched, naming them."""
     import tensorflow as tf
 

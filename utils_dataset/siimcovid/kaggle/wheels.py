@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
-from .errors import UserError
+from ..errors import UserError
 
 WHEELS_MARKER = "siimcovid-wheels.txt"  # exactly what a kernel installs, one requirement a line
 WHEELS_INFO = "siimcovid-wheels.json"  # the image the wheels were resolved / built on
@@ -286,7 +286,7 @@ def prepare_kernel(marker: str = WHEELS_MARKER, allow_unsupported: bool | None =
     find the wheels kernel's output, check that it was made on this image and that this image's
     TF / torch / Python are in :data:`SUPPORTED`, then install exactly its list offline.
     ``SIIMCOVID_ALLOW_UNSUPPORTED=1`` turns the range check into a warning (nothing else)."""
-    from .paths import KAGGLE_INPUT, find_input, on_kaggle
+    from ..paths import KAGGLE_INPUT, find_input, on_kaggle
 
     if not on_kaggle():
         return False

@@ -1,0 +1,1 @@
+"""What only local development uses: the synthetic data generator, DICOM writing, benchmarks. Never imported by a stage."""

@@ -1,0 +1,1 @@
+"""DICOM -> PNG/TFRecords: the preprocess stage (dicom decoding, conversion, TFRecords)."""
