@@ -38,6 +38,22 @@ _COMPETITION_MARKER = "sample_submission.csv"  # a competition folder (its train
 _PREPROCESS_MARKER = "meta.csv"  # a preprocess output (its images/ and tfrecords/)
 
 
+def fold_name(k: int) -> str:
+    """``fold<k>``: the folder name of fold ``k`` (the one spelling of it)."""
+    return f"fold{int(k)}"
+
+
+def fold_dir(exp_dir: str | os.PathLike, k: int) -> Path:
+    """``<exp_dir>/fold<k>``."""
+    return Path(exp_dir) / fold_name(k)
+
+
+def fold_index(d: str | os.PathLike) -> int | None:
+    """The fold number of a folder named ``fold<k>`` (None for any other name)."""
+    name = Path(d).name
+    return int(name[4:]) if FOLD_RE.match(name) else None
+
+
 def is_fold_dir(d: Path) -> bool:
     d = Path(d)
     return bool(FOLD_RE.match(d.name)) and any((d / m).is_file() for m in FOLD_MARKERS)
