@@ -106,7 +106,7 @@ def test_config_overrides_and_mistakes():
     assert cfg.siim["variant"] == "tiny_cpu" and cfg.siim["wbf"]["iou_thr"] == 0.6
     with pytest.raises(UserError, match="no key 'max_epoch'"):
         C.load("tiny_cpu", ["train_cfg.max_epoch=3"])
-    with pytest.raises(UserError, match="unknown detector config"):
+    with pytest.raises(UserError, match="det config 'no_such_variant' not found .*tiny_cpu"):
         C.load("no_such_variant")
     with pytest.raises(UserError, match="key=value"):
         C.load("tiny_cpu", ["siim.size"])
@@ -258,7 +258,7 @@ def test_pseudo_label_filter_follows_the_first_place_rule():
     # thresholds are config
     loose = select(boxes, studies, image_study, PseudoRule.from_dict({"negative_max": 0.4, "min_box_score": 0.05}))
     assert set(loose["image_id"]) == {"keep", "neg", "lowbox", "third"}
-    with pytest.raises(UserError, match="unknown pseudo-label keys"):
+    with pytest.raises(UserError, match="unknown pseudo-label config key .neg_max. .did you mean .negative_max"):
         PseudoRule.from_dict({"neg_max": 0.2})
 
 
