@@ -114,6 +114,24 @@ def test_config_overrides_and_mistakes():
         C.load("tiny_cpu", ["model.roi_head.bbox_head.num_classes=80"])
 
 
+def test_a_detector_variant_is_a_line_of_bases_ending_in_mmdet(tmp_path):
+    """The project layer goes between mmdet's config and ours, so every file names ONE base."""
+    from siimcovid.detect import config as C
+
+    (tmp_path / "none.py").write_text("model = dict()\n")
+    (tmp_path / "two.py").write_text(f"_base_ = ['{C.CONFIG_DIR / 'tiny_cpu.py'}', './none.py']\n")
+    (tmp_path / "other.py").write_text("_base_ = 'mmpretrain::resnet/x.py'\n")
+    (tmp_path / "mine.py").write_text(f"_base_ = '{C.CONFIG_DIR / 'tiny_cpu.py'}'\ntrain_cfg = dict(max_epochs=2)\n")
+    with pytest.raises(UserError, match=r"none\.py: no _base_"):
+        C.load(tmp_path / "none.py")
+    with pytest.raises(UserError, match=r"two\.py: a detector variant takes ONE _base_"):
+        C.load(tmp_path / "two.py")
+    with pytest.raises(UserError, match="builds on an mmdet:: config"):
+        C.load(tmp_path / "other.py")
+    cfg = C.load(tmp_path / "mine.py")  # a path works, over one of ours
+    assert cfg.train_cfg.max_epochs == 2 and cfg.siim["size"] == 128 and cfg.siim["variant"] == "mine"
+
+
 def test_amp_and_weights_follow_siim_keys(monkeypatch):
     from siimcovid.detect import config as C
 

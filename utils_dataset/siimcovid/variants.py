@@ -132,8 +132,8 @@ def base_chain(path: str | os.PathLike) -> tuple[list[Path], list[str]]:
 def own_keys(path: str | os.PathLike) -> dict[str, Any]:
     """One config file's own keys, its ``_base_`` not followed: for a layering that mmengine's merge
     of the whole chain cannot express (the detector's project layer between mmdet's config and
-    ours). In a .py file functions, classes and modules are not keys (as in mmengine), nor are
-    names starting with ``_``: the file's helpers (``_base_`` included)."""
+    ours). In a .py file functions, classes and modules are not keys, nor are names starting
+    with ``_``: the file's helpers (``_base_`` included)."""
     path = Path(path)
     try:
         text = path.read_text()

@@ -51,7 +51,7 @@ def _chain(path: Path) -> tuple[Path, list[Path]]:
     """(mmdet's config, the variant files root first). The project layer goes between mmdet's
     config and ours, so the chain must be a line ending in one mmdet config."""
     files, packages = V.base_chain(path)
-    for f in files:
+    for f in reversed(files):  # the variant itself first: the error names the file the user wrote
         bases = V.base_files(f)
         if not bases:
             raise UserError(f"{f}: no _base_ (name mmdet's config, e.g. 'mmdet::dcn/...', or another variant)")

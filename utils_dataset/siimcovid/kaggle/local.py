@@ -48,8 +48,8 @@ class Profile:
     params: stage (template name) -> notebook parameters on top of the template's own
     repeat: stage -> repeat values replacing the template's (fewer kernels)
     """
-    name: str = "tiny"
-    params: Optional[dict] = None
+    name: str = "tiny"  # variants.load sets the file's stem
+    params: Optional[dict] = None  # None (or null in the file): nothing on top of the templates
     repeat: Optional[dict] = None
 
 
