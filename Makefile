@@ -29,7 +29,7 @@ notebooks: setup
 	$(VENV)/bin/jupytext --to ipynb --update notebooks/*.py
 
 kernels: setup
-	$(SIIM) kernels render --out build/kernels $(if $(KAGGLE_USER),--user $(KAGGLE_USER),--placeholder-user)
+	$(SIIM) kaggle render $(if $(KAGGLE_USER),--user $(KAGGLE_USER),--placeholder-user)
 
 bench: setup
 	$(SIIM) bench preprocess

@@ -28,8 +28,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "det-pseudo": ("siimcovid.detect.pseudo", "cli", "pseudo-labels for the next detector round"),
     "infer": ("siimcovid.inference", "cli", "inference kernel: test DICOMs -> study folds + learner -> submission.csv"),
     "cv-report": ("siimcovid.ensemble.report", "cli", "OOF score of every member and merge rule; fits the merge (HTML + PNGs)"),
-    "kernels": ("siimcovid.kaggle.render", "cli", "render kernel-metadata/ and push helpers"),
-    "kaggle": ("siimcovid.kaggle.cli", "cli_kaggle", "the kernel graph on Kaggle: plan | push | status | pull"),
+    "kaggle": ("siimcovid.kaggle.cli", "cli_kaggle",
+               "the kernel graph on Kaggle: render | plan | dataset | push | status | pull"),
     "run-local": ("siimcovid.kaggle.local", "cli", "run the kernel graph's notebooks locally with papermill"),
 }
 
