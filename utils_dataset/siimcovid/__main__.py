@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "cv-report": ("siimcovid.ensemble.report", "cli", "OOF score of every member and merge rule; fits the merge (HTML + PNGs)"),
     "kernels": ("siimcovid.kaggle.render", "cli", "render kernel-metadata/ and push helpers"),
     "kaggle": ("siimcovid.kaggle.cli", "cli_kaggle", "the kernel graph on Kaggle: plan | push | status | pull"),
+    "rehearse": ("siimcovid.kaggle.rehearse", "cli", "the push rehearsed: rendered kernels, Kaggle's input layout, no network"),
     "run-local": ("siimcovid.kaggle.local", "cli", "run the kernel graph's notebooks locally with papermill"),
 }
 
