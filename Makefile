@@ -13,7 +13,10 @@ DEMO_SEED ?= 0
 DEMO_SIZE ?= 128
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-tf-old demo notebooks kernels bench clean-demo
+REHEARSE ?= build/rehearse
+REHEARSE_PROFILE ?= tiny
+
+.PHONY: setup test test-tf-old demo notebooks kernels bench clean-demo rehearse
 
 setup:
 	scripts/setup.sh $(if $(WHEELS),--wheels $(WHEELS))
@@ -36,6 +39,11 @@ bench: setup
 
 demo: setup
 	scripts/demo.sh "$(DEMO)" "$(DEMO_STUDIES)" "$(DEMO_SCALE)" "$(DEMO_SEED)" "$(DEMO_SIZE)"
+
+# The push rehearsed: the rendered kernels run as Kaggle runs them (only their inputs, read-only, no network).
+rehearse: setup
+	$(SIIM) synth --out "$(REHEARSE)/data" --studies 30 --scale 0.125 --seed 0
+	$(SIIM) rehearse --profile "$(REHEARSE_PROFILE)" --data "$(REHEARSE)/data" --out "$(REHEARSE)/out"
 
 clean-demo:
 	rm -rf "$(DEMO)"

@@ -21,11 +21,11 @@ def test_every_stage_and_fold_is_rendered(kernels):
         assert set(kaggle.REQUIRED_KEYS) <= set(k.metadata)
 
 
-def test_internet_is_explicit_and_off_except_wheels(kernels):
+def test_internet_is_explicit_and_off_except_the_fetching_kernels(kernels):
     for k in kernels:
         # the client defaults enable_internet to TRUE when the key is missing
         assert isinstance(k.metadata["enable_internet"], bool)
-        assert k.metadata["enable_internet"] is (k.template == "wheels"), k.slug
+        assert k.metadata["enable_internet"] is (k.template in ("wheels", "weights")), k.slug
 
 
 def test_sources_link_the_stages(kernels):

@@ -81,6 +81,7 @@ def load(variant: str | Path | None = None, overrides: Iterable[str] | Mapping[s
         cfg.merge_from_dict(own)
     cfg["siim"] = siim
     cfg["siim"]["variant"] = path.stem
+    cfg["siim"]["variant_file"] = str(path)  # where siim.weights="auto" looks up the mmdet base
     sets = V.tree_overrides(overrides)
     V.check_paths(cfg, sets)
     cfg.merge_from_dict(sets)
@@ -151,8 +152,11 @@ def prepare(cfg, run_dir: str | Path, train_json: str | Path | None = None):
         backbone["init_cfg"] = dict(type="Pretrained", checkpoint=str(s["backbone_weights"]))
     else:
         backbone["init_cfg"] = None
-    cfg.load_from = str(s["weights"]) if s.get("weights") else None
-    if not s.get("weights") and not s.get("backbone_weights"):
+    from .zoo import resolve_weights
+
+    s["weights"] = resolve_weights(s.get("weights"), s.get("variant_file") or s.get("variant"))
+    cfg.load_from = s["weights"]
+    if not s["weights"] and not s.get("backbone_weights"):
         train_from_scratch(backbone)
     return cfg
 
