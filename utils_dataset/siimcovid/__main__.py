@@ -28,14 +28,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "det-pseudo": ("siimcovid.detect.pseudo", "cli", "pseudo-labels for the next detector round"),
     "infer": ("siimcovid.inference", "cli", "inference kernel: test DICOMs -> study folds + learner -> submission.csv"),
     "cv-report": ("siimcovid.ensemble.report", "cli", "OOF score of every member and merge rule; fits the merge (HTML + PNGs)"),
-<<<<<<< HEAD
     "kaggle": ("siimcovid.kaggle.cli", "cli_kaggle",
                "the kernel graph on Kaggle: render | plan | dataset | push | status | pull"),
-=======
-    "kernels": ("siimcovid.kaggle.render", "cli", "render kernel-metadata/ and push helpers"),
-    "kaggle": ("siimcovid.kaggle.cli", "cli_kaggle", "the kernel graph on Kaggle: plan | push | status | pull"),
-    "rehearse": ("siimcovid.kaggle.rehearse", "cli", "the push rehearsed: rendered kernels, Kaggle's input layout, no network"),
->>>>>>> wt-lead
+    "rehearse": ("siimcovid.kaggle.rehearse", "cli",
+                 "the push rehearsed: rendered kernels, Kaggle's input layout, no network"),
     "run-local": ("siimcovid.kaggle.local", "cli", "run the kernel graph's notebooks locally with papermill"),
 }
 
