@@ -94,9 +94,10 @@ class ClassifierConfig:
 
     def out_dir(self) -> Path:
         from ..paths import working_dir
+        from ..runs import fold_dir
 
         root = Path(self.workdir) if self.workdir else working_dir("work") / self.STAGE
-        return root / self.name / f"fold{self.fold}"
+        return fold_dir(root / self.name, self.fold)
 
 
 def check_classifier(cfg: ClassifierConfig) -> list[str]:
