@@ -494,8 +494,8 @@ def bench_study_input(out: str | Path, pre: str | Path | None = None, size: int 
     tf_keras.mixed_precision.set_global_policy("float32" if mcfg.mixed_precision in ("off", "auto") else mcfg.mixed_precision)
     model = build_model(mcfg, STUDY.n_outputs, STUDY.activation)
     compile_model(model, mcfg, 100, STUDY)
-    x, y = next(iter(make_train_dataset(metas["png"], onehot(metas["png"]["study_label"].to_numpy()),
-                                        replace(mcfg, input_format="png"), size, training=True)))
+    targets = onehot(metas["png"]["study_label"].to_numpy(), STUDY.n_outputs)
+    x, y = next(iter(make_train_dataset(metas["png"], targets, replace(mcfg, input_format="png"), size, training=True)))
     model.train_on_batch(x, y)  # build + trace
     t0 = time.perf_counter()
     for _ in range(steps):
