@@ -23,9 +23,10 @@ import numpy as np
 import pandas as pd
 
 from ..errors import EXIT_OK, EXIT_PARTIAL, UserError, reraise_interrupts
+from ..layout import META_CSV, find_preprocess
 from ..log import get_logger
 from .predict import PRED_COLUMNS, figures, read_predictions, write_predictions
-from .train import CONFIG_JSON, OOF_CSV, TEST_CSV
+from ..runs import CONFIG_JSON, OOF_CSV, TEST_CSV
 from .wbf import WBFParams, fuse_two_level
 
 OOF_BOXES = "oof_boxes.csv"
@@ -79,7 +80,7 @@ def fuse_tables(members: Mapping[str, Sequence[pd.DataFrame]], *, columns=("boxe
 
 
 def _truth_from_meta(pre_dir) -> dict:
-    from ..preprocess.convert import read_meta
+    from ..layout import read_meta
 
     meta = read_meta(pre_dir)
     return dict(zip(meta["image_id"], meta["boxes"]))
@@ -104,9 +105,7 @@ def merge(exp_dir: str | Path, *, preprocess=None, truth=None) -> dict:
     if not oof:
         raise UserError(f"{exp_dir}: no fold could be read: {skipped}")
     pre = preprocess or config.get("preprocess")
-    if not pre or not (Path(pre) / "meta.csv").exists():
-        from .train import find_preprocess
-
+    if not pre or not (Path(pre) / META_CSV).exists():
         pre = find_preprocess(pre)
     train_truth = _truth_from_meta(pre)
     test_truth = _truth_from_data(truth) if truth else None  # before writing: a bad path writes nothing

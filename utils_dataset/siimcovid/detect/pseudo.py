@@ -67,7 +67,7 @@ def select(boxes: pd.DataFrame, studies: pd.DataFrame, image_study: Mapping[str,
 
 
 def cli(argv: list[str]) -> int:
-    from ..preprocess.convert import read_meta
+    from ..layout import META_CSV, read_meta
 
     p = argparse.ArgumentParser(prog="siimcovid det-pseudo", description=__doc__.split("\n\n")[0])
     p.add_argument("--boxes", required=True, help="test prediction table (det-merge's test_boxes.csv or the ensemble's)")
@@ -78,7 +78,7 @@ def cli(argv: list[str]) -> int:
                    help=f"rule keys: {[f.name for f in fields(PseudoRule)]}")
     args = p.parse_args(argv)
     rule = PseudoRule.from_dict(args.set)
-    for path in (args.boxes, args.study, Path(args.preprocess) / "meta.csv"):
+    for path in (args.boxes, args.study, Path(args.preprocess) / META_CSV):
         if not Path(path).exists():
             raise UserError(f"{path}: no such file")
     meta = read_meta(args.preprocess)

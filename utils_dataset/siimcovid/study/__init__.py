@@ -3,8 +3,8 @@ EfficientNetV2 (TF Hub), an sm FPN or a keras.applications body with the auxilia
 fold training with resume and noisy-student rounds, hflip TTA and the out-of-fold merge.
 
 Modules: config (StudyConfig over ClassifierConfig; variants in configs/study/), task (classes,
-targets, study mAP), dataset (fold split; the core's input pipeline re-exported), model (the
-core's builder with the study head), train (noisy student, `study-train`), evaluate (study
-aggregation, metric, merge, `study-merge`), predict (the inference kernel's study predictor).
+fold split, targets, study mAP), teacher (noisy-student targets), train (`study-train`), evaluate
+(study aggregation, metric, merge, `study-merge`), predict (the inference kernel's study
+predictor). The input pipeline and the model builder are the core's (:mod:`siimcovid.classify`).
 TensorFlow is imported inside functions only.
 """

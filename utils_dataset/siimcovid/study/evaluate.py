@@ -1,4 +1,4 @@
-"""Study predictions: hflip TTA, image -> study aggregation, study mAP, and the fold merge.
+"""Study predictions: image -> study aggregation, study mAP, and the fold merge.
 
 ``python -m siimcovid study-merge --work W/<exp>`` reads every ``fold*/`` below it and writes
 ``oof_study.csv``, ``test_study.csv`` (study_id + four probabilities, the study predictions CSV
@@ -11,7 +11,7 @@ import argparse
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -19,23 +19,10 @@ import pandas as pd
 from ..data import STUDY_CLASSES
 from ..log import get_logger
 
-if TYPE_CHECKING:
-    from .config import StudyConfig
-
 PROB_COLS = [f"p_{c}" for c in STUDY_CLASSES]
 TTA_COLS = [f"p_{c}_tta" for c in STUDY_CLASSES]
 STUDY_COLS = list(STUDY_CLASSES)  # column names of the study predictions CSV
 from ..runs import CONFIG_JSON, OOF_CSV, TEST_CSV  # noqa: E402  (a run folder's file names live in runs.py)
-
-
-# --------------------------------------------------------------------------- prediction
-def predict_frame(model, df: pd.DataFrame, cfg: "StudyConfig", tta: bool | None = None) -> pd.DataFrame:
-    """image_id, study_id, fold, p_* (plain) and p_*_tta (mean of plain and hflip; equal to the
-    plain columns when TTA is off), study_label when known: the core's prediction, study task."""
-    from ..classify.predict import predict_frame as predict
-    from .task import STUDY
-
-    return predict(model, df, cfg, STUDY, tta)
 
 
 # --------------------------------------------------------------------------- aggregation + metric
