@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "make-submission": ("siimcovid.submission", "cli_make", "write submission.csv from study/image predictions"),
     "baseline": ("siimcovid.baseline", "cli_baseline", "write the prior-only submission"),
     "learner": ("siimcovid.baseline", "cli_learner", "fit the small scikit-learn learner and write its submission"),
+    "check-data": ("siimcovid.checkdata", "cli", "check a competition folder's CSVs and DICOM tree, every problem at once"),
     "preprocess": ("siimcovid.preprocess.convert", "cli", "DICOM -> 8-bit images + meta.csv"),
     "bench": ("siimcovid.dev.bench", "cli", "benchmarks (e.g. `bench preprocess`)"),
     "study-train": ("siimcovid.study.train", "cli", "train one fold of the study classifier"),

@@ -55,6 +55,7 @@ UNCOMPRESSED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2
 NATIVE_LE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}  # read straight from the file (read_fast)
 RLE = "1.2.840.10008.1.2.5"
 J2K = {"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"}
+ENCAPSULATED = set(TS_NAMES) - UNCOMPRESSED  # pixel data in items (fragments); deflate is not among them
 
 # pydicom plugin order for the safe path. pydicom's own default tries gdcm first when it is
 # installed, the slowest J2K path measured; here gdcm is the last resort.
@@ -104,6 +105,7 @@ class Converted:
     reduce: int  # JPEG 2000 resolution levels skipped (0 = full resolution)
     timings: dict[str, float] = field(default_factory=dict)
     fallbacks: list[str] = field(default_factory=list)  # "decoder: reason" of decoders that failed
+    warnings: list[str] = field(default_factory=list)  # converted, but something in the file looks wrong
 
 
 # ---------------------------------------------------------------------------------------
@@ -123,6 +125,7 @@ def read_dataset(path: str | os.PathLike, raw: bytes | None = None):
     from pydicom.errors import InvalidDicomError
 
     if raw is None:
+        check_regular(path)
         try:
             raw = Path(path).read_bytes()
         except OSError as exc:
@@ -153,8 +156,17 @@ def read_dataset(path: str | os.PathLike, raw: bytes | None = None):
     rows, cols = int(ds.Rows), int(ds.Columns)
     if rows <= 0 or cols <= 0:
         raise DicomError(path, "header", f"image size {rows} x {cols}")
+    if (why := bits_problem(ds)):
+        raise DicomError(path, "header", why)
     ts = transfer_syntax(ds)
     nbytes = len(ds.PixelData) if ds.PixelData is not None else 0
+    if ts in ENCAPSULATED and not _looks_encapsulated(ds.PixelData):
+        raw_size = rows * cols * int(ds.BitsAllocated) // 8 * int(getattr(ds, "NumberOfFrames", 1) or 1)
+        native = f"; {nbytes} bytes is exactly {rows} x {cols} x {ds.BitsAllocated} bits" if nbytes in (
+            raw_size, raw_size + 1) else ""
+        raise DicomError(path, "header", f"transfer syntax {ts_name(ts)} ({ts}) says compressed, but the pixel data "
+                                         f"is not encapsulated (no item tags){native}: raw pixels under a compressed "
+                                         f"syntax; the file's TransferSyntaxUID is wrong")
     if ts in UNCOMPRESSED:
         expected = rows * cols * int(ds.BitsAllocated) // 8 * int(getattr(ds, "NumberOfFrames", 1) or 1)
         if nbytes < expected:
@@ -168,6 +180,54 @@ def read_dataset(path: str | os.PathLike, raw: bytes | None = None):
         except Exception as exc:
             raise DicomError(path, "header", f"truncated or corrupt encapsulated pixel data ({exc})") from exc
     return ds, raw
+
+
+def check_regular(path: str | os.PathLike) -> None:
+    """DicomError unless ``path`` is a regular file: opening a FIFO blocks until a writer comes,
+    and a device never ends, so such a path is refused before it is opened."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise DicomError(path, "read", f"cannot read file: {exc}") from exc
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+        raise DicomError(path, "read", f"{kind}, not a regular file: never opened")
+
+
+def bits_problem(ds) -> str | None:
+    """Why BitsStored / BitsAllocated / HighBit cannot describe a grey image, or None. A BitsStored
+    of 0 or above BitsAllocated turns every pixel into the same value (an all-white PNG)."""
+    alloc, bits = int(ds.BitsAllocated), int(ds.BitsStored)
+    if alloc not in (1, 8, 16, 32):
+        return f"BitsAllocated {alloc}: expected 1, 8, 16 or 32"
+    if not 1 <= bits <= alloc:
+        return f"BitsStored {bits} with BitsAllocated {alloc}: needs 1 <= BitsStored <= BitsAllocated"
+    high = ds.get("HighBit")
+    if high is not None and int(high) >= alloc:
+        return f"HighBit {int(high)} with BitsAllocated {alloc}: needs HighBit < BitsAllocated"
+    return None
+
+
+def _looks_encapsulated(pixel_data) -> bool:
+    """Encapsulated pixel data starts with an item tag (FFFE,E000), the basic offset table."""
+    return bool(pixel_data) and bytes(pixel_data[:4]) == b"\xfe\xff\x00\xe0"
+
+
+def stored_bits_warning(stored: np.ndarray, ds) -> str | None:
+    """A warning when unsigned container values use bits above BitsStored: the standard says to
+    drop them (pydicom does, so does this package), which scrambles an image whose BitsStored is
+    simply wrong (8 on 15-bit data). Converted as the standard says; the warning names it."""
+    bits, alloc = int(ds.BitsStored), int(ds.BitsAllocated)
+    if bits >= alloc or int(getattr(ds, "PixelRepresentation", 0)) == 1 or stored.dtype.kind != "u":
+        return None
+    top = int(stored.max(initial=0))
+    if top < (1 << bits):
+        return None
+    return (f"pixel values up to {top} need {top.bit_length()} bits but BitsStored is {bits} (BitsAllocated "
+            f"{alloc}): the bits above BitsStored were dropped as the standard says, so the picture is likely "
+            f"scrambled; the file's BitsStored is probably wrong")
 
 
 def one_line(exc: BaseException, limit: int = 300) -> str:
@@ -493,6 +553,10 @@ def read_fast(path: str | os.PathLike, skip: Sequence[str] = ()) -> dict | str |
 
     t0 = time.perf_counter()
     try:
+        check_regular(path)
+    except DicomError:
+        return None  # the general route words it
+    try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size < 132 or f.read(132)[128:132] != b"DICM":
@@ -507,7 +571,7 @@ def read_fast(path: str | os.PathLike, skip: Sequence[str] = ()) -> dict | str |
                 return None
             rows, cols, alloc = int(ds.Rows), int(ds.Columns), int(ds.BitsAllocated)
             if (str(ds.PhotometricInterpretation) not in ("MONOCHROME1", "MONOCHROME2") or rows <= 0 or cols <= 0
-                    or int(getattr(ds, "SamplesPerPixel", 1)) != 1 or alloc not in (8, 16)):
+                    or int(getattr(ds, "SamplesPerPixel", 1)) != 1 or alloc not in (8, 16) or bits_problem(ds)):
                 return None
             signed = int(getattr(ds, "PixelRepresentation", 0)) == 1
             dtype = np.dtype(("<i" if signed else "<u") + str(alloc // 8))
@@ -685,10 +749,11 @@ def convert(
     lut, offset, kind = build_lut(ds, stored, cfg)
     timings["voi"] = time.perf_counter() - t0
     images = render_sizes(stored, lut, offset, orig_h, orig_w, sizes, keep_aspect, cfg.exact, timings)
+    warning = stored_bits_warning(stored, ds)
     return Converted(
         images=images, orig_h=orig_h, orig_w=orig_w, photometric=str(ds.PhotometricInterpretation),
         transfer_syntax=uid, bits_stored=int(ds.BitsStored), voi=kind, decoder=used, reduce=reduce,
-        timings=timings, fallbacks=fallbacks,
+        timings=timings, fallbacks=fallbacks, warnings=[warning] if warning else [],
     )
 
 
