@@ -171,13 +171,13 @@ def test_a_fifo_in_place_of_a_train_dicom_does_not_hang(data, tmp_path):
     victim = Path(train_rows(data)["path"].iloc[0])
     victim.unlink()
     os.mkfifo(victim)
+    with pytest.raises(UserError, match="FIFO"):  # check-data lists it without opening it
+        pre(data, tmp_path / "p")
+    # the conversion and the fold step in a child: a regression hangs there, not the test run
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     args = [sys.executable, "-m", "siimcovid", "preprocess", "--data", str(data), "--out", str(tmp_path / "p"),
-            "--size", "16", "--workers", "1", "--no-progress", "--k", "2"]
+            "--size", "16", "--workers", "1", "--no-progress", "--k", "2", "--keep-going", "--max-drop", "0.5"]
     r = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
-    assert r.returncode == 2 and "FIFO" in r.stderr
-    r = subprocess.run(args + ["--keep-going", "--max-drop", "0.5"], capture_output=True, text=True, timeout=120,
-                       env=env)
     assert r.returncode == 1, r.stderr  # the image is lost, and says so
     errors = read_errors(tmp_path / "p")
     assert "not a regular file" in errors.set_index("image_id").loc[victim.stem, "reason"]

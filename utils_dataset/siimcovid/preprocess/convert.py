@@ -43,6 +43,7 @@ from ..data import (
     scan_dicoms,
 )
 from .dicom import DECODERS, NO_VOI_RANGES, DicomError, DisplayConfig
+from .journal import fingerprint, is_done, read_journal
 from ..errors import UserError
 from ..folds import FOLDS_CSV, folds_for_data, read_folds, save_folds
 from ..layout import (  # the output's names and readers live in layout; re-exported for old callers
@@ -214,40 +215,6 @@ def png_params(compression: int | None) -> list[int]:
     return [cv2.IMWRITE_PNG_COMPRESSION, int(compression)]
 
 
-FINGERPRINT_BYTES = 4096  # of each end of a PNG: its header (IHDR) and its last chunks (IEND)
-
-
-def fingerprint(data) -> list[int]:
-    """[length, crc32 of the first and last FINGERPRINT_BYTES]: recorded in the journal when a
-    PNG is written, compared on resume. Cheap (8 KiB read per file) and catches a file zeroed,
-    truncated, replaced or cut short after the run; not a full digest."""
-    import zlib
-
-    view = memoryview(data).cast("B")
-    n = len(view)
-    return [n, zlib.crc32(view[-FINGERPRINT_BYTES:], zlib.crc32(view[:FINGERPRINT_BYTES]))]
-
-
-def file_fingerprint(path: Path) -> list[int] | None:
-    """:func:`fingerprint` of a file on disk, None when it is not a readable regular file."""
-    try:
-        with open(path, "rb") as f:
-            n = os.fstat(f.fileno()).st_size
-            head = f.read(FINGERPRINT_BYTES)
-            if n > FINGERPRINT_BYTES:
-                f.seek(max(n - FINGERPRINT_BYTES, FINGERPRINT_BYTES))
-                tail = f.read()
-                # the same bytes fingerprint() reads when head and tail overlap
-                tail = (head + tail)[-FINGERPRINT_BYTES:]
-            else:
-                tail = head
-    except OSError:
-        return None
-    import zlib
-
-    return [n, zlib.crc32(tail, zlib.crc32(head))]
-
-
 def _write_png(path: Path, img: np.ndarray, compression: int | None) -> tuple[float, float, list[int]]:
     """Write atomically: a session killed mid-write never leaves a PNG that looks finished.
     Returns (encode, write) seconds and the file's :func:`fingerprint`."""
@@ -258,7 +225,7 @@ def _write_png(path: Path, img: np.ndarray, compression: int | None) -> tuple[fl
     if not ok:
         raise OSError(f"{path}: PNG encoding failed")
     t1 = time.perf_counter()
-    with atomic_write(path, "wb") as f:
+    with atomic_write(path, "wb", fsync=False) as f:  # the journal's fingerprint catches a lost PNG
         f.write(buf.data)  # the encoder's buffer as is (no bytes copy)
     return t1 - t0, time.perf_counter() - t1, fingerprint(buf)
 
@@ -456,48 +423,6 @@ def run_pool(tasks: Sequence[dict], cfg: PreprocessConfig, n_workers: int, on_re
 # ---------------------------------------------------------------------------------------
 # The stage
 # ---------------------------------------------------------------------------------------
-
-
-def read_journal(out: str | Path) -> dict[str, dict]:
-    """image_id -> last record; a line cut short by a killed session is ignored."""
-    path = Path(out) / JOURNAL
-    records: dict[str, dict] = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-                records[rec["image_id"]] = rec
-            except (json.JSONDecodeError, KeyError, TypeError):
-                continue
-    return records
-
-
-def is_done(rec: dict | None, cfg: PreprocessConfig, split: str) -> bool:
-    """A journalled image whose PNGs are still the ones written: same pixel settings, every size,
-    and each file's :func:`fingerprint` as recorded (a record from before fingerprints: a valid
-    PNG header of the right size). Anything else is converted again."""
-    if not rec or rec.get("pixel_key") != cfg.pixel_key() or not set(cfg.sizes) <= set(rec.get("sizes", [])):
-        return False
-    files = rec.get("files") or {}
-    for s in cfg.sizes:
-        path = image_path(cfg.out, s, split, rec["image_id"])
-        if str(s) in files:
-            if file_fingerprint(path) != list(files[str(s)]):
-                return False
-        elif not _png_header_ok(path, s):
-            return False
-    return True
-
-
-def _png_header_ok(path: Path, size: int) -> bool:
-    """The PNG signature and an IHDR of ``size`` x ``size`` (journal records without fingerprints)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(24)
-    except OSError:
-        return False
-    return (len(head) == 24 and head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR"
-            and int.from_bytes(head[16:20], "big") == size == int.from_bytes(head[20:24], "big"))
 
 
 def build_meta(index: pd.DataFrame, records: dict[str, dict], folds: pd.DataFrame | None,

@@ -34,6 +34,7 @@ from typing import Sequence
 import numpy as np
 
 from ..boxes import Resize
+from .checks import DicomError, bits_problem, check_regular, looks_encapsulated, stored_bits_warning
 from .lookup import apply_lut, scratch, warm_up  # noqa: F401  (warm_up: for the workers)
 
 # Short names for the transfer syntaxes the competition (and the synthetic set) contains.
@@ -63,14 +64,6 @@ PYDICOM_PLUGINS: tuple[str, ...] = ("pylibjpeg", "pyjpegls", "pydicom", "pillow"
 
 DECODERS: tuple[str, ...] = ("auto", "dicomsdl", "pydicom", "pillow")
 NO_VOI_RANGES: tuple[str, ...] = ("percentile", "bits", "minmax")
-
-
-class DicomError(Exception):
-    """A file that cannot become an image; ``stage`` says where (read, header, decode, ...)."""
-
-    def __init__(self, path: str | os.PathLike, stage: str, reason: str):
-        self.path, self.stage, self.reason = str(path), stage, reason
-        super().__init__(f"{path}: {stage}: {reason}")
 
 
 @dataclass
@@ -160,7 +153,7 @@ def read_dataset(path: str | os.PathLike, raw: bytes | None = None):
         raise DicomError(path, "header", why)
     ts = transfer_syntax(ds)
     nbytes = len(ds.PixelData) if ds.PixelData is not None else 0
-    if ts in ENCAPSULATED and not _looks_encapsulated(ds.PixelData):
+    if ts in ENCAPSULATED and not looks_encapsulated(ds.PixelData):
         raw_size = rows * cols * int(ds.BitsAllocated) // 8 * int(getattr(ds, "NumberOfFrames", 1) or 1)
         native = f"; {nbytes} bytes is exactly {rows} x {cols} x {ds.BitsAllocated} bits" if nbytes in (
             raw_size, raw_size + 1) else ""
@@ -180,54 +173,6 @@ def read_dataset(path: str | os.PathLike, raw: bytes | None = None):
         except Exception as exc:
             raise DicomError(path, "header", f"truncated or corrupt encapsulated pixel data ({exc})") from exc
     return ds, raw
-
-
-def check_regular(path: str | os.PathLike) -> None:
-    """DicomError unless ``path`` is a regular file: opening a FIFO blocks until a writer comes,
-    and a device never ends, so such a path is refused before it is opened."""
-    import stat
-
-    try:
-        mode = os.stat(path).st_mode
-    except OSError as exc:
-        raise DicomError(path, "read", f"cannot read file: {exc}") from exc
-    if not stat.S_ISREG(mode):
-        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a folder" if stat.S_ISDIR(mode) else "not a regular file"
-        raise DicomError(path, "read", f"{kind}, not a regular file: never opened")
-
-
-def bits_problem(ds) -> str | None:
-    """Why BitsStored / BitsAllocated / HighBit cannot describe a grey image, or None. A BitsStored
-    of 0 or above BitsAllocated turns every pixel into the same value (an all-white PNG)."""
-    alloc, bits = int(ds.BitsAllocated), int(ds.BitsStored)
-    if alloc not in (1, 8, 16, 32):
-        return f"BitsAllocated {alloc}: expected 1, 8, 16 or 32"
-    if not 1 <= bits <= alloc:
-        return f"BitsStored {bits} with BitsAllocated {alloc}: needs 1 <= BitsStored <= BitsAllocated"
-    high = ds.get("HighBit")
-    if high is not None and int(high) >= alloc:
-        return f"HighBit {int(high)} with BitsAllocated {alloc}: needs HighBit < BitsAllocated"
-    return None
-
-
-def _looks_encapsulated(pixel_data) -> bool:
-    """Encapsulated pixel data starts with an item tag (FFFE,E000), the basic offset table."""
-    return bool(pixel_data) and bytes(pixel_data[:4]) == b"\xfe\xff\x00\xe0"
-
-
-def stored_bits_warning(stored: np.ndarray, ds) -> str | None:
-    """A warning when unsigned container values use bits above BitsStored: the standard says to
-    drop them (pydicom does, so does this package), which scrambles an image whose BitsStored is
-    simply wrong (8 on 15-bit data). Converted as the standard says; the warning names it."""
-    bits, alloc = int(ds.BitsStored), int(ds.BitsAllocated)
-    if bits >= alloc or int(getattr(ds, "PixelRepresentation", 0)) == 1 or stored.dtype.kind != "u":
-        return None
-    top = int(stored.max(initial=0))
-    if top < (1 << bits):
-        return None
-    return (f"pixel values up to {top} need {top.bit_length()} bits but BitsStored is {bits} (BitsAllocated "
-            f"{alloc}): the bits above BitsStored were dropped as the standard says, so the picture is likely "
-            f"scrambled; the file's BitsStored is probably wrong")
 
 
 def one_line(exc: BaseException, limit: int = 300) -> str:
