@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from fifo_guard import call_without_hanging
 from siimcovid.__main__ import main
 from siimcovid.atomic import WriteError, atomic_write, folder_lock, write_csv
 from siimcovid.checkdata import check_data
@@ -95,7 +96,7 @@ def test_every_problem_is_reported_at_once_by_file_and_line(data, capsys):
     fifo.unlink()
     os.mkfifo(fifo)
 
-    report = check_data(data)
+    report = call_without_hanging(lambda: check_data(data), fifo)
     text = "\n".join(report.errors)
     sc, ic = data / STUDY_CSV, data / IMAGE_CSV
     assert f"{sc} line 2: id" in text and "ends in _image, expected _study" in text
@@ -109,7 +110,7 @@ def test_every_problem_is_reported_at_once_by_file_and_line(data, capsys):
     assert "FIFO (named pipe), not a regular file" in text
     assert "has no row in train_study_level.csv" in text
     assert set(report.bad_images) >= set(rows["image_id"][:4])
-    assert main(["check-data", "--data", str(data)]) == 1  # and the CLI lists them, exit 1, no hang on the FIFO
+    assert call_without_hanging(lambda: main(["check-data", "--data", str(data)]), fifo) == 1  # the CLI lists them
     assert capsys.readouterr().out.count("ERROR") == len(report.errors)
 
 
@@ -172,7 +173,7 @@ def test_a_fifo_in_place_of_a_train_dicom_does_not_hang(data, tmp_path):
     victim.unlink()
     os.mkfifo(victim)
     with pytest.raises(UserError, match="FIFO"):  # check-data lists it without opening it
-        pre(data, tmp_path / "p")
+        call_without_hanging(lambda: pre(data, tmp_path / "p"), victim)
     # the conversion and the fold step in a child: a regression hangs there, not the test run
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     args = [sys.executable, "-m", "siimcovid", "preprocess", "--data", str(data), "--out", str(tmp_path / "p"),
