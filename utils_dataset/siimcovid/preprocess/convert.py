@@ -85,7 +85,7 @@ class PreprocessConfig:
     seed: fold seed when no folds.csv exists
     tfrecords: also write TFRecord shards (needs tensorflow)
     overwrite: OUT holds another set's output (other ids, data folder or pixel settings): remove it and start clean (default: refuse; the same set resumes)
-    keep_going: start although check-data found errors in the CSVs or DICOM tree: the images they concern are left out and listed in errors.csv (default: refuse)
+    keep_going: start although check-data found errors in the CSVs or DICOM tree: the images they concern are left out and listed in errors.csv (off: refuse to start)
     max_drop: largest share of the train images train_image_level.csv lists that may be left out (missing, unlabelled, bad rows) before the run is refused
     progress: progress bar
     """
