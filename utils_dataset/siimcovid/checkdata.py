@@ -199,6 +199,21 @@ def check_data(data_dir: str | Path, splits: Sequence[str] = ("train", "test"), 
     return report
 
 
+def check_or_refuse(data_dir: str | Path, splits: Sequence[str], *, keep_going: bool = False) -> Report:
+    """:func:`check_data`, its report printed (stderr) when it found anything; an error is a
+    UserError (the run refused before anything is written) unless ``keep_going``."""
+    from .errors import UserError
+
+    report = check_data(data_dir, splits)
+    if report.errors or report.warnings:
+        report.print(file=sys.stderr)
+    if report.errors and not keep_going:
+        raise UserError(f"--data {data_dir}: check-data found {len(report.errors)} error(s) (listed above; the "
+                        f"first: {report.errors[0]}); fix the folder, or pass --keep-going to leave the "
+                        f"{len(report.bad_images)} image(s) concerned out")
+    return report
+
+
 def cli(argv: list[str]) -> int:
     """Check a competition folder's CSVs and DICOM tree in one pass; list every problem."""
     from .clihelp import HelpFormatter

@@ -29,8 +29,19 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..atomic import WriteError, atomic_write, check_writable, folder_lock, write_bytes, write_csv, write_json
+from ..atomic import (
+    USER_ERRNOS,
+    WriteError,
+    atomic_write,
+    check_writable,
+    describe_os_error,
+    folder_lock,
+    write_bytes,
+    write_csv,
+    write_json,
+)
 from ..boxes import Resize
+from ..checkdata import check_or_refuse
 from ..data import (
     IMAGE_CSV,
     INDEX_STAGE,
@@ -145,13 +156,13 @@ def build_index(data_dir: str | Path, splits: Sequence[str] = ("train", "test"),
             get_logger().warning("%s: no train/ folder; converting test only", data_dir)
         else:
             df, errors = index_train(data_dir, strict=False)
-            noted = {e["image_id"] for e in errors}
+            noted = {e["image_id"] for e in errors} | set(df["image_id"])
             bad = df["image_id"].isin(list(exclude or {}))
             for r in df[bad].itertuples():
                 errors.append({"dicom": str(Path(r.path).relative_to(data_dir)), "image_id": r.image_id,
                                "stage": INDEX_STAGE, "reason": f"left out (--keep-going): {exclude[r.image_id]}"})
             for image_id, why in (exclude or {}).items():  # rows no file stands for: listed, bad, no DICOM
-                if image_id not in noted and not (df["image_id"] == image_id).any():
+                if image_id not in noted:
                     errors.append({"dicom": "", "image_id": image_id, "stage": INDEX_STAGE,
                                    "reason": f"left out (--keep-going): {why}"})
             df = df[~bad].copy()
@@ -552,21 +563,6 @@ def check_out(out: Path, source: dict, overwrite: bool, index_ids=()) -> None:
 LOCK_FILE = ".preprocess.lock"  # held while a run writes OUT (siimcovid.atomic.folder_lock)
 
 
-def check_data_or_refuse(cfg: PreprocessConfig):
-    """check-data over the splits to convert; its report printed when it found anything. Errors
-    refuse the run (UserError) unless ``keep_going``. Returns the report."""
-    from ..checkdata import check_data
-
-    report = check_data(cfg.data, cfg.splits)
-    if report.errors or report.warnings:
-        report.print(file=sys.stderr)
-    if report.errors and not cfg.keep_going:
-        raise UserError(f"--data {cfg.data}: check-data found {len(report.errors)} error(s) (listed above; the first: "
-                        f"{report.errors[0]}); fix the folder, or pass --keep-going to leave the "
-                        f"{len(report.bad_images)} image(s) concerned out")
-    return report
-
-
 def check_drop(cfg: PreprocessConfig, index: pd.DataFrame, errors: list[dict], listed: int) -> None:
     """UserError when more than ``max_drop`` of the ``listed`` train images would be left out:
     a wrong CSV (a header-only study table, suffixed ids) looks like a few bad files otherwise."""
@@ -575,7 +571,10 @@ def check_drop(cfg: PreprocessConfig, index: pd.DataFrame, errors: list[dict], l
     kept = int((index["split"] == "train").sum())
     dropped = listed - kept
     if dropped > cfg.max_drop * listed:
-        why = Counter(e["reason"].split(";")[0].split(":")[0][:60] for e in errors
+        import re
+
+        # the reason without its ids ("study 1a2b has no row ..." -> "study ... has no row ..."), to count kinds
+        why = Counter(re.sub(r"\S*\d\S*", "...", e["reason"].split(";")[0])[:80] for e in errors
                       if not str(e.get("dicom", "")).startswith("test/"))
         raise UserError(f"--data {cfg.data}: {dropped} of the {listed} images {IMAGE_CSV} lists would be left out "
                         f"(more than --max-drop {cfg.max_drop:g}; most common reasons: "
@@ -592,7 +591,7 @@ def run(cfg: PreprocessConfig) -> dict:
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: is a file, not a folder; pass a folder for the preprocess output")
-    report = check_data_or_refuse(cfg)
+    report = check_or_refuse(cfg.data, cfg.splits, keep_going=cfg.keep_going)
     try:
         index, errors = build_index(cfg.data, cfg.splits, exclude=report.bad_images if cfg.keep_going else None)
     except FileNotFoundError as exc:
@@ -608,8 +607,6 @@ def run(cfg: PreprocessConfig) -> dict:
         except WriteError:
             raise
         except OSError as exc:  # the journal or a table: a full disk, a folder made read-only mid-run
-            from ..atomic import USER_ERRNOS, describe_os_error
-
             if exc.errno not in USER_ERRNOS:
                 raise
             raise WriteError(f"--out {out}: cannot write {getattr(exc, 'filename', '') or 'there'} "
