@@ -2,7 +2,10 @@
 grey-range rules, reduced-resolution JPEG 2000, and every kind of bad input."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
+import pydicom
 import pytest
 
 from siimcovid.preprocess import dicom
@@ -344,3 +347,75 @@ def test_codec_panic_is_a_fallback_not_a_crash(tmp_path):
     assert not isinstance(ei.value, Exception)  # the panic really is a bare BaseException
     got = dicom.convert(p, [32], decoder="pydicom")
     assert got.decoder == "pydicom-pydicom"  # pylibjpeg panicked, pydicom's own RLE decoder took over
+
+
+# ---------------------------------------------------------------- issue 24: bits and syntax that lie
+
+
+def _retag(src, dst, uid: str) -> None:
+    """Copy a DICOM with another TransferSyntaxUID in its file meta and nothing else changed
+    (pydicom refuses to write raw pixels under a compressed syntax, so the bytes are patched)."""
+    import struct
+
+    raw = bytearray(src.read_bytes())
+    i = raw.index(b"\x02\x00\x10\x00UI")
+    n = struct.unpack_from("<H", raw, i + 6)[0]
+    val = uid.encode() + (b"\x00" if len(uid) % 2 else b"")
+    raw[i + 8:i + 8 + n] = val
+    struct.pack_into("<H", raw, i + 6, len(val))
+    g = raw.index(b"\x02\x00\x00\x00UL")
+    struct.pack_into("<I", raw, g + 8, struct.unpack_from("<I", raw, g + 8)[0] + len(val) - n)
+    dst.write_bytes(bytes(raw))
+
+
+def _gradient_file(path, bits_stored=12, top=4000):
+    arr = (np.arange(64 * 64).reshape(64, 64) * 7 % top).astype(np.uint16)
+    write_dicom(path, arr, study_id="s", series_id="r", image_id=path.stem, transfer_syntax="explicit",
+                bits_stored=bits_stored)
+    return path
+
+
+@pytest.mark.parametrize("bits", [0, 17])
+def test_bits_stored_zero_or_above_allocated_is_refused(tmp_path, bits):
+    """Both used to give an all-white PNG (exit 0); now a header error naming the fields."""
+    src = _gradient_file(tmp_path / "g.dcm")
+    ds = pydicom.dcmread(src)
+    ds.BitsStored = bits
+    bad = tmp_path / f"b{bits}.dcm"
+    ds.save_as(bad)
+    for decoder in ("auto", "pydicom"):
+        with pytest.raises(dicom.DicomError, match=f"BitsStored {bits} with BitsAllocated 16") as e:
+            dicom.convert(bad, [32], decoder=decoder)
+        assert e.value.stage == "header"
+
+
+def test_high_bits_above_bits_stored_are_a_warning(tmp_path):
+    """BitsStored 8 on 15-bit data: converted as the standard says, but no longer silently."""
+    src = _gradient_file(tmp_path / "g.dcm", bits_stored=15, top=30000)
+    assert dicom.convert(src, [32]).warnings == []
+    ds = pydicom.dcmread(src)
+    ds.BitsStored, ds.HighBit = 8, 7
+    ds.save_as(tmp_path / "b8.dcm")
+    (w,) = dicom.convert(tmp_path / "b8.dcm", [32]).warnings
+    assert "need 15 bits but BitsStored is 8" in w
+
+
+def test_raw_pixels_under_a_compressed_syntax_name_the_mismatch(tmp_path):
+    src = _gradient_file(tmp_path / "g.dcm")
+    bad = tmp_path / "j.dcm"
+    _retag(src, bad, "1.2.840.10008.1.2.4.90")
+    with pytest.raises(dicom.DicomError) as e:
+        dicom.convert(bad, [32])
+    assert "truncated or corrupt" not in e.value.reason
+    assert "j2k" in e.value.reason and "not encapsulated" in e.value.reason
+    assert "exactly 64 x 64 x 16 bits" in e.value.reason and "TransferSyntaxUID is wrong" in e.value.reason
+
+
+def test_a_fifo_is_never_opened(tmp_path):
+    fifo = tmp_path / "f.dcm"
+    os.mkfifo(fifo)
+    from fifo_guard import call_without_hanging
+
+    with pytest.raises(dicom.DicomError, match="FIFO") as e:
+        call_without_hanging(lambda: dicom.convert(fifo, [32]), fifo, 30)  # open() would block
+    assert e.value.stage == "read"

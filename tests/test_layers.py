@@ -15,8 +15,8 @@ ROOT = Path(siimcovid.__file__).parent
 # Lower number = lower layer. A module may import its own layer or lower ones; a module (or a
 # package's modules) not listed here is only checked for cycles.
 LAYERS = {
-    0: {"errors", "log", "paths", "boxes", "clihelp", "simplex", "accelerator", "variants"},
-    1: {"data", "folds", "submission", "metric", "layout", "runs"},
+    0: {"errors", "log", "paths", "boxes", "clihelp", "simplex", "accelerator", "variants", "atomic"},
+    1: {"data", "folds", "submission", "metric", "layout", "runs", "checkdata"},
     2: {"preprocess", "baseline"},
     3: {"classify"},
     4: {"study", "binary", "detect"},

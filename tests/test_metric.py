@@ -278,8 +278,9 @@ def test_score_command_subprocess_skips_class_as_null(tmp_path):
     sub = tmp_path / "submission.csv"
     rows = {k: v for k, v in perfect_rows().items() if not k.startswith(("s4", "i4"))}
     sub_frame(rows).to_csv(sub, index=False)
-    r = subprocess.run([sys.executable, "-m", "siimcovid", "score", str(sub), "--truth", str(tmp_path / "truth")],
-                       capture_output=True, text=True)
+    # the rows of s4 / i4 are left out on purpose: a subset, scored only when asked for (issue 24)
+    r = subprocess.run([sys.executable, "-m", "siimcovid", "score", str(sub), "--truth", str(tmp_path / "truth"),
+                        "--subset"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)  # stdout stays exactly one JSON object (the demo captures it)
     assert out["ap"]["atypical"] is None and out["skipped_classes"] == ["atypical"] and out["score"] == 1.0
@@ -363,3 +364,27 @@ def test_repeated_truth_id_is_an_error(truth):
         score_submission(sub_frame(sample_default_rows()), pd.concat([st, st.iloc[:1]]), it)
     with pytest.raises(ValueError, match="image ground truth lists i2 more than once"):
         score_submission(sub_frame(sample_default_rows()), st, pd.concat([it, it.iloc[[1]]]))
+
+
+# ---------------------------------------------------------------- issue 24: no silent wrong result
+
+
+def test_score_refuses_a_submission_missing_truth_rows_unless_subset(tmp_path, capsys):
+    """Truth CSVs and no --data: 2 of the rows used to score 1.0 with nothing said. Now refused
+    (exit 2, the counts printed) unless --subset, which scores and still prints the counts."""
+    from siimcovid.__main__ import main
+
+    write_truth(tmp_path / "truth")
+    sub = tmp_path / "submission.csv"
+    rows = dict(list(perfect_rows().items())[:2])
+    sub_frame(rows).to_csv(sub, index=False)
+    truth = ["--study-csv", str(tmp_path / "truth" / "test_study_level.csv"),
+             "--image-csv", str(tmp_path / "truth" / "test_image_level.csv")]
+    assert main(["score", str(sub), *truth]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "not scored" in captured.err and "--subset" in captured.err
+    assert "truth studies and" in captured.err and " of " in captured.err
+    assert main(["score", str(sub), *truth, "--subset"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["subset"] is True
+    assert "have a submission row" in captured.err

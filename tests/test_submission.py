@@ -330,3 +330,34 @@ def test_write_submission_fills_the_sample_and_creates_folders(mini, tmp_path):
     assert written.loc[0, "PredictionString"] == format_study_prediction([0.25] * 4)
     assert written.loc[1, "PredictionString"] == DEFAULT_STUDY  # no prediction: the fallback
     assert validate_submission(out, mini) == []
+
+
+# --- issue 24: a bad byte or a huge field is a problem, never a traceback -------------------
+
+
+def test_latin1_byte_is_a_problem_naming_line_and_column(mini, tmp_path):
+    sub = tmp_path / "s.csv"
+    write_sub(sub, good_rows())
+    raw = sub.read_bytes().replace(b"stB_study", b"st\xe9_study")  # a Latin-1 e-acute from a spreadsheet
+    sub.write_bytes(raw)
+    problems = validate_submission(sub, None)
+    assert any(p.startswith("line 3: byte 0xe9 at column 3 is not UTF-8") for p in problems), problems
+    # the rest of the file is still checked (here: the id is no sample id)
+    problems = validate_submission(sub, mini, check_bounds=False)
+    assert any("not UTF-8" in p for p in problems) and any("missing id stB_study" in p for p in problems)
+    assert cli_validate([str(sub), "--data", str(mini), "--skip-bounds"]) == 1
+
+
+def test_field_over_the_csv_module_limit_is_checked_not_a_crash(mini, tmp_path):
+    import csv
+
+    many = " ".join(["opacity 0.5 1 1 10 10"] * 7000) + " none 0.1 0 0 1 1"  # ~150 KiB: past csv's 128 KiB
+    assert len(many) > 131072
+    rows = {**good_rows(), "a1_image": many}
+    sub = write_sub(tmp_path / "s.csv", rows)
+    limit = csv.field_size_limit()
+    assert validate_submission(sub, mini) == []  # a valid (if long) row
+    assert csv.field_size_limit() == limit  # the module's limit is left as it was
+    rows["b1_image"] = many.replace("opacity 0.5 1 1 10 10", "opacity 0.5 1 1 100 10", 1)  # off the 48 px image
+    problems = validate_submission(write_sub(tmp_path / "t.csv", rows), mini)
+    assert len(problems) == 1 and problems[0].startswith("line 5 (b1_image)"), problems

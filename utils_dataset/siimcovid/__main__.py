@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "baseline": ("siimcovid.baseline", "cli_baseline", "write the prior-only submission (--oracle: see oracle)"),
     "oracle": ("siimcovid.dev.oracle", "cli", "write a synthetic set's ground truth as a submission (scores 1.0)"),
     "learner": ("siimcovid.baseline", "cli_learner", "fit the small scikit-learn learner and write its submission"),
+    "check-data": ("siimcovid.checkdata", "cli", "check a competition folder's CSVs and DICOM tree, every problem at once"),
     "preprocess": ("siimcovid.preprocess.convert", "cli", "DICOM -> 8-bit images + meta.csv"),
     "bench": ("siimcovid.dev.bench", "cli", "benchmarks (e.g. `bench preprocess`)"),
     "study-train": ("siimcovid.study.train", "cli", "train one fold of the study classifier"),

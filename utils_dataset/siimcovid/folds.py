@@ -92,10 +92,9 @@ def make_folds(
 
 
 def save_folds(folds: pd.DataFrame, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    folds[["study_id", "label", "group", "fold"]].to_csv(path, index=False)
-    return path
+    from .atomic import write_csv
+
+    return write_csv(folds[["study_id", "label", "group", "fold"]], path)  # a reader never sees half a table
 
 
 def read_folds(path: str | os.PathLike) -> pd.DataFrame:

@@ -43,6 +43,7 @@ from .data import (
     read_image_csv,
     read_study_csv,
 )
+from .atomic import write_csv, write_json
 from .layout import META_CSV
 from .log import get_logger
 from .variants import opt
@@ -394,7 +395,7 @@ def run(cfg: InferConfig, image_predictor: ImagePredictor | None = None) -> dict
     predicted_studies = set(study_images["study_id"].astype(str))
     study, study_info = finish_study(ens_study[ens_study["study_id"].isin(predicted_studies)], study_info, folds,
                                      data, how)
-    study.to_csv(out / STUDY_OUT, index=False)
+    write_csv(study, out / STUDY_OUT)
     summary["study"] = study_info
 
     image, image_info = None, {"predictor": None}
@@ -415,7 +416,7 @@ def run(cfg: InferConfig, image_predictor: ImagePredictor | None = None) -> dict
     if not predicted:
         log.error("NO IMAGE PREDICTOR RAN (%s): every image row gets the prior", image_info.get("error"))
     image, prior_images = fill_images(image, data)
-    image.to_csv(out / IMAGE_OUT, index=False)
+    write_csv(image, out / IMAGE_OUT)
     image_info.update(n_prior_images=len(prior_images), prior_images=prior_images[:50],
                       n_boxes=int(image["boxes"].map(lambda s: len(json.loads(s))).sum()))
     if prior_images and predicted:
@@ -433,7 +434,7 @@ def run(cfg: InferConfig, image_predictor: ImagePredictor | None = None) -> dict
                    n_fallback=sub.attrs.get("n_fallback"))
     summary["score"] = score_if_truth(sub, data)
     timing["total"] = round(time.time() - t_start, 2)
-    (out / SUMMARY).write_text(json.dumps(summary, indent=2, default=str))
+    write_json(out / SUMMARY, summary, indent=2, default=str)
     log.info("infer: wrote %s (%d rows); %d validation problem(s); %.1f s", out / SUBMISSION, len(sub),
              len(problems), timing["total"])
     return summary

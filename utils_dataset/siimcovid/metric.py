@@ -292,10 +292,23 @@ def summary_lines(result: Mapping) -> list[str]:
         lines.append(
             f"no ground truth for {', '.join(skipped)} in the scored rows: the score is the mean of "
             f"{len(CLASSES) - len(skipped)} class APs, not {len(CLASSES)} (Kaggle's test set has every class)")
+    lines.append(coverage_line(result))
     n_extra = result.get("n_study_ids_without_truth", 0) + result.get("n_image_ids_without_truth", 0)
     if n_extra:
         lines.append(f"{n_extra} submission id(s) have no ground truth and were not scored")
     return lines
+
+
+def missing_truth(result: Mapping) -> int:
+    """Ground-truth studies + images the scored submission has no row for."""
+    return int(result.get("n_truth_studies_not_in_submission", 0)) + int(result.get("n_truth_images_not_in_submission", 0))
+
+
+def coverage_line(result: Mapping) -> str:
+    """'8 of 8 truth studies and 5 of 16 truth images have a submission row'."""
+    s, i = result["n_study_rows"], result["n_image_rows"]
+    return (f"{s} of {s + result.get('n_truth_studies_not_in_submission', 0)} truth studies and {i} of "
+            f"{i + result.get('n_truth_images_not_in_submission', 0)} truth images have a submission row")
 
 
 def json_ready(obj):
@@ -358,6 +371,9 @@ def cli(argv: list[str]) -> int:
     ap.add_argument("--score-invalid", action="store_true",
                     help="score a submission that fails validation anyway (exit 1), with a loud warning that "
                          "Kaggle would reject it")
+    ap.add_argument("--subset", action="store_true",
+                    help="score only the truth rows the submission holds (default: a truth study or image without a "
+                         "row is refused, as Kaggle refuses a file that lacks a test row)")
     ap.add_argument("--per-detection-ties", action="store_true",
                     help="one PR point per detection (VOC devkit) instead of one per distinct confidence")
     ap.add_argument("--out", default=None, help="also write the JSON to this file")
@@ -394,6 +410,12 @@ def cli(argv: list[str]) -> int:
                                   allow_invalid=a.score_invalid)
     except ValueError as exc:  # SubmissionError included: an unreadable file, or no id with truth
         raise UserError(f"{a.submission}: {exc}") from None
+    if missing_truth(result) and not a.subset:
+        # without --data nothing else notices: 2 rows of 8 would score 1.0 on the rows given
+        print(f"score: {a.submission} is not scored: {coverage_line(result)}; Kaggle refuses a submission "
+              f"without every test row. Pass --subset to score only the rows it holds", file=sys.stderr)
+        return EXIT_USAGE
+    result["subset"] = bool(missing_truth(result))
     result["problems"] = problems  # the validator's list: the same rows, plus ids and bounds
     result["valid"] = not problems
     result["validation"] = checked

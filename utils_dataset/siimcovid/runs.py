@@ -160,10 +160,9 @@ def write_config(run_dir: str | os.PathLike, cfg: Any, **resolved: Any) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     data = _as_dict(cfg)
     data.update({k: v for k, v in resolved.items() if v is not None})
-    tmp = run_dir / f".{CONFIG_JSON}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, run_dir / CONFIG_JSON)
-    return run_dir / CONFIG_JSON
+    from .atomic import write_json
+
+    return write_json(run_dir / CONFIG_JSON, data, indent=2, default=str)
 
 
 def read_config(run_dir: str | os.PathLike) -> dict:

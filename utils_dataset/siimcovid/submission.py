@@ -21,6 +21,8 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from .atomic import write_csv
+
 from .data import (
     IMAGE_CLASSES,
     IMAGE_SUFFIX,
@@ -443,7 +445,7 @@ def write_submission(data_dir: str | os.PathLike, study: pd.DataFrame | None, im
     sub, problems = build_submission(sample, study, image, image_sizes=image_sizes)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    sub.to_csv(out, index=False)
+    write_csv(sub, out)  # atomic: a kernel killed mid-write never leaves half a submission
     return sub, problems
 
 
@@ -505,6 +507,36 @@ def read_image_sizes(
 # ---------------------------------------------------------------------------------------
 
 
+def _decode_submission(raw: bytes, problems: list[str]) -> str:
+    """The file as text. Kaggle reads UTF-8: every byte that is not (a Latin-1 accent from a
+    spreadsheet export) is a problem naming its line and column; the rest is still checked."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    for n, line in enumerate(raw.split(b"\n"), start=1):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            problems.append(f"line {n}: byte 0x{line[exc.start]:02x} at column {exc.start + 1} is not UTF-8 "
+                            f"(save the file as UTF-8; ids and numbers are ASCII)")
+    return raw.decode("utf-8", errors="replace")
+
+
+def _csv_rows(text: str) -> list[list[str]]:
+    """csv.reader over ``text`` without the module's 128 KiB field limit: a long PredictionString
+    (thousands of boxes) is a row to check, not a crash. The limit is restored afterwards."""
+    import io
+    import sys
+
+    old = csv.field_size_limit()
+    csv.field_size_limit(sys.maxsize)
+    try:
+        return list(csv.reader(io.StringIO(text, newline="")))
+    finally:
+        csv.field_size_limit(old)
+
+
 def validate_submission(
     sub_path: str | os.PathLike, data_dir: str | os.PathLike | None, *, check_bounds: bool = True,
     progress: bool = False,
@@ -529,8 +561,8 @@ def validate_submission(
     if not sub_path.is_file():
         return [f"{sub_path}: not found"]
 
-    with open(sub_path, newline="") as f:
-        lines = list(csv.reader(f))
+    text = _decode_submission(sub_path.read_bytes(), problems)
+    lines = _csv_rows(text)
     if not lines:
         return [f"{sub_path}: empty file"]
     if tuple(lines[0]) != HEADER:
@@ -682,7 +714,7 @@ def cli_make(argv: list[str]) -> int:
     problems = header_problems + problems
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    sub.to_csv(out, index=False)
+    write_csv(sub, out)  # atomic: a kernel killed mid-write never leaves half a submission
     n_study = int(sub["id"].str.endswith(STUDY_SUFFIX).sum())
     fb = sub.attrs.get("n_fallback", {})
     print(

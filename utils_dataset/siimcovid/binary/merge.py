@@ -23,7 +23,6 @@ stage: it reads ``ensemble.json`` (weights, blend weight) and the members' fold 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 from dataclasses import asdict, dataclass
@@ -33,6 +32,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from ..atomic import write_csv, write_json
 from ..errors import EXIT_OK, EXIT_PARTIAL, UserError
 from ..log import get_logger, run_header
 from ..runs import OOF_CSV, TEST_CSV, find_runs
@@ -305,10 +305,10 @@ def merge(work: Sequence[str | os.PathLike] | str | os.PathLike, cfg: EnsembleCo
 
     scores["problems"] = problems
     out_dir.mkdir(parents=True, exist_ok=True)
-    oof.to_csv(out_dir / MERGED_OOF, index=False)
-    test.to_csv(out_dir / MERGED_TEST, index=False)
-    (out_dir / ENSEMBLE_JSON).write_text(json.dumps(_json_ready(ensemble_info), indent=2))
-    (out_dir / SCORES_JSON).write_text(json.dumps(_json_ready(scores), indent=2))
+    write_csv(oof, out_dir / MERGED_OOF)  # the ensemble and cv-report read these: atomically
+    write_csv(test, out_dir / MERGED_TEST)
+    write_json(out_dir / ENSEMBLE_JSON, _json_ready(ensemble_info), indent=2)
+    write_json(out_dir / SCORES_JSON, _json_ready(scores), indent=2)
     for p in problems:
         log.warning(p)
     return scores

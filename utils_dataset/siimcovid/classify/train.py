@@ -18,6 +18,7 @@ import pandas as pd
 
 import siimcovid  # noqa: F401  (sets SM_FRAMEWORK / TF_USE_LEGACY_KERAS before TF loads)
 
+from ..atomic import write_csv, write_json
 from ..log import get_logger, run_header, seed_everything
 from .runtime import keras
 
@@ -188,8 +189,8 @@ def train_fold(cfg: "ClassifierConfig", task: "Task") -> dict:
             state.update(best_metric=float(value), best_epoch=epoch)
         state["epochs_done"] = epoch + 1
         ckpt.write(str(out / CKPT_PREFIX))
-        history.to_csv(hist_path, index=False)
-        state_path.write_text(json.dumps(state, indent=2))
+        write_csv(history, hist_path)
+        write_json(state_path, state, indent=2)  # the resume state: never half a file
         log.info("fold %d epoch %d/%d: loss %.4f %s %.4f (best %.4f @ %d) %.0fs", cfg.fold, epoch + 1, cfg.epochs,
                  row.get("loss", math.nan), metric, value, state["best_metric"], state["best_epoch"], row["seconds"])
     if len(history):
@@ -197,12 +198,12 @@ def train_fold(cfg: "ClassifierConfig", task: "Task") -> dict:
 
     model.load_weights(str(out / BEST_WEIGHTS))
     oof = predict_frame(model, val, cfg, task)
-    oof.to_csv(out / OOF_CSV, index=False)
+    write_csv(oof, out / OOF_CSV)  # merges and the ensemble read these: atomically
     tst = predict_frame(model, test, cfg, task)
-    tst.drop(columns=list(task.label_columns), errors="ignore").to_csv(out / TEST_CSV, index=False)
+    write_csv(tst.drop(columns=list(task.label_columns), errors="ignore"), out / TEST_CSV)
     score = {"fold": cfg.fold, "exp": cfg.name, "best_epoch": state["best_epoch"], "epochs_done": state["epochs_done"],
              **task.scores(oof, cfg), "n_oof_images": len(oof), "n_test_images": len(tst), "data": info}
-    (out / SCORES_JSON).write_text(json.dumps(score, indent=2, default=str))
+    write_json(out / SCORES_JSON, score, indent=2, default=str)
     log.info("%s fold %d OOF %s -> %s", task.name, cfg.fold,
              ", ".join(f"{k} {v:.4f}" for k, v in score.items() if k.startswith("oof_")), out)
     return score

@@ -32,11 +32,9 @@ def write_predictions(rows: Sequence[dict], path: str | Path) -> Path:
     df = pd.DataFrame(
         [{**r, "boxes": boxes_json(r["boxes"]), "boxes_notta": boxes_json(r["boxes_notta"])} for r in rows],
         columns=PRED_COLUMNS)
-    path = Path(path)
-    tmp = path.with_suffix(".tmp")
-    df.to_csv(tmp, index=False)
-    tmp.replace(path)  # a reader never sees half a file
-    return path
+    from ..atomic import write_csv
+
+    return write_csv(df, path)  # a reader never sees half a file
 
 
 def read_predictions(path: str | Path) -> pd.DataFrame:

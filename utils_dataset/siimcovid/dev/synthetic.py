@@ -22,6 +22,7 @@ Importing this module is cheap (numpy only); pydicom, its codecs and OpenCV load
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -698,6 +699,8 @@ def cli(argv: list[str]) -> int:
     ap.add_argument("--overwrite", action="store_true",
                     help="empty OUT first when it holds another set written by synth (never merges two sets)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ap.add_argument("--check", action="store_true",
+                    help="then run check-data on what was written (exit 1 when it finds an error)")
     a = ap.parse_args(argv)
     mix = dict(DEFAULT_SYNTAX_MIX)
     if a.syntaxes is not None:
@@ -706,4 +709,10 @@ def cli(argv: list[str]) -> int:
                       syntax_mix=mix)
     summary = generate(cfg, progress=not a.no_progress, overwrite=a.overwrite)
     print(json.dumps({k: summary[k] for k in ("train", "test", "seconds")}, indent=1))
+    if a.check:
+        from ..checkdata import check_data
+
+        report = check_data(a.out)
+        report.print(file=sys.stdout)
+        return 0 if report.ok else 1
     return 0

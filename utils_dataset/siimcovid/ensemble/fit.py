@@ -25,6 +25,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ..atomic import write_csv, write_json
 from .config import EnsembleConfig
 from .merge import Settings, Tables, fill_studies, image_inputs, negatives, run_merge
 from .rules import (PRESETS, STUDY_COLS, Rule, adjust_negative, apply_rule, binary_none, evidence,
@@ -307,14 +308,10 @@ def save(result: dict, out_dir: str | Path, oof_study: pd.DataFrame | None = Non
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if oof_study is not None:
-        oof_study.to_csv(out / "oof_ensemble_study.csv", index=False)
+        write_csv(oof_study, out / "oof_ensemble_study.csv")
     if oof_image is not None:
-        image_csv_frame(oof_image).to_csv(out / "oof_ensemble_image.csv", index=False)
-    path = out / FIT_JSON
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(path)
-    return path
+        write_csv(image_csv_frame(oof_image), out / "oof_ensemble_image.csv")
+    return write_json(out / FIT_JSON, result, indent=1)  # the inference kernel reads it: atomically
 
 
 def load_settings(path: str | Path) -> Settings:

@@ -29,9 +29,32 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from ..atomic import (
+    USER_ERRNOS,
+    WriteError,
+    atomic_write,
+    check_writable,
+    describe_os_error,
+    folder_lock,
+    write_bytes,
+    write_csv,
+    write_json,
+)
 from ..boxes import Resize
-from ..data import MISSING_STAGE, DataFormatError, find_data_dir, index_train, missing_test_images, scan_dicoms
+from ..checkdata import check_or_refuse
+from ..data import (
+    IMAGE_CSV,
+    INDEX_STAGE,
+    MISSING_STAGE,
+    DataFormatError,
+    file_kind,
+    find_data_dir,
+    index_train,
+    missing_test_images,
+    scan_dicoms,
+)
 from .dicom import DECODERS, NO_VOI_RANGES, DicomError, DisplayConfig
+from .journal import fingerprint, is_done, read_journal
 from ..errors import UserError
 from ..folds import FOLDS_CSV, folds_for_data, read_folds, save_folds
 from ..layout import (
@@ -73,6 +96,8 @@ class PreprocessConfig:
     seed: fold seed when no folds.csv exists
     tfrecords: also write TFRecord shards (needs tensorflow)
     overwrite: OUT holds another set's output (other ids, data folder or pixel settings): remove it and start clean (default: refuse; the same set resumes)
+    keep_going: start although check-data found errors in the CSVs or DICOM tree: the images they concern are left out and listed in errors.csv (off: refuse to start)
+    max_drop: largest share of the train images train_image_level.csv lists that may be left out (missing, unlabelled, bad rows) before the run is refused
     progress: progress bar
     """
 
@@ -94,6 +119,8 @@ class PreprocessConfig:
     seed: int = 42
     tfrecords: bool = False
     overwrite: bool = False  # OUT holds another set's output: remove it first instead of refusing
+    keep_going: bool = False  # check-data errors: leave the images they concern out instead of refusing
+    max_drop: float = 0.05  # more listed train images left out than this share: refuse (a wrong CSV, not a bad file)
     progress: bool = True
     # Test hook for the crash handling: image_id -> "fast" (the worker kills itself with SIGSEGV
     # while the fast decoders are allowed) or "always". Not exposed on the command line.
@@ -114,11 +141,14 @@ class PreprocessConfig:
 # ---------------------------------------------------------------------------------------
 
 
-def build_index(data_dir: str | Path, splits: Sequence[str] = ("train", "test")) -> tuple[pd.DataFrame, list[dict]]:
+def build_index(data_dir: str | Path, splits: Sequence[str] = ("train", "test"),
+                exclude: dict[str, str] | None = None) -> tuple[pd.DataFrame, list[dict]]:
     """One row per DICOM to convert: image_id, study_id, series_id, split, path, dicom (relative),
     boxes (xyxy, original pixels), study_label (-1 for test). Problems that are not worth
     stopping for (a CSV row without a file, a file without a CSV row, a study without a label,
-    a second file with the same image id) come back as error rows (stage "index")."""
+    a second file with the same image id) come back as error rows (stage "index").
+    ``exclude``: train image id -> reason (check-data's errors under ``--keep-going``): left out
+    and recorded, so a bad row is never converted with its bad boxes."""
     data_dir = Path(data_dir)
     frames, errors = [], []
     if "train" in splits:
@@ -126,11 +156,25 @@ def build_index(data_dir: str | Path, splits: Sequence[str] = ("train", "test"))
             get_logger().warning("%s: no train/ folder; converting test only", data_dir)
         else:
             df, errors = index_train(data_dir, strict=False)
+            noted = {e["image_id"] for e in errors} | set(df["image_id"])
+            bad = df["image_id"].isin(list(exclude or {}))
+            for r in df[bad].itertuples():
+                errors.append({"dicom": str(Path(r.path).relative_to(data_dir)), "image_id": r.image_id,
+                               "stage": INDEX_STAGE, "reason": f"left out (--keep-going): {exclude[r.image_id]}"})
+            for image_id, why in (exclude or {}).items():  # rows no file stands for: listed, bad, no DICOM
+                if image_id not in noted:
+                    errors.append({"dicom": "", "image_id": image_id, "stage": INDEX_STAGE,
+                                   "reason": f"left out (--keep-going): {why}"})
+            df = df[~bad].copy()
             df["split"] = "train"
             frames.append(df)
     if "test" in splits and (data_dir / "test").is_dir():
-        df = scan_dicoms(data_dir / "test")
-        errors += missing_test_images(data_dir, df["image_id"])
+        odd: list[str] = []
+        df = scan_dicoms(data_dir / "test", not_regular=odd)
+        for p in odd:  # never opened: a FIFO would block the run
+            errors.append({"dicom": str(Path(p).relative_to(data_dir)), "image_id": Path(p).stem,
+                           "stage": MISSING_STAGE, "reason": f"{file_kind(p)}, not a regular file: never opened"})
+        errors += missing_test_images(data_dir, list(df["image_id"]) + [Path(p).stem for p in odd])
         df["boxes"] = [[] for _ in range(len(df))]
         df["study_label"] = -1
         df["split"] = "test"
@@ -155,7 +199,7 @@ def load_or_make_folds(data_dir: str | Path, out_dir: str | Path, n_folds: int =
         if src.is_file():
             folds = read_folds(src)
             if src != out_dir / FOLDS_CSV:
-                shutil.copyfile(src, out_dir / FOLDS_CSV)
+                write_bytes(out_dir / FOLDS_CSV, src.read_bytes())  # the table as shipped, atomically
             get_logger().info("folds: %s (%d studies)", src, len(folds))
             return folds
     get_logger().info("folds: none in %s; computing k=%d seed=%d (patient-grouped)", data_dir, n_folds, seed)
@@ -182,9 +226,9 @@ def png_params(compression: int | None) -> list[int]:
     return [cv2.IMWRITE_PNG_COMPRESSION, int(compression)]
 
 
-def _write_png(path: Path, img: np.ndarray, compression: int | None) -> tuple[float, float]:
+def _write_png(path: Path, img: np.ndarray, compression: int | None) -> tuple[float, float, list[int]]:
     """Write atomically: a session killed mid-write never leaves a PNG that looks finished.
-    Returns (encode, write) seconds."""
+    Returns (encode, write) seconds and the file's :func:`fingerprint`."""
     import cv2
 
     t0 = time.perf_counter()
@@ -192,12 +236,9 @@ def _write_png(path: Path, img: np.ndarray, compression: int | None) -> tuple[fl
     if not ok:
         raise OSError(f"{path}: PNG encoding failed")
     t1 = time.perf_counter()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
+    with atomic_write(path, "wb", fsync=False) as f:  # the journal's fingerprint catches a lost PNG
         f.write(buf.data)  # the encoder's buffer as is (no bytes copy)
-    os.replace(tmp, path)
-    return t1 - t0, time.perf_counter() - t1
+    return t1 - t0, time.perf_counter() - t1, fingerprint(buf)
 
 
 def process_one(task: dict, cfg: PreprocessConfig) -> dict:
@@ -214,8 +255,10 @@ def process_one(task: dict, cfg: PreprocessConfig) -> dict:
         conv = dicom.convert(task["path"], cfg.sizes, keep_aspect=cfg.keep_aspect, decoder=cfg.decoder,
                              display=cfg.display(), reduce_j2k=cfg.reduce_j2k, skip=tuple(task.get("skip", ())))
         encode = write = 0.0
+        files = {}
         for size, img in conv.images.items():
-            e, w = _write_png(image_path(cfg.out, size, task["split"], task["image_id"]), img, cfg.png_compression)
+            e, w, files[str(size)] = _write_png(image_path(cfg.out, size, task["split"], task["image_id"]), img,
+                                                cfg.png_compression)
             encode, write = encode + e, write + w
         t = conv.timings
         # "resize" and "write" keep their meaning for the stage summary (lookup + resize, PNG
@@ -227,6 +270,7 @@ def process_one(task: dict, cfg: PreprocessConfig) -> dict:
             "photometric": conv.photometric, "transfer_syntax": conv.transfer_syntax,
             "bits_stored": conv.bits_stored, "voi": conv.voi, "decoder": conv.decoder, "reduce": conv.reduce,
             "sizes": sorted(conv.images), "pixel_key": cfg.pixel_key(), "fallbacks": conv.fallbacks,
+            "files": files, "warnings": conv.warnings,
         }, "timings": timings}
     except DicomError as exc:
         return {"ok": False, "stage": exc.stage, "reason": exc.reason}
@@ -392,26 +436,6 @@ def run_pool(tasks: Sequence[dict], cfg: PreprocessConfig, n_workers: int, on_re
 # ---------------------------------------------------------------------------------------
 
 
-def read_journal(out: str | Path) -> dict[str, dict]:
-    """image_id -> last record; a line cut short by a killed session is ignored."""
-    path = Path(out) / JOURNAL
-    records: dict[str, dict] = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-                records[rec["image_id"]] = rec
-            except (json.JSONDecodeError, KeyError, TypeError):
-                continue
-    return records
-
-
-def is_done(rec: dict | None, cfg: PreprocessConfig, split: str) -> bool:
-    if not rec or rec.get("pixel_key") != cfg.pixel_key() or not set(cfg.sizes) <= set(rec.get("sizes", [])):
-        return False
-    return all(image_path(cfg.out, s, split, rec["image_id"]).is_file() for s in cfg.sizes)
-
-
 def build_meta(index: pd.DataFrame, records: dict[str, dict], folds: pd.DataFrame | None,
                cfg: PreprocessConfig) -> pd.DataFrame:
     """meta.csv rows for every indexed image with a finished record (columns per contract)."""
@@ -453,6 +477,14 @@ def check_settings(cfg: PreprocessConfig) -> None:
         raise UserError(f"--decoder {cfg.decoder!r}: must be one of {DECODERS}")
     if cfg.no_voi_range not in NO_VOI_RANGES:
         raise UserError(f"--no-voi-range {cfg.no_voi_range!r}: must be one of {NO_VOI_RANGES}")
+    try:
+        lo, hi = (float(v) for v in cfg.percentiles)
+    except (TypeError, ValueError):
+        raise UserError(f"--percentiles {cfg.percentiles!r}: give two numbers, LO HI") from None
+    if not 0 <= lo < hi <= 100:  # LO above HI would invert the grey scale of every image it applies to
+        raise UserError(f"--percentiles {lo:g} {hi:g}: need 0 <= LO < HI <= 100 (e.g. 0.5 99.5)")
+    if not 0 <= cfg.max_drop <= 1:
+        raise UserError(f"--max-drop {cfg.max_drop:g}: a share, 0..1")
 
 
 def upsampled_sizes(meta: pd.DataFrame, sizes: Sequence[int]) -> dict[int, tuple[int, int]]:
@@ -528,24 +560,64 @@ def check_out(out: Path, source: dict, overwrite: bool, index_ids=()) -> None:
             p.unlink()
 
 
+LOCK_FILE = ".preprocess.lock"  # held while a run writes OUT (siimcovid.atomic.folder_lock)
+
+
+def check_drop(cfg: PreprocessConfig, index: pd.DataFrame, errors: list[dict], listed: int) -> None:
+    """UserError when more than ``max_drop`` of the ``listed`` train images would be left out:
+    a wrong CSV (a header-only study table, suffixed ids) looks like a few bad files otherwise."""
+    if not listed or "train" not in cfg.splits:
+        return
+    kept = int((index["split"] == "train").sum())
+    dropped = listed - kept
+    if dropped > cfg.max_drop * listed:
+        import re
+
+        # the reason without its ids ("study 1a2b has no row ..." -> "study ... has no row ..."), to count kinds
+        why = Counter(re.sub(r"\S*\d\S*", "...", e["reason"].split(";")[0])[:80] for e in errors
+                      if not str(e.get("dicom", "")).startswith("test/"))
+        raise UserError(f"--data {cfg.data}: {dropped} of the {listed} images {IMAGE_CSV} lists would be left out "
+                        f"(more than --max-drop {cfg.max_drop:g}; most common reasons: "
+                        f"{'; '.join(f'{n} x {r}' for r, n in why.most_common(3))}); run check-data and fix "
+                        f"the CSVs, or raise --max-drop")
+
+
 def run(cfg: PreprocessConfig) -> dict:
     """The whole stage; returns the summary also written to preprocess.json. Every check that
-    can refuse (settings, data folder, what OUT holds) runs before anything is written."""
-    log = get_logger()
+    can refuse (settings, the data (check-data), what OUT holds, a run already writing there, an
+    OUT that cannot be written) runs before anything is written."""
     t_start = time.time()
     check_settings(cfg)
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: is a file, not a folder; pass a folder for the preprocess output")
+    report = check_or_refuse(cfg.data, cfg.splits, keep_going=cfg.keep_going)
     try:
-        index, errors = build_index(cfg.data, cfg.splits)
+        index, errors = build_index(cfg.data, cfg.splits, exclude=report.bad_images if cfg.keep_going else None)
     except FileNotFoundError as exc:
         raise UserError(f"--data {cfg.data}: {exc}; pass the competition folder (the one holding "
                         f"sample_submission.csv, train/ and test/)") from None
+    check_drop(cfg, index, errors, report.counts.get("train image rows", 0))
     source = source_of(cfg, index)
-    check_out(out, source, cfg.overwrite, index["image_id"])
-    out.mkdir(parents=True, exist_ok=True)
-    (out / SOURCE_JSON).write_text(json.dumps(source, indent=2))
+    check_writable(out)
+    with folder_lock(out, LOCK_FILE, what="preprocess run"):
+        check_out(out, source, cfg.overwrite, index["image_id"])
+        try:
+            return _convert(cfg, out, index, errors, source, report, t_start)
+        except WriteError:
+            raise
+        except OSError as exc:  # the journal or a table: a full disk, a folder made read-only mid-run
+            if exc.errno not in USER_ERRNOS:
+                raise
+            raise WriteError(f"--out {out}: cannot write {getattr(exc, 'filename', '') or 'there'} "
+                             f"({describe_os_error(exc)}); finished images are journalled, a re-run resumes") from exc
+
+
+def _convert(cfg: PreprocessConfig, out: Path, index: pd.DataFrame, errors: list[dict], source: dict, report,
+             t_start: float) -> dict:
+    """The stage once every check passed, with OUT locked."""
+    log = get_logger()
+    write_json(out / SOURCE_JSON, source, indent=2)
     n_workers = cfg.workers or os.cpu_count() or 1
     run_header("preprocess", dict(asdict(cfg), workers_used=n_workers), out)
 
@@ -555,6 +627,12 @@ def run(cfg: PreprocessConfig) -> dict:
     records = read_journal(out)
     todo = [r for r in index.itertuples(index=False) if not is_done(records.get(r.image_id), cfg, r.split)]
     n_skipped = len(index) - len(todo)
+    # journalled with these settings, but a PNG is gone or not the one written: converted again
+    n_redone = sum(1 for r in todo if (rec := records.get(r.image_id)) and rec.get("pixel_key") == cfg.pixel_key()
+                   and set(cfg.sizes) <= set(rec.get("sizes", [])))
+    if n_redone:
+        log.warning("preprocess: %d journalled image(s) have a PNG that is missing or differs from the one written "
+                    "(size or fingerprint): converting them again", n_redone)
     log.info("preprocess: %d images indexed, %d already done, %d to convert with %d worker(s), sizes %s",
              len(index), n_skipped, len(todo), n_workers, cfg.sizes)
 
@@ -564,6 +642,7 @@ def run(cfg: PreprocessConfig) -> dict:
     stage_time: Counter = Counter()
     n_ok = n_retried = 0
     new_errors: list[dict] = []
+    warned: list[dict] = []
     t_pool = time.time()
     with open(out / JOURNAL, "a") as journal:
         def on_result(task: dict, res: dict) -> None:
@@ -576,6 +655,9 @@ def run(cfg: PreprocessConfig) -> dict:
                 journal.write(json.dumps(rec) + "\n")
                 journal.flush()
                 records[rec["image_id"]] = rec
+                for w in rec.get("warnings") or ():
+                    warned.append({"dicom": task["dicom"], "image_id": task["image_id"], "warning": w})
+                    log.warning("preprocess: %s: %s", task["dicom"], w)
                 stage_time.update(res["timings"])
                 n_ok += 1
             else:
@@ -590,14 +672,14 @@ def run(cfg: PreprocessConfig) -> dict:
     pool_seconds = time.time() - t_pool
 
     meta = build_meta(index, records, folds, cfg)
-    meta.to_csv(out / META_CSV, index=False)
+    write_csv(meta, out / META_CSV)
     upsampled = upsampled_sizes(meta, cfg.sizes)
     for size, (n, largest) in upsampled.items():
         log.warning("preprocess: --size %d is larger than %s of the %d images (the largest side in the set is "
                     "%d px): those were upsampled, which adds no detail and costs disk and training time",
                     size, "every one" if n == len(meta) else n, len(meta), largest)
     errors = errors + new_errors
-    pd.DataFrame(errors, columns=ERROR_COLUMNS).to_csv(out / ERRORS_CSV, index=False)
+    write_csv(pd.DataFrame(errors, columns=ERROR_COLUMNS), out / ERRORS_CSV)
     if cfg.tfrecords:
         from .tfrecords import write_tfrecords
 
@@ -608,7 +690,8 @@ def run(cfg: PreprocessConfig) -> dict:
         "config": asdict(cfg),
         "workers": n_workers,
         "counts": {
-            "indexed": int(len(index)), "skipped_done": int(n_skipped), "converted": n_ok,
+            "indexed": int(len(index)), "skipped_done": int(n_skipped), "converted": n_ok, "redone": n_redone,
+            "warnings": len(warned), "check_data_errors": len(report.errors),
             "failed": len(new_errors), "index_problems": len(errors) - len(new_errors),
             "missing": sum(e["stage"] == MISSING_STAGE for e in errors),
             "retried_after_crash": n_retried, "meta_rows": int(len(meta)),
@@ -619,6 +702,7 @@ def run(cfg: PreprocessConfig) -> dict:
             "errors_by_stage": Counter(e["stage"] for e in errors),
             "upsampled_by_size": {str(k): n for k, (n, _) in upsampled.items()},
         },
+        "warnings": warned,
         "timing": {
             "seconds": round(time.time() - t_start, 2),
             "convert_seconds": round(pool_seconds, 2),
@@ -627,7 +711,7 @@ def run(cfg: PreprocessConfig) -> dict:
             "decode_share": round(stage_time["decode"] / busy, 3) if busy else None,
         },
     }
-    (out / SUMMARY_JSON).write_text(json.dumps(summary, indent=2, default=str))
+    write_json(out / SUMMARY_JSON, summary, indent=2, default=str)
     log.info("preprocess: %d converted, %d skipped (done before), %d failed%s, %d index problems (%d listed but "
              "missing); meta.csv %d rows; %.1f s", n_ok, n_skipped, len(new_errors),
              f" (see {out / ERRORS_CSV})" if new_errors else "", summary["counts"]["index_problems"],

@@ -34,6 +34,7 @@ from typing import Sequence
 import numpy as np
 
 from ..boxes import Resize
+from .checks import DicomError, bits_problem, check_regular, looks_encapsulated, stored_bits_warning
 from .lookup import apply_lut, scratch, warm_up  # noqa: F401  (warm_up: for the workers)
 
 # Short names for the transfer syntaxes the competition (and the synthetic set) contains.
@@ -55,6 +56,7 @@ UNCOMPRESSED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2
 NATIVE_LE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}  # read straight from the file (read_fast)
 RLE = "1.2.840.10008.1.2.5"
 J2K = {"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"}
+ENCAPSULATED = set(TS_NAMES) - UNCOMPRESSED  # pixel data in items (fragments); deflate is not among them
 
 # pydicom plugin order for the safe path. pydicom's own default tries gdcm first when it is
 # installed, the slowest J2K path measured; here gdcm is the last resort.
@@ -62,14 +64,6 @@ PYDICOM_PLUGINS: tuple[str, ...] = ("pylibjpeg", "pyjpegls", "pydicom", "pillow"
 
 DECODERS: tuple[str, ...] = ("auto", "dicomsdl", "pydicom", "pillow")
 NO_VOI_RANGES: tuple[str, ...] = ("percentile", "bits", "minmax")
-
-
-class DicomError(Exception):
-    """A file that cannot become an image; ``stage`` says where (read, header, decode, ...)."""
-
-    def __init__(self, path: str | os.PathLike, stage: str, reason: str):
-        self.path, self.stage, self.reason = str(path), stage, reason
-        super().__init__(f"{path}: {stage}: {reason}")
 
 
 @dataclass
@@ -104,6 +98,7 @@ class Converted:
     reduce: int  # JPEG 2000 resolution levels skipped (0 = full resolution)
     timings: dict[str, float] = field(default_factory=dict)
     fallbacks: list[str] = field(default_factory=list)  # "decoder: reason" of decoders that failed
+    warnings: list[str] = field(default_factory=list)  # converted, but something in the file looks wrong
 
 
 # ---------------------------------------------------------------------------------------
@@ -123,6 +118,7 @@ def read_dataset(path: str | os.PathLike, raw: bytes | None = None):
     from pydicom.errors import InvalidDicomError
 
     if raw is None:
+        check_regular(path)
         try:
             raw = Path(path).read_bytes()
         except OSError as exc:
@@ -153,8 +149,17 @@ def read_dataset(path: str | os.PathLike, raw: bytes | None = None):
     rows, cols = int(ds.Rows), int(ds.Columns)
     if rows <= 0 or cols <= 0:
         raise DicomError(path, "header", f"image size {rows} x {cols}")
+    if (why := bits_problem(ds)):
+        raise DicomError(path, "header", why)
     ts = transfer_syntax(ds)
     nbytes = len(ds.PixelData) if ds.PixelData is not None else 0
+    if ts in ENCAPSULATED and not looks_encapsulated(ds.PixelData):
+        raw_size = rows * cols * int(ds.BitsAllocated) // 8 * int(getattr(ds, "NumberOfFrames", 1) or 1)
+        native = f"; {nbytes} bytes is exactly {rows} x {cols} x {ds.BitsAllocated} bits" if nbytes in (
+            raw_size, raw_size + 1) else ""
+        raise DicomError(path, "header", f"transfer syntax {ts_name(ts)} ({ts}) says compressed, but the pixel data "
+                                         f"is not encapsulated (no item tags){native}: raw pixels under a compressed "
+                                         f"syntax; the file's TransferSyntaxUID is wrong")
     if ts in UNCOMPRESSED:
         expected = rows * cols * int(ds.BitsAllocated) // 8 * int(getattr(ds, "NumberOfFrames", 1) or 1)
         if nbytes < expected:
@@ -493,6 +498,10 @@ def read_fast(path: str | os.PathLike, skip: Sequence[str] = ()) -> dict | str |
 
     t0 = time.perf_counter()
     try:
+        check_regular(path)
+    except DicomError:
+        return None  # the general route words it
+    try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size < 132 or f.read(132)[128:132] != b"DICM":
@@ -507,7 +516,7 @@ def read_fast(path: str | os.PathLike, skip: Sequence[str] = ()) -> dict | str |
                 return None
             rows, cols, alloc = int(ds.Rows), int(ds.Columns), int(ds.BitsAllocated)
             if (str(ds.PhotometricInterpretation) not in ("MONOCHROME1", "MONOCHROME2") or rows <= 0 or cols <= 0
-                    or int(getattr(ds, "SamplesPerPixel", 1)) != 1 or alloc not in (8, 16)):
+                    or int(getattr(ds, "SamplesPerPixel", 1)) != 1 or alloc not in (8, 16) or bits_problem(ds)):
                 return None
             signed = int(getattr(ds, "PixelRepresentation", 0)) == 1
             dtype = np.dtype(("<i" if signed else "<u") + str(alloc // 8))
@@ -685,10 +694,11 @@ def convert(
     lut, offset, kind = build_lut(ds, stored, cfg)
     timings["voi"] = time.perf_counter() - t0
     images = render_sizes(stored, lut, offset, orig_h, orig_w, sizes, keep_aspect, cfg.exact, timings)
+    warning = stored_bits_warning(stored, ds)
     return Converted(
         images=images, orig_h=orig_h, orig_w=orig_w, photometric=str(ds.PhotometricInterpretation),
         transfer_syntax=uid, bits_stored=int(ds.BitsStored), voi=kind, decoder=used, reduce=reduce,
-        timings=timings, fallbacks=fallbacks,
+        timings=timings, fallbacks=fallbacks, warnings=[warning] if warning else [],
     )
 
 

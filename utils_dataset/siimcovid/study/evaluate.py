@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from ..atomic import write_csv, write_json
 from ..data import STUDY_CLASSES
 from ..log import get_logger
 
@@ -166,7 +167,7 @@ def merge(work: str | os.PathLike, how: str = "mean", use_tta: bool = True, out_
     prior = prior_baseline(st["study_id"], labels)
     oof_study = pd.DataFrame({"study_id": st["study_id"], "study_label": labels})
     oof_study[STUDY_COLS] = st[cols].to_numpy()
-    oof_study.to_csv(out_dir / "oof_study.csv", index=False)
+    write_csv(oof_study, out_dir / "oof_study.csv")  # binary-merge --study reads these: atomically
 
     # test: mean over folds of each fold's study-level predictions
     test_study, n_folds_of = ensemble_study(pd.concat(tests, ignore_index=True) if tests else None, cols, how)
@@ -174,7 +175,7 @@ def merge(work: str | os.PathLike, how: str = "mean", use_tta: bool = True, out_
         problems.append(f"{int((n_folds_of < len(tests)).sum())} test studies are not predicted by every "
                         f"fold (e.g. {n_folds_of[n_folds_of < len(tests)].index[0]}): averaged over the folds "
                         "that have them")
-    test_study.to_csv(out_dir / "test_study.csv", index=False)
+    write_csv(test_study, out_dir / "test_study.csv")
     for p in problems:
         log.warning(p)
 
@@ -186,7 +187,7 @@ def merge(work: str | os.PathLike, how: str = "mean", use_tta: bool = True, out_
         "ap": {c: ap_plain[c] for c in STUDY_CLASSES}, "ap_tta": {c: ap_tta[c] for c in STUDY_CLASSES},
         "prior_baseline_study_map": prior["map"], "problems": problems,
     }
-    (out_dir / "scores.json").write_text(json.dumps(scores, indent=2, default=float))
+    write_json(out_dir / "scores.json", scores, indent=2, default=float)
     return scores
 
 
