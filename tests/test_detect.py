@@ -343,7 +343,7 @@ def test_det_train_writes_a_run_and_resumes_after_the_last_epoch(det_run):
 
 
 def test_predictions_are_in_original_pixels_with_and_without_tta(det_run):
-    from siimcovid.detect.predict import read_predictions
+    from siimcovid.tables import read_detector as read_predictions
 
     out = det_run["work"] / "tiny_cpu" / "fold0"
     meta = pd.read_csv(det_run["pre"] / "meta.csv")
@@ -362,7 +362,7 @@ def test_det_merge_scores_oof_and_skips_a_broken_fold(det_run, tmp_path):
     import shutil
 
     from siimcovid.__main__ import main
-    from siimcovid.detect.predict import read_predictions
+    from siimcovid.tables import read_detector as read_predictions
 
     exp = tmp_path / "tiny_cpu"
     shutil.copytree(det_run["work"] / "tiny_cpu", exp)

@@ -19,6 +19,7 @@ tf = pytest.importorskip("tensorflow")
 from siimcovid.data import STUDY_CLASSES  # noqa: E402
 from siimcovid.study import config as C  # noqa: E402
 from siimcovid.study import evaluate as E  # noqa: E402
+from siimcovid.tables import PROB_COLS, TTA_COLS  # noqa: E402
 from siimcovid.study import model as M  # noqa: E402
 from siimcovid.study import train as T  # noqa: E402
 
@@ -146,10 +147,10 @@ def test_hflip_tta_is_mean_of_plain_and_mirrored(hubs, study_preprocess):
     imgs = imgs.astype(np.float32) / 255.0
     # independent reference: the model on the images and on their mirror (NHWC, flip W), averaged
     direct = (model(imgs)["cls"].numpy() + model(imgs[:, :, ::-1, :].copy())["cls"].numpy()) / 2.0
-    np.testing.assert_allclose(pred[E.TTA_COLS].to_numpy(), direct, atol=1e-4)
-    assert not np.allclose(pred[E.TTA_COLS].to_numpy(), pred[E.PROB_COLS].to_numpy())
+    np.testing.assert_allclose(pred[TTA_COLS].to_numpy(), direct, atol=1e-4)
+    assert not np.allclose(pred[TTA_COLS].to_numpy(), pred[PROB_COLS].to_numpy())
     off = E.predict_frame(model, df, cfg, tta=False)
-    np.testing.assert_allclose(off[E.TTA_COLS].to_numpy(), off[E.PROB_COLS].to_numpy())
+    np.testing.assert_allclose(off[TTA_COLS].to_numpy(), off[PROB_COLS].to_numpy())
 
 
 # ------------------------------------------------------------------ fold training, resume, merge, round 2
@@ -173,11 +174,11 @@ def test_fold_outputs_follow_the_contract(round1, study_preprocess):
     meta = pd.read_csv(study_preprocess / "meta.csv", dtype={"image_id": str})
     oof = pd.read_csv(d / "oof.csv", dtype={"image_id": str})
     assert set(oof["image_id"]) == set(meta.query("split == 'train' and fold == 0")["image_id"])
-    assert list(oof.columns[:7]) == ["image_id", "study_id", "fold", *E.PROB_COLS]
-    assert set(E.TTA_COLS) <= set(oof.columns)
+    assert list(oof.columns[:7]) == ["image_id", "study_id", "fold", *PROB_COLS]
+    assert set(TTA_COLS) <= set(oof.columns)
     test = pd.read_csv(d / "test.csv", dtype={"image_id": str})
     assert set(test["image_id"]) == set(meta.query("split == 'test'")["image_id"])
-    np.testing.assert_allclose(test[E.PROB_COLS].sum(axis=1), 1.0, rtol=1e-4)
+    np.testing.assert_allclose(test[PROB_COLS].sum(axis=1), 1.0, rtol=1e-4)
     assert C.from_json(d / "config.json").fold == 0
 
 
@@ -203,13 +204,13 @@ def test_merge_writes_oof_and_test_study(round1):
     assert scores["oof_study_map_tta"] == pytest.approx(again["map"])
     assert scores["ap_tta"] == pytest.approx({c: again[c] for c in STUDY_CLASSES})
     oofs = pd.concat([pd.read_csv(exp / f"fold{k}/oof.csv", dtype={"study_id": str}) for k in (0, 1)])
-    want = E.aggregate_study(oofs, E.TTA_COLS).set_index("study_id").loc[oof_study["study_id"], E.TTA_COLS]
+    want = E.aggregate_study(oofs, TTA_COLS).set_index("study_id").loc[oof_study["study_id"], TTA_COLS]
     np.testing.assert_allclose(oof_study[list(STUDY_CLASSES)].to_numpy(), want.to_numpy(), rtol=1e-6)
     assert scores["prior_baseline_study_map"] == pytest.approx(0.25)  # 4 balanced classes
     ts = pd.read_csv(exp / "test_study.csv")
     assert list(ts.columns) == ["study_id", *STUDY_CLASSES]
     # = mean over folds of each fold's study-mean of the TTA columns
-    per = [E.aggregate_study(pd.read_csv(exp / f"fold{k}/test.csv"), E.TTA_COLS).set_index("study_id")
+    per = [E.aggregate_study(pd.read_csv(exp / f"fold{k}/test.csv"), TTA_COLS).set_index("study_id")
            for k in (0, 1)]
     want = ((per[0] + per[1]) / 2).loc[ts["study_id"]].to_numpy()
     np.testing.assert_allclose(ts[list(STUDY_CLASSES)].to_numpy(), want, rtol=1e-6)
@@ -234,9 +235,9 @@ def test_merge_goes_on_past_a_broken_fold(round1, tmp_path):
     assert str(copy / "fold2") in problems
     assert json.loads((copy / "scores.json").read_text())["problems"] == scores["problems"]
     got = pd.read_csv(copy / "test_study.csv", dtype={"study_id": str})  # fold0's test predictions alone
-    want = E.aggregate_study(pd.read_csv(copy / "fold0/test.csv", dtype={"study_id": str}), E.TTA_COLS)
+    want = E.aggregate_study(pd.read_csv(copy / "fold0/test.csv", dtype={"study_id": str}), TTA_COLS)
     assert list(got["study_id"]) == list(want["study_id"])
-    np.testing.assert_allclose(got[list(STUDY_CLASSES)].to_numpy(), want[E.TTA_COLS].to_numpy(), rtol=1e-6)
+    np.testing.assert_allclose(got[list(STUDY_CLASSES)].to_numpy(), want[TTA_COLS].to_numpy(), rtol=1e-6)
     for k in (0, 1):  # no fold readable: an error naming the folder
         (copy / f"fold{k}" / "oof.csv").write_text("")
     with pytest.raises(FileNotFoundError, match="no readable oof.csv"):
@@ -250,7 +251,7 @@ def test_merge_averages_a_test_study_over_the_folds_that_have_it(tmp_path):
     for k, studies in ((0, ["u0", "u1", "u2"]), (1, ["u0", "u1"])):
         d = tmp_path / f"fold{k}"
         d.mkdir()
-        probs = lambda n: {c: v for c, v in zip(E.PROB_COLS, rng.dirichlet(np.ones(4), n).T)}  # noqa: E731
+        probs = lambda n: {c: v for c, v in zip(PROB_COLS, rng.dirichlet(np.ones(4), n).T)}  # noqa: E731
         pd.DataFrame({"image_id": [f"i{k}{j}" for j in range(4)], "study_id": [f"s{k}{j}" for j in range(4)],
                       **probs(4), "study_label": [0, 1, 2, 3]}).to_csv(d / "oof.csv", index=False)
         tests[k] = pd.DataFrame({"image_id": studies, "study_id": studies, **probs(len(studies))})
@@ -258,7 +259,7 @@ def test_merge_averages_a_test_study_over_the_folds_that_have_it(tmp_path):
     scores = E.merge(tmp_path, use_tta=False)
     got = pd.read_csv(tmp_path / "test_study.csv").set_index("study_id")
     assert list(got.index) == ["u0", "u1", "u2"] and not got.isna().any().any()
-    per = {k: E.aggregate_study(t, E.PROB_COLS).set_index("study_id")[E.PROB_COLS].to_numpy() for k, t in tests.items()}
+    per = {k: E.aggregate_study(t, PROB_COLS).set_index("study_id")[PROB_COLS].to_numpy() for k, t in tests.items()}
     np.testing.assert_allclose(got.to_numpy()[:2], (per[0][:2] + per[1]) / 2, rtol=1e-6)
     np.testing.assert_allclose(got.to_numpy()[2], per[0][2], rtol=1e-6)
     assert any("u2" in p for p in scores["problems"])
@@ -282,10 +283,10 @@ def test_student_targets_blend_teacher_and_labels(tmp_path):
     t.mkdir(parents=True)
     soft = np.array([[0.1, 0.7, 0.1, 0.1], [0.4, 0.2, 0.2, 0.2]], np.float32)
     pd.DataFrame({"image_id": ["a", "b"], "study_id": ["s", "t"], "fold": 0,
-                  **{c: soft[:, k] for k, c in enumerate(E.PROB_COLS)},
-                  **{c: soft[:, k] for k, c in enumerate(E.TTA_COLS)}, "study_label": [1, 0]}).to_csv(t / "oof.csv", index=False)
+                  **{c: soft[:, k] for k, c in enumerate(PROB_COLS)},
+                  **{c: soft[:, k] for k, c in enumerate(TTA_COLS)}, "study_label": [1, 0]}).to_csv(t / "oof.csv", index=False)
     pd.DataFrame({"image_id": ["x"], "study_id": ["u"], "fold": 0,
-                  **{c: [0.25] for c in E.PROB_COLS + E.TTA_COLS}}).to_csv(t / "test.csv", index=False)
+                  **{c: [0.25] for c in PROB_COLS + TTA_COLS}}).to_csv(t / "test.csv", index=False)
     train = pd.DataFrame({"image_id": ["a", "b", "c"], "study_label": [1, 0, 3], "boxes_src": [[], [], []]})
     test = pd.DataFrame({"image_id": ["x", "y"], "study_label": [-1, -1], "boxes_src": [[], []]})
     cfg = replace(C.StudyConfig(), round=2, teacher=str(tmp_path / "teacher"), soft_weight=0.6)

@@ -36,10 +36,10 @@ import pandas as pd
 from ..errors import EXIT_OK, EXIT_PARTIAL, UserError
 from ..log import get_logger, run_header
 from ..runs import OOF_CSV, TEST_CSV, find_runs
+from ..tables import P_NONE as PRED_COL, P_NONE_TTA as TTA_COL, read_binary
 from ..variants import opt
 from .ensemble import NoneAP, fit_blend, fit_weights
 
-PRED_COL, TTA_COL = "p_none", "p_none_tta"
 STAGE_TRAIN = "binary-train"  # what a binary fold's run.json names (folds of other stages are not read)
 MERGED_OOF, MERGED_TEST = "oof_binary.csv", "test_binary.csv"
 ENSEMBLE_JSON, SCORES_JSON = "ensemble.json", "scores.json"
@@ -72,28 +72,6 @@ def load_ensemble_config(name: str | os.PathLike | None = "ensemble", overrides=
 
 
 # --------------------------------------------------------------------------- reading folds
-def read_fold_csv(path: Path, *, truth: bool) -> pd.DataFrame:
-    """A fold's oof.csv (``truth``: must carry has_box) or test.csv; ValueError naming the file."""
-    try:
-        df = pd.read_csv(path, dtype={"image_id": str, "study_id": str})
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
-    need = {"image_id", "study_id", PRED_COL} | ({"has_box"} if truth else set())
-    missing = need - set(df.columns)
-    if missing:
-        raise ValueError(f"{path}: missing columns {sorted(missing)}")
-    if TTA_COL not in df:
-        df[TTA_COL] = df[PRED_COL]
-    vals = df[[PRED_COL, TTA_COL]].to_numpy(dtype=np.float64)
-    if not np.isfinite(vals).all() or (vals < 0).any() or (vals > 1).any():
-        raise ValueError(f"{path}: predictions missing or outside [0, 1]")
-    if truth and not df["has_box"].isin((0, 1)).all():
-        raise ValueError(f"{path}: has_box must be 0 or 1")
-    if df["image_id"].duplicated().any():
-        raise ValueError(f"{path}: image {df.loc[df['image_id'].duplicated(), 'image_id'].iloc[0]} repeats")
-    return df
-
-
 def collect(fold_dirs: Sequence[Path], problems: list[str]) -> dict[str, dict]:
     """member -> {"oof": [frames], "test": [frames], "folds": {fold name: frame}} of every
     readable fold; every unreadable one goes to ``problems``."""
@@ -104,7 +82,7 @@ def collect(fold_dirs: Sequence[Path], problems: list[str]) -> dict[str, dict]:
             problems.append(f"{member}/{d.name}: skipped: no {OOF_CSV} (fold unfinished?)")
             continue
         try:
-            oof = read_fold_csv(d / OOF_CSV, truth=True)
+            oof = read_binary(d / OOF_CSV, truth=True)
         except ValueError as exc:
             problems.append(f"{member}/{d.name}: skipped: {exc}")
             continue
@@ -115,7 +93,7 @@ def collect(fold_dirs: Sequence[Path], problems: list[str]) -> dict[str, dict]:
         m["folds"][d.name] = oof
         if (d / TEST_CSV).exists():
             try:
-                m["test"].append(read_fold_csv(d / TEST_CSV, truth=False))
+                m["test"].append(read_binary(d / TEST_CSV))
             except ValueError as exc:
                 problems.append(f"{member}/{d.name}: test predictions skipped: {exc}")
         else:

@@ -24,7 +24,8 @@ import pandas as pd
 
 from ..errors import EXIT_OK, EXIT_PARTIAL, UserError, reraise_interrupts
 from ..log import get_logger
-from .predict import PRED_COLUMNS, figures, read_predictions, write_predictions
+from ..tables import DET_COLUMNS, read_detector, write_detector
+from .predict import figures
 from .train import CONFIG_JSON, OOF_CSV, TEST_CSV
 from .wbf import WBFParams, fuse_two_level
 
@@ -45,7 +46,7 @@ def member_tables(exp_dir: str | Path) -> tuple[dict[int, pd.DataFrame], dict[in
         k = int(d.name[4:])
         try:
             cfg = json.loads((d / CONFIG_JSON).read_text())
-            o, t = read_predictions(d / OOF_CSV), read_predictions(d / TEST_CSV)
+            o, t = read_detector(d / OOF_CSV), read_detector(d / TEST_CSV)
         except BaseException as exc:  # noqa: BLE001 - one broken fold must not stop the merge
             reraise_interrupts(exc)
             skipped.append({"fold": k, "reason": f"{type(exc).__name__}: {exc}"})
@@ -75,7 +76,7 @@ def fuse_tables(members: Mapping[str, Sequence[pd.DataFrame]], *, columns=("boxe
             row[c] = fuse_two_level(per_member, h, w, score_scale=score_scale, model_weights=model_weights,
                                     folds=folds, models=models)
         rows.append(row)
-    return pd.DataFrame(rows, columns=list(PRED_COLUMNS[:3]) + list(columns))
+    return pd.DataFrame(rows, columns=list(DET_COLUMNS[:3]) + list(columns))
 
 
 def _truth_from_meta(pre_dir) -> dict:
@@ -117,8 +118,8 @@ def merge(exp_dir: str | Path, *, preprocess=None, truth=None) -> dict:
         raise UserError(f"{exp_dir}: image {dup.iloc[0]} is out-of-fold in two folds: folds from different runs?")
     wbf = config.get("siim", {}).get("wbf", {})
     test_all = fuse_tables({"member": list(test.values())}, folds=wbf, models=wbf)
-    write_predictions(oof_all.to_dict("records"), exp_dir / OOF_BOXES)
-    write_predictions(test_all.to_dict("records"), exp_dir / TEST_BOXES)
+    write_detector(oof_all.to_dict("records"), exp_dir / OOF_BOXES)
+    write_detector(test_all.to_dict("records"), exp_dir / TEST_BOXES)
 
     scores = {"exp": exp_dir.name, "folds": sorted(oof), "skipped": skipped,
               "oof": figures(oof_all, train_truth),

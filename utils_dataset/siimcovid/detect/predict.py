@@ -1,13 +1,11 @@
 """Detector prediction: flip TTA fused with WBF, boxes back in ORIGINAL pixels, and the AP figures.
 
-A prediction table (``oof.csv`` / ``test.csv`` of a fold, the merged files of ``det-merge``) has
-one row per image: ``image_id, orig_h, orig_w, boxes, boxes_notta``, where ``boxes`` (with TTA)
-and ``boxes_notta`` (the plain image) are JSON lists of ``[x0, y0, x1, y1, score]`` in the
-image's original pixels, best first. :func:`read_predictions` gives them back as arrays.
+The rows it predicts are those of a detector prediction table (``image_id, orig_h, orig_w, boxes,
+boxes_notta``: ``boxes`` with TTA, ``boxes_notta`` the plain image, ``[x0, y0, x1, y1, score]`` in
+the image's original pixels, best first); :mod:`siimcovid.tables` writes and reads them.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -16,38 +14,11 @@ import pandas as pd
 
 from ..boxes import Resize
 from ..metric import average_precision
-from ..submission import FULL_BOX, parse_pred_boxes as parse_boxes
+from ..submission import FULL_BOX
+from ..tables import DET_COLUMNS
 from .wbf import as_pred, flip_boxes, fuse
 
-PRED_COLUMNS = ["image_id", "orig_h", "orig_w", "boxes", "boxes_notta"]
 NONE_RULES = ("max", "prod")
-
-
-# ------------------------------------------------------------------------------------ io
-def boxes_json(pred) -> str:
-    return json.dumps([[round(float(v), 1) for v in b[:4]] + [round(float(b[4]), 5)] for b in as_pred(pred)])
-
-
-def write_predictions(rows: Sequence[dict], path: str | Path) -> Path:
-    df = pd.DataFrame(
-        [{**r, "boxes": boxes_json(r["boxes"]), "boxes_notta": boxes_json(r["boxes_notta"])} for r in rows],
-        columns=PRED_COLUMNS)
-    path = Path(path)
-    tmp = path.with_suffix(".tmp")
-    df.to_csv(tmp, index=False)
-    tmp.replace(path)  # a reader never sees half a file
-    return path
-
-
-def read_predictions(path: str | Path) -> pd.DataFrame:
-    """A prediction table with ``boxes`` / ``boxes_notta`` as (N, 5) arrays."""
-    df = pd.read_csv(path, dtype={"image_id": str})
-    missing = set(PRED_COLUMNS) - set(df.columns)
-    if missing:
-        raise ValueError(f"{path}: not a detector prediction table (missing {sorted(missing)})")
-    for c in ("boxes", "boxes_notta"):
-        df[c] = df[c].map(parse_boxes)
-    return df
 
 
 # ------------------------------------------------------------------------------------ model
@@ -207,7 +178,7 @@ def predict_folds(fold_dirs: Sequence[Path], pre_test: Path, *, device: str | No
             reraise_interrupts(exc)
             report.skipped(d, exc)
             continue
-        tables.append(pd.DataFrame(rows, columns=["image_id", "orig_h", "orig_w", "boxes", "boxes_notta"]))
+        tables.append(pd.DataFrame(rows, columns=DET_COLUMNS))
         report.used(d, len(rows), time.time() - t0)
     return tables, report.info
 

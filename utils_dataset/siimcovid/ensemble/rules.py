@@ -3,7 +3,7 @@
 Inputs are the members' own tables (docs/contracts.md): a study member's fold tables (image rows,
 ``p_<class>`` and ``p_<class>_tta``), a binary member's fold tables (``p_none``, ``p_none_tta``),
 a detector member's fold tables (``image_id, orig_h, orig_w, boxes, boxes_notta``, boxes as (N, 5)
-arrays in ORIGINAL pixels, :func:`siimcovid.detect.predict.read_predictions`). Outputs are the
+arrays in ORIGINAL pixels, :func:`siimcovid.tables.read_detector`). Outputs are the
 submission inputs: study rows ``study_id`` + the four classes, image rows ``image_id, boxes, none``.
 
 Study rows: per member the mean over its folds, image -> study mean (renormalised), then the
@@ -38,9 +38,8 @@ import numpy as np
 import pandas as pd
 
 from ..data import STUDY_CLASSES
+from ..tables import PROB_COLS, TTA_COLS
 
-PROB_COLS = [f"p_{c}" for c in STUDY_CLASSES]
-TTA_COLS = [f"p_{c}_tta" for c in STUDY_CLASSES]
 STUDY_COLS = list(STUDY_CLASSES)
 
 PRESETS: dict[str, dict[str, float | str]] = {

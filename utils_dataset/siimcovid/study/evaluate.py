@@ -22,8 +22,8 @@ from ..log import get_logger
 if TYPE_CHECKING:
     from .config import StudyConfig
 
-PROB_COLS = [f"p_{c}" for c in STUDY_CLASSES]
-TTA_COLS = [f"p_{c}_tta" for c in STUDY_CLASSES]
+from ..tables import PROB_COLS, TTA_COLS, read_study  # noqa: E402
+
 STUDY_COLS = list(STUDY_CLASSES)  # column names of the study predictions CSV
 from ..runs import CONFIG_JSON, OOF_CSV, TEST_CSV  # noqa: E402  (a run folder's file names live in runs.py)
 
@@ -93,21 +93,6 @@ def fold_dirs(work: str | os.PathLike, problems: list[str] | None = None) -> lis
     return find_runs([work], problems=problems)
 
 
-def read_pred_csv(path: Path) -> pd.DataFrame:
-    """A fold's oof.csv / test.csv; without the TTA columns they are the plain ones.
-    ValueError naming the file when it cannot be parsed or lacks columns."""
-    try:
-        df = pd.read_csv(path, dtype={"image_id": str, "study_id": str})
-    except (ValueError, UnicodeDecodeError) as exc:  # pandas' ParserError / EmptyDataError are ValueErrors
-        raise ValueError(f"{path}: unreadable CSV ({type(exc).__name__}: {exc})") from exc
-    missing = {"image_id", "study_id", *PROB_COLS} - set(df.columns)
-    if missing:
-        raise ValueError(f"{path}: missing columns {sorted(missing)}")
-    if not set(TTA_COLS) <= set(df.columns):
-        df[TTA_COLS] = df[PROB_COLS].to_numpy()
-    return df
-
-
 def ensemble_study(images: pd.DataFrame | None, cols: Sequence[str], how: str = "mean") -> tuple[pd.DataFrame, pd.Series]:
     """Image predictions of several folds (a ``source`` column names the fold) -> the study
     predictions CSV (study_id + STUDY_CLASSES): each fold's images -> studies, then the mean over
@@ -141,7 +126,7 @@ def merge(work: str | os.PathLike, how: str = "mean", use_tta: bool = True, out_
             problems.append(f"{d}: no {OOF_CSV} (fold unfinished?)")
             continue
         try:
-            oof = read_pred_csv(d / OOF_CSV)
+            oof = read_study(d / OOF_CSV)
         except (OSError, ValueError) as exc:
             problems.append(str(exc))
             continue
@@ -156,7 +141,7 @@ def merge(work: str | os.PathLike, how: str = "mean", use_tta: bool = True, out_
         }
         if (d / TEST_CSV).exists():
             try:
-                t = read_pred_csv(d / TEST_CSV)
+                t = read_study(d / TEST_CSV)
             except (OSError, ValueError) as exc:
                 problems.append(str(exc))
                 continue

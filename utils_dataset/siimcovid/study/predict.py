@@ -152,7 +152,8 @@ def predict_folds(fold_dirs: Sequence[Path], pre_test: Path, *, train_pre: Path 
     from tqdm.auto import tqdm
 
     from .dataset import load_meta
-    from .evaluate import PROB_COLS, TTA_COLS, predict_frame
+    from ..tables import PROB_COLS, TTA_COLS
+    from .evaluate import predict_frame
 
     log = get_logger()
     info: dict = {"folds": {}, "used": [], "skipped": []}
@@ -210,7 +211,8 @@ def predict_folds(fold_dirs: Sequence[Path], pre_test: Path, *, train_pre: Path 
 def study_from_images(images: pd.DataFrame, how: str = "mean") -> pd.DataFrame:
     """Per-fold image probabilities (p_*, ``source``) -> the study predictions CSV, by the same
     rule as study-merge (:func:`siimcovid.study.evaluate.ensemble_study`)."""
-    from .evaluate import PROB_COLS, ensemble_study
+    from ..tables import PROB_COLS
+    from .evaluate import ensemble_study
 
     return ensemble_study(images, PROB_COLS, how)[0]
 
