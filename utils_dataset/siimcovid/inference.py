@@ -313,17 +313,23 @@ def run(cfg: InferConfig, image_predictor: ImagePredictor | None = None) -> dict
     # the members: study folds as the study stage finds them (also those that cannot load: reported),
     # binary and detector folds (and every member's OOF, for the fit) as the ensemble finds them
     from .ensemble import config as ens_config, steps as ens
-    from .study.predict import find_folds, test_sizes
-
-    folds, fold_problems = find_folds(cfg.study_work, cfg.exp)
     from .ensemble.members import fold_kind
+    from .runs import find_runs, of_exp
+    from .study.predict import test_sizes
 
-    folds = [d for d in folds if fold_kind(d) in (None, "study")]  # binary / detector folds are other members
+    # every fold under the inputs, found once: the study folds among them (of --exp; also those
+    # without tables, which load or are reported) and the members the ensemble reads
+    found_problems: list[str] = []
+    all_folds = find_runs(cfg.study_work, problems=found_problems)
+    fold_problems = [p.replace("runs: ", "study folds: ", 1) for p in found_problems]
+    folds = [d for d in of_exp(all_folds, cfg.exp) if fold_kind(d) in (None, "study")]
+    if cfg.exp and all_folds and not folds:
+        fold_problems.append(f"study folds: none of the {len(all_folds)} fold folders is of experiment {cfg.exp!r}")
     for p in fold_problems:
         log.warning(p)
     ens_cfg = ens_config.load(cfg.ensemble, {"study_how": cfg.agg} if cfg.agg else None)
     ens_problems: list[str] = []
-    found = ens.find_members(cfg.study_work, ens_cfg, ens_problems)
+    found = ens.find_members(None, ens_cfg, ens_problems, fold_dirs=all_folds)
     study_names = {Path(d).parent.name for d in folds}
     found["study"] = {n: m for n, m in found["study"].items() if n in study_names}  # --exp applies
     to_predict = {"study": ens.members_from_folds("study", folds), "binary": found["binary"], "detect": found["detect"]}

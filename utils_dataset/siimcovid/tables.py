@@ -107,11 +107,11 @@ def read_detector(path: str | Path) -> pd.DataFrame:
 READERS = {"study": read_study, "binary": read_binary, "detect": read_detector}
 
 
-def read(kind: str, path: str | Path, **options) -> pd.DataFrame:
-    """The table of a ``kind`` member (``options``: the kind's reader's, e.g. ``truth`` for binary)."""
+def read(kind: str, path: str | Path, *, oof: bool = False) -> pd.DataFrame:
+    """The table of a ``kind`` member; ``oof``: an out-of-fold table (a binary one must carry its truth)."""
     if kind not in READERS:
         raise ValueError(f"prediction table kind {kind!r}: use one of {list(READERS)}")
-    return READERS[kind](path, **options)
+    return read_binary(path, truth=oof) if kind == "binary" else READERS[kind](path)
 
 
 def boxes_json(pred) -> str:

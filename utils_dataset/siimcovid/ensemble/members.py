@@ -65,14 +65,16 @@ def fold_kind(fold_dir: Path) -> str | None:
 
 
 def collect(roots: Sequence[str | os.PathLike] | None, problems: list[str], *,
-            splits: Sequence[str] = ("oof", "test")) -> dict[str, dict[str, Member]]:
-    """kind -> member name -> :class:`Member` with the readable fold tables of ``splits``."""
+            splits: Sequence[str] = ("oof", "test"), fold_dirs: Sequence[Path] | None = None,
+            ) -> dict[str, dict[str, Member]]:
+    """kind -> member name -> :class:`Member` with the readable fold tables of ``splits``, of every
+    fold under ``roots`` (or of ``fold_dirs``, folds a caller already found)."""
     out: dict[str, dict[str, Member]] = {k: {} for k in KINDS}
-    for d in find_fold_dirs(roots, problems):
+    for d in (find_fold_dirs(roots, problems) if fold_dirs is None else fold_dirs):
         files = {"oof": d / OOF_CSV, "test": d / TEST_CSV}
         present = [files[s] for s in splits if files[s].is_file()]
         if not present:
-            problems.append(f"{d}: no {' or '.join(files[s].name for s in splits)} (fold skipped)")
+            problems.append(f"{d}: no {' or '.join(files[s].name for s in splits)} (fold unfinished? skipped)")
             continue
         try:
             kind = kind_of(header(present[0]))
@@ -91,7 +93,7 @@ def collect(roots: Sequence[str | os.PathLike] | None, problems: list[str], *,
                 problems.append(f"{m.key} fold {k}: no {files[s].name}")
                 continue
             try:
-                getattr(m, s)[k] = read(kind, files[s])
+                getattr(m, s)[k] = read(kind, files[s], oof=s == "oof")
             except BaseException as exc:  # noqa: BLE001
                 reraise_interrupts(exc)
                 problems.append(f"{m.key} fold {k}: {files[s].name} skipped ({type(exc).__name__}: {exc})")
