@@ -19,6 +19,7 @@ tf = pytest.importorskip("tensorflow")
 from siimcovid.data import STUDY_CLASSES  # noqa: E402
 from siimcovid.study import config as C  # noqa: E402
 from siimcovid.study import evaluate as E  # noqa: E402
+from siimcovid.ensemble import study_merge as SM  # noqa: E402
 from siimcovid.tables import PROB_COLS, TTA_COLS  # noqa: E402
 from siimcovid.study import model as M  # noqa: E402
 from siimcovid.study import train as T  # noqa: E402
@@ -123,7 +124,9 @@ def test_study_ap_and_prior_baseline():
     labels = np.array([0, 1, 1, 2, 3, 1, 0, 2])
     perfect = np.eye(4)[labels]
     assert E.study_ap(ids, perfect, labels)["map"] == pytest.approx(1.0)
-    prior = E.prior_baseline(ids, labels)
+    from siimcovid.ensemble.study_merge import prior_baseline
+
+    prior = prior_baseline(labels)
     for k, c in enumerate(STUDY_CLASSES):  # constant scores: AP = prevalence
         assert prior[c] == pytest.approx((labels == k).mean())
 
@@ -194,7 +197,7 @@ def test_rerun_resumes_after_last_epoch(round1):
 
 def test_merge_writes_oof_and_test_study(round1):
     exp = round1["work"] / "r1"
-    scores = E.merge(exp)
+    scores = SM.merge(exp)
     assert scores["n_folds"] == 2 and scores["n_oof_studies"] == 16 and scores["n_test_studies"] == 4
     assert set(scores["ap"]) == set(STUDY_CLASSES) and 0 <= scores["oof_study_map_tta"] <= 1
     # the scores are those of the written OOF study predictions (TTA), recomputed from the files
@@ -214,7 +217,7 @@ def test_merge_writes_oof_and_test_study(round1):
            for k in (0, 1)]
     want = ((per[0] + per[1]) / 2).loc[ts["study_id"]].to_numpy()
     np.testing.assert_allclose(ts[list(STUDY_CLASSES)].to_numpy(), want, rtol=1e-6)
-    no_tta = E.merge(exp, use_tta=False, out_dir=exp / "no_tta")
+    no_tta = SM.merge(exp, use_tta=False, out_dir=exp / "no_tta")
     assert no_tta["oof_study_map"] == pytest.approx(scores["oof_study_map"])
     assert not np.allclose(pd.read_csv(exp / "no_tta/test_study.csv")[list(STUDY_CLASSES)], ts[list(STUDY_CLASSES)])
     assert json.loads((exp / "scores.json").read_text())["n_folds"] == 2
@@ -227,7 +230,7 @@ def test_merge_goes_on_past_a_broken_fold(round1, tmp_path):
     shutil.copytree(round1["work"] / "r1", copy)
     (copy / "fold1" / "oof.csv").write_text("image_id,study_id\nx,y\n")  # no probability columns
     (copy / "fold2").mkdir()  # a fold that never finished
-    scores = E.merge(copy)
+    scores = SM.merge(copy)
     assert scores["n_folds"] == 1 and list(scores["folds"]) == ["fold0"]
     assert scores["n_oof_studies"] == 8 and scores["n_test_folds"] == 1
     problems = " | ".join(scores["problems"])
@@ -241,7 +244,7 @@ def test_merge_goes_on_past_a_broken_fold(round1, tmp_path):
     for k in (0, 1):  # no fold readable: an error naming the folder
         (copy / f"fold{k}" / "oof.csv").write_text("")
     with pytest.raises(FileNotFoundError, match="no readable oof.csv"):
-        E.merge(copy)
+        SM.merge(copy)
 
 
 def test_merge_averages_a_test_study_over_the_folds_that_have_it(tmp_path):
@@ -256,7 +259,7 @@ def test_merge_averages_a_test_study_over_the_folds_that_have_it(tmp_path):
                       **probs(4), "study_label": [0, 1, 2, 3]}).to_csv(d / "oof.csv", index=False)
         tests[k] = pd.DataFrame({"image_id": studies, "study_id": studies, **probs(len(studies))})
         tests[k].to_csv(d / "test.csv", index=False)
-    scores = E.merge(tmp_path, use_tta=False)
+    scores = SM.merge(tmp_path, use_tta=False)
     got = pd.read_csv(tmp_path / "test_study.csv").set_index("study_id")
     assert list(got.index) == ["u0", "u1", "u2"] and not got.isna().any().any()
     per = {k: E.aggregate_study(t, PROB_COLS).set_index("study_id")[PROB_COLS].to_numpy() for k, t in tests.items()}
@@ -336,16 +339,16 @@ def test_merge_defaults_to_the_folds_own_aggregation(round1, tmp_path):
     import shutil
 
     exp = round1["work"] / "r1"
-    assert E.configured_agg(E.fold_dirs(exp)) == "mean"
+    assert SM.configured_agg(SM.fold_dirs(exp)) == "mean"
     copy = tmp_path / "r1max"
     shutil.copytree(exp, copy)
     for k in (0, 1):
         cfg = json.loads((copy / f"fold{k}" / "config.json").read_text())
         (copy / f"fold{k}" / "config.json").write_text(json.dumps({**cfg, "study_agg": "max"}))
-    assert E.configured_agg(E.fold_dirs(copy)) == "max"
-    assert E.cli(["--work", str(copy)]) == 0
+    assert SM.configured_agg(SM.fold_dirs(copy)) == "max"
+    assert SM.cli(["--work", str(copy)]) == 0
     assert json.loads((copy / "scores.json").read_text())["aggregation"] == "max"
     cfg = json.loads((copy / "fold1" / "config.json").read_text())
     (copy / "fold1" / "config.json").write_text(json.dumps({**cfg, "study_agg": "mean"}))
     with pytest.raises(ValueError, match="disagree"):
-        E.configured_agg(E.fold_dirs(copy))
+        SM.configured_agg(SM.fold_dirs(copy))

@@ -117,12 +117,16 @@ def predict_study(fold_dirs: Sequence[Path], pre_test: Path, data_dir: Path, *, 
                   agg: str | None = None, threads: int = 0, progress: bool = True) -> tuple[pd.DataFrame, dict]:
     """Study predictions for every test study of the sample: the folds' mean where a study has a
     predicted image, the train class priors otherwise (all of them when no fold loads)."""
-    from .study.predict import predict_images, to_studies
+    from .ensemble.rules import member_image_probs, study_rows
+    from .ensemble.steps import tables_by_member
+    from .study.predict import predict_images
 
     images, info = predict_images(fold_dirs, pre_test, train_pre=train_pre, hub=hub, batch_size=batch_size,
                                  tta=tta, threads=threads, progress=progress)
     how = study_aggregation(info, agg)
-    return finish_study(to_studies(images, how), info, fold_dirs, data_dir, how)
+    # the ensemble's study rows (the predictor wrote the chosen TTA columns as the plain ones)
+    members = {n: member_image_probs(t, tta=False) for n, t in tables_by_member(images).items()}
+    return finish_study(study_rows(members, None, how), info, fold_dirs, data_dir, how)
 
 
 def study_aggregation(info: dict, agg: str | None) -> str:

@@ -1,7 +1,7 @@
-"""The study stage's predictor: trained fold folders -> test image and study predictions.
+"""The study stage's predictor: trained fold folders -> test image predictions.
 
-The inference kernel calls :func:`find_folds`, :func:`test_sizes` and :func:`predict_images` /
-:func:`to_studies` (the public predictor); every fold is built from its own ``config.json``
+The inference kernel calls :func:`test_sizes` and :func:`predict_images` (the public predictor;
+the ensemble makes study rows of them); every fold is built from its own ``config.json``
 (the resolved config, with the source size it read) and ``best.weights.h5``, predicts the test
 images with hflip TTA as it was configured, and a fold that cannot load or predict is reported
 and skipped (:class:`FoldError`), the others go on.
@@ -208,16 +208,6 @@ def predict_folds(fold_dirs: Sequence[Path], pre_test: Path, *, train_pre: Path 
     return allp, info
 
 
-def study_from_images(images: pd.DataFrame, how: str = "mean") -> pd.DataFrame:
-    """Per-fold image probabilities (p_*, ``source``) -> the study predictions CSV, by the same
-    rule as study-merge (:func:`siimcovid.study.evaluate.ensemble_study`)."""
-    from ..tables import PROB_COLS
-    from .evaluate import ensemble_study
-
-    return ensemble_study(images, PROB_COLS, how)[0]
-
-
-
 def find_folds(roots: Sequence[str | os.PathLike] | None = None, exp: str | None = None) -> tuple[list[Path], list[str]]:
     """The study fold folders under ``roots`` (default: SIIM_INPUT, /kaggle/input) + problems."""
     return find_fold_dirs(roots, exp)
@@ -235,7 +225,3 @@ def test_sizes(fold_dirs: Sequence[Path], train_pre: Path | None = None) -> set[
 
 
 predict_images = predict_folds
-
-
-def to_studies(images: pd.DataFrame, how: str = "mean") -> pd.DataFrame:
-    return study_from_images(images, how)
