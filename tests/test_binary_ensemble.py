@@ -1,5 +1,5 @@
 """The binary `none` task without TensorFlow: labels, and its members merged by the ensemble
-(binary-merge: the none AP of ensemble.scoring, weights of ensemble.fit)."""
+(binary-merge: the none AP of siimcovid.scoring, weights of ensemble.fit)."""
 import json
 
 import numpy as np
