@@ -13,7 +13,10 @@ DEMO_SEED ?= 0
 DEMO_SIZE ?= 128
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-tf-old demo notebooks kernels bench clean-demo
+REHEARSE ?= build/rehearse
+REHEARSE_PROFILE ?= tiny
+
+.PHONY: setup test test-tf-old demo notebooks kernels bench clean-demo rehearse
 
 setup:
 	scripts/setup.sh $(if $(WHEELS),--wheels $(WHEELS))
@@ -29,13 +32,18 @@ notebooks: setup
 	$(VENV)/bin/jupytext --to ipynb --update notebooks/*.py
 
 kernels: setup
-	$(SIIM) kernels render --out build/kernels $(if $(KAGGLE_USER),--user $(KAGGLE_USER),--placeholder-user)
+	$(SIIM) kaggle render $(if $(KAGGLE_USER),--user $(KAGGLE_USER),--placeholder-user)
 
 bench: setup
 	$(SIIM) bench preprocess
 
 demo: setup
 	scripts/demo.sh "$(DEMO)" "$(DEMO_STUDIES)" "$(DEMO_SCALE)" "$(DEMO_SEED)" "$(DEMO_SIZE)"
+
+# The push rehearsed: the rendered kernels run as Kaggle runs them (only their inputs, read-only, no network).
+rehearse: setup
+	$(SIIM) synth --out "$(REHEARSE)/data" --studies 30 --scale 0.125 --seed 0
+	$(SIIM) rehearse --profile "$(REHEARSE_PROFILE)" --data "$(REHEARSE)/data" --out "$(REHEARSE)/out"
 
 clean-demo:
 	rm -rf "$(DEMO)"

@@ -48,8 +48,9 @@ prepare_kernel()  # no-op locally; on Kaggle: checks the image's TF / torch, ins
 import pandas as pd
 
 from siimcovid.data import find_data_dir
+from siimcovid.layout import read_meta
 from siimcovid.paths import working_dir
-from siimcovid.preprocess.convert import PreprocessConfig, example_grid, parse_sizes, read_meta, run
+from siimcovid.preprocess.convert import PreprocessConfig, example_grid, parse_sizes, run
 
 data = find_data_dir(data_dir)
 out = out_dir or str(working_dir("work/preprocess"))  # /kaggle/working on Kaggle

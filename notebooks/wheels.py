@@ -13,7 +13,7 @@
 # %% [markdown]
 # # siimcovid wheels
 # Runs with internet ON, in a GPU session of the SAME image as the kernels that install its output
-# (`kernels render --docker-image` pins one for all of them). It builds mmcv with CUDA ops for this
+# (`kaggle render|push --docker-image` pins one for all of them). It builds mmcv with CUDA ops for this
 # image's torch (T4: `TORCH_CUDA_ARCH_LIST=7.5`), resolves the full dependency closure of the one
 # list in `siimcovid.kaggle.wheels.KERNEL_REQUIREMENTS` (+ the tf-keras matching this image's TensorFlow)
 # against this image (its own TF / torch / numpy are never replaced), saves every wheel, and ENDS

@@ -132,8 +132,3 @@ def test_torch_device():
         A.torch_device(hardware=TPU, torch=torch(False))
     with pytest.raises(A.AcceleratorError, match="GPU was required"):
         A.torch_device("gpu", hardware=NONE, torch=torch(False))
-
-
-def test_study_train_keeps_the_names():
-    train = pytest.importorskip("siimcovid.study.train")
-    assert train.get_strategy is A.get_strategy and train.set_precision is A.set_precision

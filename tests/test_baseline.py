@@ -107,15 +107,24 @@ def test_prior_submission_content(synth_data, tmp_path):
 def test_oracle_scores_one_and_needs_truth(synth_data, tmp_path):
     from siimcovid import metric
 
+    from siimcovid.__main__ import main
+    from siimcovid.dev import oracle
+
     out = tmp_path / "oracle.csv"
-    assert baseline.cli_baseline(["--data", str(synth_data), "--out", str(out), "--oracle"]) == 0
+    # the old spelling `baseline --oracle` runs the dev command
+    assert main(["baseline", "--data", str(synth_data), "--out", str(out), "--oracle"]) == 0
     result = metric.score_submission(pd.read_csv(out, dtype=str, keep_default_na=False),
                                      data.read_study_csv(synth_data / "truth" / "test_study_level.csv"),
                                      data.read_image_csv(synth_data / "truth" / "test_image_level.csv"))
     assert result["score"] == pytest.approx(1.0)
+    again = tmp_path / "oracle2.csv"
+    assert oracle.cli(["--data", str(synth_data), "--out", str(again)]) == 0
+    assert again.read_text() == out.read_text()
     (tmp_path / "nodata").mkdir()
     with pytest.raises(FileNotFoundError, match="truth"):
-        baseline.oracle_predictions(tmp_path / "nodata")
+        oracle.oracle_predictions(tmp_path / "nodata")
+    with pytest.raises(SystemExit):  # baseline itself has no --oracle: only the route knows it
+        baseline.cli_baseline(["--data", str(synth_data), "--out", str(out), "--oracle"])
 
 
 def test_prior_helpers_reject_empty_input():

@@ -17,7 +17,7 @@ tf = pytest.importorskip("tensorflow")
 
 from siimcovid import variants  # noqa: E402
 from siimcovid.classify import backbones as B  # noqa: E402
-from siimcovid.classify.config import ClassifierConfig  # noqa: E402
+from siimcovid.classify.config import MODEL_FAMILIES, ClassifierConfig  # noqa: E402
 from siimcovid.classify.task import Task  # noqa: E402
 from siimcovid.classify.train import train_fold  # noqa: E402
 
@@ -83,6 +83,10 @@ def test_registry_names_the_valid_choices():
     with pytest.raises(variants.ConfigError, match="would download"):
         B.resolve_local_weights("imagenet", "backbone_weights")
     assert {"efficientnetb7", "efficientnetv2m", "resnet101v2"} <= set(B.KERAS_BACKBONES)
+    # the config's check names the families the registry builds, no more, no fewer
+    assert tuple(B.MODELS) == MODEL_FAMILIES
+    with pytest.raises(variants.ConfigError, match="model must be one of hub, sm_fpn, keras, got 'vgg'"):
+        ToyConfig(model="vgg").validate()
 
 
 def test_keras_family_builds_with_a_sigmoid_head_and_aux_mask():

@@ -106,12 +106,30 @@ def test_config_overrides_and_mistakes():
     assert cfg.siim["variant"] == "tiny_cpu" and cfg.siim["wbf"]["iou_thr"] == 0.6
     with pytest.raises(UserError, match="no key 'max_epoch'"):
         C.load("tiny_cpu", ["train_cfg.max_epoch=3"])
-    with pytest.raises(UserError, match="unknown detector config"):
+    with pytest.raises(UserError, match="det config 'no_such_variant' not found .*tiny_cpu"):
         C.load("no_such_variant")
     with pytest.raises(UserError, match="key=value"):
         C.load("tiny_cpu", ["siim.size"])
     with pytest.raises(UserError, match="not single-class"):
         C.load("tiny_cpu", ["model.roi_head.bbox_head.num_classes=80"])
+
+
+def test_a_detector_variant_is_a_line_of_bases_ending_in_mmdet(tmp_path):
+    """The project layer goes between mmdet's config and ours, so every file names ONE base."""
+    from siimcovid.detect import config as C
+
+    (tmp_path / "none.py").write_text("model = dict()\n")
+    (tmp_path / "two.py").write_text(f"_base_ = ['{C.CONFIG_DIR / 'tiny_cpu.py'}', './none.py']\n")
+    (tmp_path / "other.py").write_text("_base_ = 'mmpretrain::resnet/x.py'\n")
+    (tmp_path / "mine.py").write_text(f"_base_ = '{C.CONFIG_DIR / 'tiny_cpu.py'}'\ntrain_cfg = dict(max_epochs=2)\n")
+    with pytest.raises(UserError, match=r"none\.py: no _base_"):
+        C.load(tmp_path / "none.py")
+    with pytest.raises(UserError, match=r"two\.py: a detector variant takes ONE _base_"):
+        C.load(tmp_path / "two.py")
+    with pytest.raises(UserError, match="builds on an mmdet:: config"):
+        C.load(tmp_path / "other.py")
+    cfg = C.load(tmp_path / "mine.py")  # a path works, over one of ours
+    assert cfg.train_cfg.max_epochs == 2 and cfg.siim["size"] == 128 and cfg.siim["variant"] == "mine"
 
 
 def test_amp_and_weights_follow_siim_keys(monkeypatch):
@@ -258,7 +276,7 @@ def test_pseudo_label_filter_follows_the_first_place_rule():
     # thresholds are config
     loose = select(boxes, studies, image_study, PseudoRule.from_dict({"negative_max": 0.4, "min_box_score": 0.05}))
     assert set(loose["image_id"]) == {"keep", "neg", "lowbox", "third"}
-    with pytest.raises(UserError, match="unknown pseudo-label keys"):
+    with pytest.raises(UserError, match="unknown pseudo-label config key .neg_max. .did you mean .negative_max"):
         PseudoRule.from_dict({"neg_max": 0.2})
 
 

@@ -53,3 +53,18 @@ def test_unreadable_dicom_header_is_recorded_not_fatal(tmp_path):
     problems = []
     assert folds.read_patient_ids([str(bad), str(good)], problems) == ["", "p42"]
     assert len(problems) == 1 and "bad.dcm: cannot read PatientID" in problems[0]
+
+
+def test_split_fold_is_the_one_split_of_a_preprocess_table():
+    meta = pd.DataFrame({"image_id": list("abcdef"), "split": ["train"] * 4 + ["test"] * 2,
+                         "fold": [0, 1, 1, 0, -1, -1]})
+    tr, va = folds.split_fold(meta, 1)
+    assert list(tr["image_id"]) == ["a", "d"] and list(va["image_id"]) == ["b", "c"]  # test rows never
+    assert list(tr.index) == [0, 1] and list(va.index) == [0, 1]
+    with pytest.raises(folds.FoldSplitError, match="fold 7 not in meta.csv folds \\[0, 1\\]"):
+        folds.split_fold(meta, 7)
+    single = meta.assign(fold=-1)  # a set of a single patient group: preprocess writes fold -1
+    with pytest.raises(ValueError, match="4 train images without a fold.*'a', 'b', 'c'.*single patient group"):
+        folds.split_fold(single, 0)
+    with pytest.raises(folds.FoldSplitError, match="without a fold"):
+        folds.split_fold(meta.drop(columns="fold"), 0)

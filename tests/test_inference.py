@@ -30,7 +30,7 @@ def world(tmp_path_factory):
     pytest.importorskip("tensorflow")
     from siimcovid.preprocess.convert import PreprocessConfig, run as preprocess
     from siimcovid.study.config import load_config
-    from siimcovid.study.model import export_tiny_savedmodel
+    from siimcovid.classify.backbones import export_tiny_savedmodel
     from siimcovid.study.train import train_fold
     from siimcovid.dev.synthetic import cli as synth
 

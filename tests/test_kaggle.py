@@ -21,11 +21,11 @@ def test_every_stage_and_fold_is_rendered(kernels):
         assert set(kaggle.REQUIRED_KEYS) <= set(k.metadata)
 
 
-def test_internet_is_explicit_and_off_except_wheels(kernels):
+def test_internet_is_explicit_and_off_except_the_fetching_kernels(kernels):
     for k in kernels:
         # the client defaults enable_internet to TRUE when the key is missing
         assert isinstance(k.metadata["enable_internet"], bool)
-        assert k.metadata["enable_internet"] is (k.template == "wheels"), k.slug
+        assert k.metadata["enable_internet"] is (k.template in ("wheels", "weights")), k.slug
 
 
 def test_sources_link_the_stages(kernels):
@@ -160,11 +160,17 @@ def test_render_without_user_is_a_user_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("KAGGLE_CONFIG_DIR", raising=False)
     out = tmp_path / "k"
-    assert main(["kernels", "render", "--out", str(out)]) == 2
+    assert main(["kaggle", "render", "--out", str(out)]) == 2
     assert "pass --user USER" in capsys.readouterr().err and not out.exists()
-    assert main(["kernels", "render", "--out", str(out), "--placeholder-user"]) == 0
-    meta = json.loads((out / "siimcovid-wheels" / "kernel-metadata.json").read_text())
+    assert main(["kaggle", "render", "--out", str(out), "--placeholder-user"]) == 0
+    meta = json.loads((out / "kernels" / "siimcovid-wheels" / "kernel-metadata.json").read_text())
     assert meta["id"] == "KAGGLE_USER/siimcovid-wheels"
-    assert main(["kernels", "render", "--out", str(out), "--user", "bob"]) == 0
-    meta = json.loads((out / "siimcovid-train-study-fold-2" / "kernel-metadata.json").read_text())
+    assert "user KAGGLE_USER (from --placeholder-user" in capsys.readouterr().err
+    assert main(["kaggle", "render", "--out", str(out), "--user", "bob"]) == 0
+    meta = json.loads((out / "kernels" / "siimcovid-train-study-fold-2" / "kernel-metadata.json").read_text())
     assert meta["id"] == "bob/siimcovid-train-study-fold-2" and meta["enable_internet"] is False
+    assert f"{out / 'kernels' / 'siimcovid-train-study-fold-2'}  (bob/siimcovid-train-study-fold-2" \
+        in capsys.readouterr().out
+    assert main(["kaggle", "dataset", "--out", str(out), "--user", "bob"]) == 0
+    staged = json.loads((out / "siimcovid-utils" / "dataset-metadata.json").read_text())
+    assert staged["id"] == "bob/siimcovid-utils" and "datasets create -p" in capsys.readouterr().out

@@ -1,5 +1,6 @@
 """The kaggle command wrapper against a fake `kaggle` on PATH: refusals printed with exit 0 are
-errors, credentials are checked once with one message, secrets never reach the output."""
+errors, credentials are checked once with one message, secrets never reach the output. (`kaggle
+push` itself, against a fake Kaggle with state: tests/test_orchestrate.py.)"""
 from __future__ import annotations
 
 import json
@@ -10,6 +11,7 @@ import textwrap
 import pytest
 
 from siimcovid.kaggle import command as KC
+from siimcovid.kaggle.client import TERMINAL, Client
 from siimcovid.__main__ import main
 
 SECRET = "0123456789abcdef0123456789abcdef"
@@ -82,25 +84,22 @@ def test_the_command_is_found_on_path(fake_kaggle, monkeypatch):
 
 def test_push_refusal_with_exit_0_raises_the_message(fake_kaggle, monkeypatch, tmp_path):
     login(monkeypatch)
-    client = KC.Kaggle()
-    assert client.push(tmp_path) == 7
+    assert Client().push(tmp_path) == 7
     monkeypatch.setenv("FAKE_KAGGLE", "refused")
-    client = KC.Kaggle()
     with pytest.raises(KC.KaggleError, match="Notebook not found or access denied"):
-        client.push(tmp_path)
+        Client().push(tmp_path)
     # the server dropped a source but "pushed": the kernel would run without its input
     monkeypatch.setenv("FAKE_KAGGLE", "badsource")
     with pytest.raises(KC.KaggleError, match="not valid kernel sources.*alice/nope"):
-        KC.Kaggle().push(tmp_path)
+        Client().push(tmp_path)
 
 
 def test_status_parses_state_and_failure_message(fake_kaggle, monkeypatch):
     login(monkeypatch)
-    st = KC.Kaggle().status("alice/siimcovid-wheels")
-    assert (st.status, st.terminal, st.message) == ("RUNNING", False, None)
+    assert Client().status("alice/siimcovid-wheels") == ("RUNNING", "")
     monkeypatch.setenv("FAKE_KAGGLE", "error")
-    st = KC.Kaggle().status("alice/siimcovid-wheels")
-    assert st.status == "ERROR" and st.terminal and "more memory" in st.message
+    status, message = Client().status("alice/siimcovid-wheels")
+    assert status == "ERROR" and status in TERMINAL and "more memory" in message
 
 
 def test_credential_sources(tmp_path):
@@ -123,46 +122,30 @@ def test_credential_sources(tmp_path):
     assert KC.check_credentials({"KAGGLE_API_TOKEN": "t2"}, home).secrets == ("t2",)
 
 
-def test_status_without_credentials_is_one_message_and_no_kaggle_call(fake_kaggle, capsys):
-    assert main(["kernels", "status", "--user", "alice"]) == 2
+def test_status_without_credentials_is_one_message_and_no_kaggle_call(fake_kaggle, capsys, tmp_path):
+    assert main(["kaggle", "status", "--user", "alice", "--out", str(tmp_path / "k")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no Kaggle credentials found" in err, err
     assert fake_kaggle["calls"]() == [], "the client must not be run (it would print its banner per kernel)"
 
 
-def test_status_runs_the_client_once_per_kernel(fake_kaggle, monkeypatch, capsys):
+def test_status_runs_the_client_once_per_selected_kernel(fake_kaggle, monkeypatch, capsys, tmp_path):
     login(monkeypatch)
-    assert main(["kernels", "status", "--only", "siimcovid-wheels", "siimcovid-preprocess"]) == 0
+    assert main(["kaggle", "status", "--out", str(tmp_path / "k"),
+                 "--only", "siimcovid-wheels", "siimcovid-preprocess"]) == 0
     calls = fake_kaggle["calls"]()
     assert sorted(c[2] for c in calls) == ["alice/siimcovid-preprocess", "alice/siimcovid-wheels"]
-    assert "alice/siimcovid-wheels: RUNNING" in capsys.readouterr().out
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("    ")}
+    assert "not pushed (Kaggle: RUNNING)" in lines["siimcovid-wheels"]
+    assert lines["siimcovid-inference"].split()[-1] == "-"  # not selected: not asked
 
 
-def test_secrets_are_never_printed(fake_kaggle, monkeypatch, tmp_path, capsys):
+def test_secrets_are_never_printed(fake_kaggle, monkeypatch, tmp_path):
     login(monkeypatch)
     monkeypatch.setenv("FAKE_KAGGLE", "leak")
     with pytest.raises(KC.KaggleError) as e:
-        KC.Kaggle().push(tmp_path)
+        Client().push(tmp_path)
     assert SECRET not in str(e.value) and "***" in str(e.value)
-    # through the CLI: the refusal ends the push with exit 1, the key nowhere in the output
-    rc = main(["kernels", "push", "--out", str(tmp_path / "k"), "--only", "siimcovid-wheels"])
-    out = capsys.readouterr()
-    assert rc == 1 and "bad key ***" in out.err
-    assert SECRET not in out.out + out.err
-    assert SECRET not in "".join(p.read_text() for p in (tmp_path / "k").rglob("*") if p.is_file())
-
-
-def test_push_passes_no_accelerator_flag_and_only_selected_kernels(fake_kaggle, monkeypatch, tmp_path, capsys):
-    login(monkeypatch)
-    rc = main(["kernels", "push", "--out", str(tmp_path / "k"), "--only", "siimcovid-train-study-fold-1",
-               "siimcovid-inference", "--accelerator", "NvidiaL4"])
-    assert rc == 0
-    calls = fake_kaggle["calls"]()
-    assert [c[:2] for c in calls] == [["kernels", "push"]] * 2 and not any("--accelerator" in c for c in calls)
-    meta = {p.parent.name: json.loads(p.read_text()) for p in (tmp_path / "k").glob("*/kernel-metadata.json")}
-    assert meta["siimcovid-train-study-fold-1"]["machine_shape"] == "NvidiaL4"
-    assert meta["siimcovid-inference"]["machine_shape"] == "NvidiaTeslaT4"  # not meant for it
-    assert "pushed alice/siimcovid-inference version 7" in capsys.readouterr().out
 
 
 def test_missing_executable_is_a_user_error(monkeypatch, tmp_path):

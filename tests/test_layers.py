@@ -1,5 +1,6 @@
-"""The package's layers: every module imports, no import cycle, and no module imports a higher
-layer (imports inside functions count: a lazy import still ties the two modules together)."""
+"""The package's layers: every module imports, no import cycle between any two siimcovid modules (also
+two of one package), and no module imports a higher layer (imports inside functions count: a lazy
+import still ties the two modules together)."""
 from __future__ import annotations
 
 import ast
@@ -75,30 +76,71 @@ def layer_violations(graph: dict[str, set[str]]) -> list[str]:
     return sorted(bad)
 
 
-def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
-    """One import cycle between two different top-level modules / packages, or None."""
-    tops: dict[str, set[str]] = {}
-    for mod, deps in graph.items():
-        tops.setdefault(_top(mod), set()).update(_top(d) for d in deps if _top(d) != _top(mod))
-    state: dict[str, int] = {}
+def module_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every import circle between siimcovid modules, also two modules of one package: the strongly
+    connected components of more than one module, each sorted, and one path round it is `cycle_path`.
+
+    Importing `siimcovid.a.b` also runs `siimcovid/a/__init__.py`; that implicit edge is not drawn,
+    because `test_package_inits_import_nothing_of_their_own` keeps every `__init__` free of imports from
+    its own package, so such an edge can never close a circle."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
     stack: list[str] = []
+    found: list[list[str]] = []
 
-    def visit(n: str) -> list[str] | None:
-        state[n] = 1
+    def visit(n: str) -> None:  # Tarjan; the graph is ~100 nodes, recursion depth is no concern
+        index[n] = low[n] = len(index)
         stack.append(n)
-        for m in sorted(tops.get(n, ())):
-            if state.get(m) == 1:
-                return stack[stack.index(m):] + [m]
-            if m not in state and (c := visit(m)):
-                return c
-        stack.pop()
-        state[n] = 2
-        return None
+        on_stack.add(n)
+        for m in sorted(graph.get(n, ())):
+            if m not in graph:
+                continue
+            if m not in index:
+                visit(m)
+                low[n] = min(low[n], low[m])
+            elif m in on_stack:
+                low[n] = min(low[n], index[m])
+        if low[n] == index[n]:
+            comp = []
+            while True:
+                m = stack.pop()
+                on_stack.discard(m)
+                comp.append(m)
+                if m == n:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
 
-    for n in sorted(tops):
-        if n not in state and (c := visit(n)):
-            return c
-    return None
+    for n in sorted(graph):
+        if n not in index:
+            visit(n)
+    return sorted(found)
+
+
+def cycle_path(graph: dict[str, set[str]], comp: list[str]) -> list[str]:
+    """One circle through a component's first module: `a -> b -> ... -> a`."""
+    members, start = set(comp), comp[0]
+    prev: dict[str, str] = {}
+    todo = [start]
+    while todo:  # breadth first, so the path shown is a shortest one
+        n = todo.pop(0)
+        for m in sorted(graph[n] & members):
+            if m == start:
+                path = [n]
+                while path[-1] != start:
+                    path.append(prev[path[-1]])
+                return path[::-1] + [start]
+            if m not in prev:
+                prev[m] = n
+                todo.append(m)
+    raise AssertionError(f"no circle through {start}")
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import circle between any two siimcovid modules (as `a -> b -> a`), or None."""
+    cycles = module_cycles(graph)
+    return cycle_path(graph, cycles[0]) if cycles else None
 
 
 def test_every_module_imports():
@@ -108,10 +150,20 @@ def test_every_module_imports():
 
 def test_no_cycle_and_no_import_from_a_higher_layer():
     graph = import_graph()
-    assert find_cycle(graph) is None, f"import cycle: {' -> '.join(find_cycle(graph))}"
+    cycles = [f"{' -> '.join(cycle_path(graph, c))} (all of {c})" for c in module_cycles(graph)]
+    assert cycles == [], "import cycles:\n" + "\n".join(cycles)
     assert layer_violations(graph) == []
     # the cycle this test was written for
     assert not any(d.startswith("siimcovid.preprocess.convert") for d in graph["siimcovid.preprocess.tfrecords"])
+
+
+def test_package_inits_import_nothing_of_their_own():
+    # the premise of module_cycles leaving out the implicit submodule -> package edge
+    graph = import_graph()
+    for path in ROOT.rglob("__init__.py"):
+        pkg = _name(path, ROOT)
+        own = sorted(d for d in graph[pkg] if d.startswith(pkg + "."))
+        assert own == [], f"{path} imports its own submodules {own}"
 
 
 def test_the_checks_can_fail(tmp_path):
@@ -120,6 +172,18 @@ def test_the_checks_can_fail(tmp_path):
     (pkg / "__init__.py").write_text("")
     (pkg / "layout.py").write_text("def f():\n    from .inference import run\n")
     (pkg / "inference.py").write_text("from . import layout\n")
+    # a circle inside one package, through a lazy import and an absolute one
+    (pkg / "detect").mkdir()
+    (pkg / "detect" / "__init__.py").write_text("")
+    (pkg / "detect" / "train.py").write_text("from .predict import predict\n")
+    (pkg / "detect" / "predict.py").write_text("def f():\n    from siimcovid.detect.train import X\n")
+    (pkg / "detect" / "merge.py").write_text("from siimcovid.detect import predict\n")  # no circle
     graph = import_graph(pkg)
-    assert find_cycle(graph) in (["inference", "layout", "inference"], ["layout", "inference", "layout"])
+    assert module_cycles(graph) == [
+        ["siimcovid.detect.predict", "siimcovid.detect.train"],
+        ["siimcovid.inference", "siimcovid.layout"],
+    ]
+    assert find_cycle(graph) == ["siimcovid.detect.predict", "siimcovid.detect.train", "siimcovid.detect.predict"]
+    assert cycle_path(graph, ["siimcovid.inference", "siimcovid.layout"]) == [
+        "siimcovid.inference", "siimcovid.layout", "siimcovid.inference"]
     assert layer_violations(graph) == ["siimcovid.layout (layer 1) imports siimcovid.inference (layer 6)"]

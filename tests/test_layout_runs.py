@@ -59,6 +59,47 @@ def test_sizes_errors_and_pixel_settings(tmp_path):
     assert layout.pixel_settings(None) == {}
 
 
+def test_pick_size_and_find_preprocess(tmp_path):
+    for s in (64, 256):
+        (tmp_path / "pre" / "images" / str(s)).mkdir(parents=True)
+    pre = tmp_path / "pre"
+    assert layout.pick_size(pre, 48) == 64 and layout.pick_size(pre, 100) == 256 and layout.pick_size(pre, 512) == 256
+    assert layout.pick_size(pre, 512, src_size=64) == 64
+    with pytest.raises(FileNotFoundError, match="128: not there; sizes found \\[64, 256\\]"):
+        layout.pick_size(pre, 64, src_size=128)
+    with pytest.raises(FileNotFoundError, match="tfrecords: no tfrecords/<size>/ folders"):
+        layout.pick_size(pre, 64, input_format="tfrecord")
+    with pytest.raises(layout.MissingPreprocess, match="meta.csv.*pass --preprocess"):
+        layout.find_preprocess(tmp_path)
+    (pre / layout.META_CSV).write_text("image_id,study_id,split\n")
+    assert layout.find_preprocess(tmp_path) == pre
+
+
+def test_write_subset_keeps_the_rows_asked_for_and_links_their_images(tmp_path):
+    pre, out = tmp_path / "pre", tmp_path / "sub"
+    meta = pd.DataFrame({"image_id": ["t1", "t2", "t3", "r1"], "study_id": ["s", "s", "u", "v"],
+                         "split": ["test", "test", "test", "train"], "boxes": ["[]"] * 4})
+    pre.mkdir()
+    meta.to_csv(pre / layout.META_CSV, index=False)
+    for size in (32, 64):
+        for i, split in zip(meta["image_id"], meta["split"]):
+            p = layout.image_path(pre, size, split, i)
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(f"{i}@{size}".encode())
+    layout.image_path(pre, 64, "test", "t2").unlink()  # a PNG that failed: no link, the row stays
+    (out / "stale").mkdir(parents=True)
+    assert layout.write_subset(pre, out, split="test", n=2) == out
+    assert not (out / "stale").exists()  # replaced, not merged
+    assert list(layout.read_meta(out)["image_id"]) == ["t1", "t2"]
+    assert layout.available_sizes(out) == [32, 64]
+    assert layout.image_path(out, 64, "test", "t1").read_bytes() == b"t1@64"
+    assert layout.image_path(out, 32, "test", "t2").is_file() and not layout.image_path(out, 64, "test", "t2").exists()
+    assert not layout.image_path(out, 32, "test", "t3").exists()
+    layout.write_subset(pre, out, ["r1", "t3"])
+    assert list(layout.read_meta(out)["image_id"]) == ["t3", "r1"]
+    assert layout.image_path(out, 32, "train", "r1").read_bytes() == b"r1@32"
+
+
 def make_fold(d, name="exp", **files):
     d.mkdir(parents=True)
     runs.write_config(d, {"name": name, "image_size": 64}, **files)
@@ -98,7 +139,17 @@ def test_write_config_records_the_resolved_source_size(tmp_path):
 
     d = tmp_path / "fold0"
     runs.write_config(d, Cfg())
-    assert runs.read_config(d)["src_size"] is None and runs.src_size(d) is None
+    assert runs.read_config(d)["src_size"] is None and runs.src_size(d) == 64  # nothing recorded: the input size
+    pre = tmp_path / "pre"
+    for size in (32, 80, 256):
+        (pre / "images" / str(size)).mkdir(parents=True)
+    assert runs.src_size(d, train_pre=pre) == 80  # what training would pick: the smallest S >= 64
+    assert runs.src_size(d, train_pre=tmp_path / "no_pre") == 64
+    det = tmp_path / "det" / "fold0"
+    runs.write_config(det, {"siim": {"size": 320}})
+    assert runs.src_size(det) == 320  # a detector config that predates src_size
+    runs.write_config(det, {"siim": {}})
+    assert runs.src_size(det) is None
     (d / runs.SCORES_JSON).write_text(json.dumps({"data": {"src_size": 96}}))
     assert runs.src_size(d) == 96  # an older fold: what training picked
     runs.write_config(d, Cfg(), src_size=128)

@@ -34,7 +34,8 @@ def test_graph_order_and_generated_sources(graph):
     assert set(by["siimcovid-inference"].kernel.metadata["kernel_sources"]) == {
         "alice/siimcovid-wheels", "alice/siimcovid-preprocess", *(f"alice/{f}" for f in FOLDS + BINARY),
         *(f"alice/siimcovid-train-det-r1-fold-{k}" for k in range(5))}  # the ensemble's detector members
-    assert by[BINARY[3]].kernel.metadata["kernel_sources"] == ["alice/siimcovid-wheels", "alice/siimcovid-preprocess"]
+    assert by[BINARY[3]].kernel.metadata["kernel_sources"] == ["alice/siimcovid-wheels", "alice/siimcovid-preprocess",
+                                                                "alice/siimcovid-weights"]
     assert by["siimcovid-wheels"].kernel.metadata["kernel_sources"] == []
     assert [n.slug for n in graph.sinks()] == ["siimcovid-inference"]  # every fold kernel feeds the ensemble
     assert G.check(graph) == ([], [])
@@ -48,7 +49,7 @@ def test_plan_renders_every_kernel_without_graph_keys(tmp_path, capsys):
     for d in (tmp_path / "kernels").iterdir():
         meta = json.loads((d / "kernel-metadata.json").read_text())
         assert "needs" not in meta and "_render" not in meta
-        assert isinstance(meta["enable_internet"], bool) and meta["enable_internet"] is (d.name == "siimcovid-wheels")
+        assert isinstance(meta["enable_internet"], bool) and meta["enable_internet"] is (d.name in ("siimcovid-wheels", "siimcovid-weights"))
         assert (d / meta["code_file"]).is_file()
     nb = json.loads((tmp_path / "kernels" / "siimcovid-train-study-fold-3" / "train-study.ipynb").read_text())
     assert "fold = 3" in "".join("".join(c["source"]) for c in nb["cells"])

@@ -14,7 +14,8 @@ import pytest
 
 from siimcovid.preprocess import dicom
 from siimcovid.boxes import Resize
-from siimcovid.preprocess.convert import PreprocessConfig, image_path, read_meta, run
+from siimcovid.layout import image_path, read_meta
+from siimcovid.preprocess.convert import PreprocessConfig, run
 from siimcovid.dev.synthetic import TRANSFER_SYNTAXES, SynthConfig, generate, write_dicom
 
 pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR UI", "ignore:The least populated class")

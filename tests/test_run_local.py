@@ -109,7 +109,7 @@ def test_a_rerun_upstream_reruns_what_reads_it(tmp_path, data):
 def test_only_needs_its_inputs_to_have_run(tmp_path, data):
     with pytest.raises(UserError, match="run it first"):
         _run(data, tmp_path / "out", Recorder(), "--only", "inference")
-    with pytest.raises(UserError, match="profile 'nope' not found"):
+    with pytest.raises(UserError, match="local config 'nope' not found .*demo, full, tiny"):
         L.cli(["--data", str(data), "--out", str(tmp_path), "--profile", "nope"], executor=Recorder())
 
 
@@ -120,6 +120,20 @@ def test_param_adds_to_the_profile(tmp_path, data):
     assert rec.calls[0]["params"] == {"dry_run": True, "build_mmcv": True, "require_cuda": False, "out_dir": "x"}
     with pytest.raises(UserError, match="STAGE.KEY=VALUE"):
         _run(data, tmp_path / "out", rec, "--param", "sizes=[1]")
+
+
+def test_a_profile_file_is_a_variant_of_configs_local(tmp_path, data):
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("_base_: %s\nparams: {wheels: {dry_run: false}}\n" % (L.variants.stage_dir("local") / "tiny.yaml"))
+    profile = L.load_profile(str(mine))  # _base_ chains like every other config
+    assert profile["name"] == "mine" and profile["repeat"]["train-study-fold"] == {"fold": [0, 1]}
+    # mappings merge key by key over the base's
+    assert profile["params"]["wheels"] == {"dry_run": False, "build_mmcv": False, "require_cuda": False}
+    assert profile["params"]["preprocess"]["sizes"] == [64, 128]
+    (tmp_path / "typo.yaml").write_text("repet: {}\n")
+    with pytest.raises(UserError, match=r"typo\.yaml: unknown local config key 'repet' \(did you mean 'repeat'"):
+        L.cli(["--data", str(data), "--out", str(tmp_path), "--profile", str(tmp_path / "typo.yaml")],
+              executor=Recorder())
 
 
 def test_the_wheels_notebook_runs_under_papermill(tmp_path, data):

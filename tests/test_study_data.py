@@ -8,8 +8,10 @@ import pytest
 
 import siimcovid  # noqa: F401  (before TensorFlow)
 from siimcovid.boxes import Resize, paint_mask
+from siimcovid import layout, variants
+from siimcovid.classify import data as D
 from siimcovid.study import config as C
-from siimcovid.study import dataset as D
+from siimcovid.study.task import STUDY
 
 tf = pytest.importorskip("tensorflow")
 
@@ -19,11 +21,11 @@ tf = pytest.importorskip("tensorflow")
 def test_every_variant_loads(name):
     cfg = C.load_config(name, overrides={"teacher": "x"} if "noisy" in name else None)
     assert cfg.name == name
-    values = C.read_variant(C.variant_path(name))  # with its _base_ chain
+    values = variants.read_variant(variants.variant_path(C.STAGE, name))  # with its _base_ chain
     assert values, name
     for key, value in values.items():
         if not (key == "teacher" and value is None):  # overridden above
-            assert getattr(cfg, key) == C._coerce(key, value), key
+            assert getattr(cfg, key) == variants.coerce(C.StudyConfig, key, value), key
 
 
 def test_base_chain_and_sets():
@@ -55,25 +57,25 @@ def test_config_errors_name_the_problem(tmp_path):
 def test_meta_split_and_boxed_only(study_preprocess, tmp_path):
     meta = D.load_meta(study_preprocess, 64)
     assert set(meta["split"]) == {"train", "test"} and len(meta) == 22
-    tr, va = D.train_val_split(meta, 0)
+    tr, va = STUDY.split(meta, C.StudyConfig(fold=0))
     assert set(tr["fold"]) == {1} and set(va["fold"]) == {0}
     assert not set(tr["study_id"]) & set(va["study_id"])
     # study st01 (typical) has a boxed and an unboxed image: boxed-only keeps one of them
-    tr1, _ = D.train_val_split(meta, 0, positive_boxed_only=True)
+    tr1, _ = STUDY.split(meta, C.StudyConfig(fold=0, positive_boxed_only=True))
     assert "img011" in set(tr["image_id"]) and "img011" not in set(tr1["image_id"])
     assert (tr1["study_label"] == 0).sum() == (tr["study_label"] == 0).sum()
     with pytest.raises(ValueError, match="fold 7"):
-        D.train_val_split(meta, 7)
+        STUDY.split(meta, C.StudyConfig(fold=7))
     unlabelled = meta.copy()
     unlabelled.loc[unlabelled["image_id"] == "img020", "study_label"] = -1
     with pytest.raises(ValueError, match=r"1 train images without a study label.*img020"):
-        D.train_val_split(unlabelled, 0)
+        STUDY.split(unlabelled, C.StudyConfig(fold=0))
 
 
 def test_onehot_rejects_labels_out_of_range():
-    np.testing.assert_array_equal(D.onehot(np.array([3, 0])), [[0, 0, 0, 1], [1, 0, 0, 0]])
+    np.testing.assert_array_equal(D.onehot(np.array([3, 0]), 4), [[0, 0, 0, 1], [1, 0, 0, 0]])
     with pytest.raises(ValueError, match=r"0\.\.3.*\[-1\]"):
-        D.onehot(np.array([1, -1]))  # would otherwise become "atypical"
+        D.onehot(np.array([1, -1]), 4)  # would otherwise become "atypical"
 
 
 def test_boxes_are_scaled_by_the_resize_plan():
@@ -103,9 +105,9 @@ def test_missing_png_is_skipped_and_bad_boxes_named(study_preprocess, tmp_path):
     meta.to_csv(root / "meta.csv", index=False)
     with pytest.raises(ValueError, match="meta.csv image img010"):
         D.load_meta(root, 64)
-    assert D.pick_src_size(root, 48) == 64 and D.pick_src_size(root, 512) == 64
+    assert layout.pick_size(root, 48) == 64 and layout.pick_size(root, 512) == 64
     with pytest.raises(FileNotFoundError, match="sizes found"):
-        D.pick_src_size(root, 64, src_size=128)
+        layout.pick_size(root, 64, src_size=128)
 
 
 # ------------------------------------------------------------------ masks
@@ -124,7 +126,7 @@ def _cfg(**kw):
 def _batch(study_preprocess, cfg, training):
     meta = D.load_meta(study_preprocess, 64, "train")
     boxed = meta[meta["boxes_src"].map(len) > 0].reset_index(drop=True)
-    targets = D.onehot(boxed["study_label"].to_numpy())
+    targets = D.onehot(boxed["study_label"].to_numpy(), 4)
     ds = D.make_train_dataset(boxed, targets, cfg, 64, training=training, batch_size=len(boxed))
     x, y = next(iter(ds))
     return x.numpy(), y["seg"].numpy(), y["cls"].numpy(), boxed
@@ -139,7 +141,7 @@ def test_dataset_without_augmentation_aligns_exactly(study_preprocess):
     x, seg, cls, boxed = _batch(study_preprocess, cfg, training=False)
     assert x.shape == (len(boxed), 64, 64, 3) and seg.shape == (len(boxed), 64, 64, 1)
     assert 0.0 <= x.min() and x.max() <= 1.0
-    np.testing.assert_array_equal(cls, D.onehot(boxed["study_label"].to_numpy()))
+    np.testing.assert_array_equal(cls, D.onehot(boxed["study_label"].to_numpy(), 4))
     for i in range(len(boxed)):
         assert _iou(x[i, ..., 0] > 0.5, seg[i, ..., 0] > 0.5) > 0.99
 
@@ -205,7 +207,7 @@ def test_unknown_mask_rows_are_flagged(study_preprocess):
     assert [len(b) > 0 for b in meta["boxes_src"]] == [False, True, False, True]
     cfg = _cfg()
     known = np.array([True, False, False, True])
-    ds = D.make_train_dataset(meta, D.onehot(meta["study_label"].to_numpy()), cfg, 64, mask_known=known,
+    ds = D.make_train_dataset(meta, D.onehot(meta["study_label"].to_numpy(), 4), cfg, 64, mask_known=known,
                               training=False, batch_size=4)
     _, y = next(iter(ds))
     seg = y["seg"].numpy()

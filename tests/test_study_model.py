@@ -19,21 +19,31 @@ tf = pytest.importorskip("tensorflow")
 from siimcovid.data import STUDY_CLASSES  # noqa: E402
 from siimcovid.study import config as C  # noqa: E402
 from siimcovid.study import evaluate as E  # noqa: E402
+from siimcovid.classify import backbones as B  # noqa: E402
+from siimcovid.classify.runtime import keras  # noqa: E402
+from siimcovid.classify.train import masked_bce_jaccard  # noqa: E402
 from siimcovid.ensemble import study_merge as SM  # noqa: E402
+from siimcovid.study import predict as P  # noqa: E402
+from siimcovid.study import teacher  # noqa: E402
 from siimcovid.tables import PROB_COLS, TTA_COLS  # noqa: E402
-from siimcovid.study import model as M  # noqa: E402
 from siimcovid.study import train as T  # noqa: E402
+from siimcovid.study.task import STUDY  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def hubs(tmp_path_factory):
     root = tmp_path_factory.mktemp("hub")
-    return {"endpoints": str(M.export_tiny_savedmodel(root / "ep", endpoints=True)),
-            "vector": str(M.export_tiny_savedmodel(root / "vec", endpoints=False))}
+    return {"endpoints": str(B.export_tiny_savedmodel(root / "ep", endpoints=True)),
+            "vector": str(B.export_tiny_savedmodel(root / "vec", endpoints=False))}
 
 
 def _cfg(**kw):
     return replace(C.load_config("tiny_cpu", sets=["mixed_precision=off"]), **kw)
+
+
+def build(cfg):
+    """The study classifier: the core's builder with the study task's head."""
+    return B.build_model(cfg, STUDY.n_outputs, STUDY.activation)
 
 
 def _xy(n=2, size=64, seed=0):
@@ -48,7 +58,7 @@ def _xy(n=2, size=64, seed=0):
 @pytest.mark.parametrize("kind,design", [("endpoints", "fpn_on_endpoints"), ("vector", "side_film")])
 def test_hub_model_mask_loss_reaches_backbone(hubs, kind, design):
     cfg = _cfg(hub_handle=hubs[kind])
-    model = M.build_model(cfg)
+    model = build(cfg)
     assert model.aux_design == design
     x, y = _xy()
     out = model(x)
@@ -57,7 +67,7 @@ def test_hub_model_mask_loss_reaches_backbone(hubs, kind, design):
     backbone = model.get_layer("backbone").trainable_weights
     assert backbone, "hub layer must be trainable"
     with tf.GradientTape() as tape:
-        seg_loss = M.masked_bce_jaccard(y["seg"], model(x, training=True)["seg"])
+        seg_loss = masked_bce_jaccard(y["seg"], model(x, training=True)["seg"])
     grads = tape.gradient(seg_loss, backbone)
     assert any(g is not None and float(tf.reduce_sum(tf.abs(g))) > 0 for g in grads)
 
@@ -67,7 +77,7 @@ def test_hub_model_under_mixed_precision(hubs):
 
     tf_keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
-        model = M.build_model(_cfg(hub_handle=hubs["endpoints"]))
+        model = build(_cfg(hub_handle=hubs["endpoints"]))
         out = model(_xy()[0])
     finally:
         tf_keras.mixed_precision.set_global_policy("float32")
@@ -76,24 +86,24 @@ def test_hub_model_under_mixed_precision(hubs):
 
 def test_sm_fpn_aux_model_trains_with_both_losses():
     cfg = C.load_config("tiny_fpn_cpu", sets=["drop_path=0.2"])
-    model = M.build_model(cfg)
+    model = build(cfg)
     assert model.aux_design == "sm_fpn"
     inner = model.get_layer(f"fpn_{cfg.sm_backbone}")
     assert any(layer.name.endswith("drop") for layer in inner.layers), "stochastic depth reached the encoder"
     x, y = _xy()
-    opt = M.keras().optimizers.SGD(0.01)
+    opt = keras().optimizers.SGD(0.01)
     before = [w.numpy().copy() for w in model.get_layer("cls").trainable_weights]
     with tf.GradientTape() as tape:
         out = model(x, training=True)
-        cls_loss = tf.reduce_mean(M.keras().losses.categorical_crossentropy(y["cls"], out["cls"]))
-        seg_loss = M.masked_bce_jaccard(y["seg"], out["seg"])
+        cls_loss = tf.reduce_mean(keras().losses.categorical_crossentropy(y["cls"], out["cls"]))
+        seg_loss = masked_bce_jaccard(y["seg"], out["seg"])
         loss = cls_loss + 0.5 * seg_loss
     grads = tape.gradient(loss, model.trainable_weights)
     assert all(np.isfinite(float(v)) for v in (cls_loss, seg_loss))
     assert sum(g is not None for g in grads) > 0.9 * len(grads)
     opt.apply_gradients([(g, w) for g, w in zip(grads, model.trainable_weights) if g is not None])
     assert any(not np.allclose(b, w.numpy()) for b, w in zip(before, model.get_layer("cls").trainable_weights))
-    no_drop = M.build_model(C.load_config("tiny_fpn_cpu", sets=["drop_path=0.0", "aux_seg=false"]))
+    no_drop = build(C.load_config("tiny_fpn_cpu", sets=["drop_path=0.0", "aux_seg=false"]))
     assert set(no_drop(x)) == {"cls"}
     assert not any(layer.name.endswith("drop") for layer in no_drop.get_layer("fpn_efficientnetb0").layers)
 
@@ -106,16 +116,16 @@ def test_masked_loss_skips_unknown_masks():
     pred = rng.random(seg.shape).astype(np.float32)
     pred2 = pred.copy()
     pred2[2] = rng.random(pred2[2].shape)
-    a, b = float(M.masked_bce_jaccard(seg, pred)), float(M.masked_bce_jaccard(seg, pred2))
+    a, b = float(masked_bce_jaccard(seg, pred)), float(masked_bce_jaccard(seg, pred2))
     assert a == pytest.approx(b, rel=1e-6)
     pred3 = pred.copy()
     pred3[0] = 1.0 - pred3[0]
-    assert float(M.masked_bce_jaccard(seg, pred3)) != pytest.approx(a, rel=1e-3)
+    assert float(masked_bce_jaccard(seg, pred3)) != pytest.approx(a, rel=1e-3)
 
 
 def test_bad_hub_handle_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="saved_model.pb"):
-        M.resolve_hub_handle(str(tmp_path))
+        B.resolve_hub_handle(str(tmp_path))
 
 
 # ------------------------------------------------------------------ metric, TTA, aggregation
@@ -140,19 +150,19 @@ def test_aggregate_mean_and_max():
 
 
 def test_hflip_tta_is_mean_of_plain_and_mirrored(hubs, study_preprocess):
-    from siimcovid.study.dataset import load_meta
+    from siimcovid.classify.data import load_meta
 
     cfg = _cfg(hub_handle=hubs["endpoints"], batch_size=4)
-    model = M.build_model(cfg)
+    model = build(cfg)
     df = load_meta(study_preprocess, 64, "train").head(5)
-    pred = E.predict_frame(model, df, cfg, tta=True)
+    pred = P.predict_frame(model, df, cfg, tta=True)
     imgs = np.stack([np.repeat(tf.io.decode_png(tf.io.read_file(p), 1).numpy()[..., :1], 3, -1) for p in df["path"]])
     imgs = imgs.astype(np.float32) / 255.0
     # independent reference: the model on the images and on their mirror (NHWC, flip W), averaged
     direct = (model(imgs)["cls"].numpy() + model(imgs[:, :, ::-1, :].copy())["cls"].numpy()) / 2.0
     np.testing.assert_allclose(pred[TTA_COLS].to_numpy(), direct, atol=1e-4)
     assert not np.allclose(pred[TTA_COLS].to_numpy(), pred[PROB_COLS].to_numpy())
-    off = E.predict_frame(model, df, cfg, tta=False)
+    off = P.predict_frame(model, df, cfg, tta=False)
     np.testing.assert_allclose(off[TTA_COLS].to_numpy(), off[PROB_COLS].to_numpy())
 
 
@@ -280,7 +290,7 @@ def test_noisy_student_round2_uses_round1_predictions(round1, study_preprocess):
 
 
 def test_student_targets_blend_teacher_and_labels(tmp_path):
-    from siimcovid.study.dataset import onehot
+    from siimcovid.classify.data import onehot
 
     t = tmp_path / "teacher" / "fold0"
     t.mkdir(parents=True)
@@ -293,8 +303,8 @@ def test_student_targets_blend_teacher_and_labels(tmp_path):
     train = pd.DataFrame({"image_id": ["a", "b", "c"], "study_label": [1, 0, 3], "boxes_src": [[], [], []]})
     test = pd.DataFrame({"image_id": ["x", "y"], "study_label": [-1, -1], "boxes_src": [[], []]})
     cfg = replace(C.StudyConfig(), round=2, teacher=str(tmp_path / "teacher"), soft_weight=0.6)
-    rows, targets, known, info = T.student_targets(train, test, cfg)
-    hard = onehot(np.array([1, 0, 3]))
+    rows, targets, known, info = teacher.student_targets(train, test, cfg)
+    hard = onehot(np.array([1, 0, 3]), len(STUDY_CLASSES))
     np.testing.assert_allclose(targets[:2], 0.6 * soft + 0.4 * hard[:2], rtol=1e-6)
     np.testing.assert_allclose(targets[2], hard[2])  # no teacher prediction: label kept
     assert list(rows["image_id"]) == ["a", "b", "c", "x"] and list(known) == [True, True, True, False]
@@ -302,7 +312,7 @@ def test_student_targets_blend_teacher_and_labels(tmp_path):
     assert info["n_pseudo_test"] == 1 and info["n_without_teacher"] == 1
     (t / "oof.csv").write_text("image_id,study_id\na,s\n")  # a broken teacher file stops the round, named
     with pytest.raises(ValueError, match=r"fold0.oof\.csv: missing columns"):
-        T.student_targets(train, test, cfg)
+        teacher.student_targets(train, test, cfg)
 
 
 def test_cli_makes_tiny_hub_and_prints_config(tmp_path, capsys):
@@ -328,11 +338,11 @@ def test_sm_encoder_weights_load_from_a_local_h5(tmp_path, monkeypatch):
     enc.save_weights(str(h5))
     monkeypatch.setenv("SIIM_INPUT", str(tmp_path))
     for ref in (str(h5), "effb0_notop.h5"):  # a path, or a file name found under the input roots
-        model = M.build_model(C.load_config("tiny_fpn_cpu", sets=[f"sm_encoder_weights={ref}", "aux_seg=false"]))
+        model = build(C.load_config("tiny_fpn_cpu", sets=[f"sm_encoder_weights={ref}", "aux_seg=false"]))
         got = model.get_layer("fpn_efficientnetb0").get_layer("stem_conv").get_weights()[0]
         np.testing.assert_allclose(got, stem_new)
     with pytest.raises(FileNotFoundError, match="missing.h5"):
-        M.resolve_encoder_weights("missing.h5")
+        B.resolve_encoder_weights("missing.h5")
 
 
 def test_merge_defaults_to_the_folds_own_aggregation(round1, tmp_path):

@@ -16,9 +16,11 @@ import siimcovid  # noqa: F401  (before TensorFlow)
 
 tf = pytest.importorskip("tensorflow")
 
+from siimcovid import layout  # noqa: E402
+from siimcovid.classify import data as D  # noqa: E402
 from siimcovid.study import config as C  # noqa: E402
-from siimcovid.study import dataset as D  # noqa: E402
 from siimcovid.study import evaluate as E  # noqa: E402
+from siimcovid.study import predict as P  # noqa: E402
 from siimcovid.tables import PROB_COLS, TTA_COLS  # noqa: E402
 
 SIZE = 64
@@ -44,7 +46,7 @@ def _cfg(**kw):
 
 
 def _batch(df, cfg):
-    ds = D.make_train_dataset(df, D.onehot(df["study_label"].to_numpy()), cfg, SIZE, training=False,
+    ds = D.make_train_dataset(df, D.onehot(df["study_label"].to_numpy(), 4), cfg, SIZE, training=False,
                               batch_size=len(df))
     x, y = next(iter(ds))
     return x.numpy(), y["seg"].numpy(), y["cls"].numpy()
@@ -54,7 +56,7 @@ def test_meta_from_shards_matches_pngs(pre, tmp_path):
     png = D.load_meta(pre, SIZE)
     rec = D.load_meta(pre, SIZE, input_format="tfrecord")
     assert list(rec["image_id"]) == list(png["image_id"]) and rec["shard"].notna().all()
-    assert D.pick_src_size(pre, 32, input_format="tfrecord") == SIZE
+    assert layout.pick_size(pre, 32, input_format="tfrecord") == SIZE
     # a meta row without a record is dropped and logged, like a missing PNG
     import shutil
 
@@ -65,7 +67,7 @@ def test_meta_from_shards_matches_pngs(pre, tmp_path):
     pd.concat([meta, extra]).to_csv(root / "meta.csv", index=False)
     assert "no_record" not in set(D.load_meta(root, SIZE, input_format="tfrecord")["image_id"])
     with pytest.raises(FileNotFoundError, match="tfrecords"):
-        D.pick_src_size(root / "nowhere", 64, input_format="tfrecord")
+        layout.pick_size(root / "nowhere", 64, input_format="tfrecord")
 
 
 @pytest.mark.parametrize("image_size", [SIZE, SIZE // 2])
@@ -117,8 +119,8 @@ def test_prediction_order_follows_the_rows(pre):
     cfg = _cfg(image_size=SIZE, batch_size=4)
     png = D.load_meta(pre, SIZE)
     rec = D.load_meta(pre, SIZE, input_format="tfrecord").sample(frac=1.0, random_state=1).reset_index(drop=True)
-    a = E.predict_frame(model, png, cfg).set_index("image_id")
-    b = E.predict_frame(model, rec, cfg)
+    a = P.predict_frame(model, png, cfg).set_index("image_id")
+    b = P.predict_frame(model, rec, cfg)
     assert list(b["image_id"]) == list(rec["image_id"])
     np.testing.assert_allclose(b[PROB_COLS + TTA_COLS].to_numpy(),
                                a.loc[b["image_id"], PROB_COLS + TTA_COLS].to_numpy(), rtol=1e-5, atol=1e-6)
@@ -127,11 +129,11 @@ def test_prediction_order_follows_the_rows(pre):
 
 @pytest.fixture(scope="module")
 def runs(pre, tmp_path_factory):
-    from siimcovid.study import model as M
+    from siimcovid.classify.backbones import export_tiny_savedmodel
     from siimcovid.study import train as T
 
     root = tmp_path_factory.mktemp("study_tfr_work")
-    hub = str(M.export_tiny_savedmodel(root / "hub", endpoints=True))
+    hub = str(export_tiny_savedmodel(root / "hub", endpoints=True))
     base = dict(hub_handle=hub, preprocess=str(pre), workdir=str(root / "work"), batch_size=4, verbose=0,
                 fold=0, epochs=1, steps_per_epoch=2, image_size=SIZE)
     out = {}

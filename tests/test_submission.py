@@ -24,6 +24,7 @@ from siimcovid.submission import (
     read_submission,
     split_ids,
     validate_submission,
+    write_submission,
 )
 
 # image -> (study, series, rows, cols)
@@ -317,3 +318,15 @@ def test_validate_wrong_paths_are_one_line_user_errors(mini, tmp_path):
         cli_validate([str(tmp_path / "nope.csv"), "--data", str(mini)])
     with pytest.raises(UserError, match="no such folder"):
         cli_validate([str(sub), "--data", str(tmp_path / "nowhere")])
+
+
+def test_write_submission_fills_the_sample_and_creates_folders(mini, tmp_path):
+    study = pd.DataFrame({"study_id": ["stA"], **{c: [0.25] for c in STUDY_CLASSES}})
+    out = tmp_path / "new" / "dir" / "submission.csv"
+    sub, problems = write_submission(mini, study, None, out)
+    written = pd.read_csv(out, dtype=str, keep_default_na=False)
+    assert list(written["id"]) == ["stA_study", "stB_study", "a1_image", "b1_image", "b2_image"]
+    assert written.equals(sub.astype(str))
+    assert written.loc[0, "PredictionString"] == format_study_prediction([0.25] * 4)
+    assert written.loc[1, "PredictionString"] == DEFAULT_STUDY  # no prediction: the fallback
+    assert validate_submission(out, mini) == []

@@ -101,3 +101,49 @@ def test_derived_arguments(stage, capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "input size (px) (default: 64)" in text and "help from the docstring table (default: none)" in text
     assert "(default: 512)" in text and "child, loop, small, typo" in text
+
+
+def test_a_key_the_schema_lacks_in_a_variant_file_names_the_file(stage, tmp_path):
+    with pytest.raises(V.UnknownKeyError, match=r"typo\.yaml: unknown toy config key 'sise'"):
+        V.load(stage, "typo", None, Toy)
+    with pytest.raises(V.UnknownKeyError) as err:  # from an override: no file to name
+        V.load(stage, "small", ["sise=1"], Toy)
+    assert "small.yaml" not in str(err.value)
+
+
+def test_chain_and_own_keys_for_a_layering_of_its_own(stage, tmp_path):
+    """What the detector config builds on: the chain's files root first, the package bases it names,
+    each file's own keys (helpers, functions and the _base_ left out)."""
+    d = tmp_path / "toy"
+    (d / "pkg.py").write_text("_base_ = 'mmdet::x/y.py'\n_w = 4\n\ndef _f():\n    return 1\n\n"
+                              "model = dict(width=_w)\n")
+    (d / "leaf.py").write_text("_base_ = './pkg.py'\nmodel = dict(depth=2)\n")
+    files, packages = V.base_chain(d / "leaf.py")
+    assert [f.name for f in files] == ["pkg.py", "leaf.py"] and packages == ["mmdet::x/y.py"]
+    assert V.own_keys(d / "pkg.py") == {"model": {"width": 4}}
+    assert V.own_keys(d / "child.py") == {"size": 96, "extra": {"k": 1}}
+    assert V.base_files(d / "leaf.py") == ["./pkg.py"]
+    (d / "broken.py").write_text("_base_ = './gone.py'\n")
+    with pytest.raises(V.ConfigError, match=r"broken\.py: _base_ './gone.py' does not exist"):
+        V.base_chain(d / "broken.py")
+    (d / "bad.py").write_text("x = (\n")
+    with pytest.raises(V.ConfigError, match=r"bad\.py: unreadable config"):
+        V.own_keys(d / "bad.py")
+    with pytest.raises(V.ConfigError, match="cycle"):
+        V.base_chain(d / "loop.yaml")
+
+
+def test_overrides_of_a_config_without_a_schema():
+    assert V.tree_overrides(["a.b=1", "c=[1, 2]", "d=", "e=x"]) == {"a.b": 1, "c": [1, 2], "d": None, "e": "x"}
+    assert V.tree_overrides({"a.b": "1"}) == {"a.b": "1"}  # a dict's values are the caller's
+    with pytest.raises(V.ConfigError, match="key=value"):
+        V.tree_overrides(["=1"])
+    tree = {"train_cfg": {"max_epochs": 1}, "steps": [{"type": "A"}], "lr": 0.1}
+    V.check_paths(tree, ["train_cfg.max_epochs", "steps.0.type", "lr"])
+    with pytest.raises(V.UnknownKeyError, match=r"no key 'max_epoch' under train_cfg \(did you mean 'max_epochs'\?\)"
+                                                r"; valid keys: max_epochs"):
+        V.check_paths(tree, ["train_cfg.max_epoch"])
+    with pytest.raises(V.UnknownKeyError, match="steps is a list of 1; '3' is not an index"):
+        V.check_paths(tree, ["steps.3.type"])
+    with pytest.raises(V.UnknownKeyError, match="no key 'x' under lr"):
+        V.check_paths(tree, ["lr.x"])

@@ -15,7 +15,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "score": ("siimcovid.metric", "cli", "score a submission with the competition metric"),
     "validate-submission": ("siimcovid.submission", "cli_validate", "check a submission.csv"),
     "make-submission": ("siimcovid.submission", "cli_make", "write submission.csv from study/image predictions"),
-    "baseline": ("siimcovid.baseline", "cli_baseline", "write the prior-only submission"),
+    "baseline": ("siimcovid.baseline", "cli_baseline", "write the prior-only submission (--oracle: see oracle)"),
+    "oracle": ("siimcovid.dev.oracle", "cli", "write a synthetic set's ground truth as a submission (scores 1.0)"),
     "learner": ("siimcovid.baseline", "cli_learner", "fit the small scikit-learn learner and write its submission"),
     "preprocess": ("siimcovid.preprocess.convert", "cli", "DICOM -> 8-bit images + meta.csv"),
     "bench": ("siimcovid.dev.bench", "cli", "benchmarks (e.g. `bench preprocess`)"),
@@ -28,10 +29,25 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "det-pseudo": ("siimcovid.detect.pseudo", "cli", "pseudo-labels for the next detector round"),
     "infer": ("siimcovid.inference", "cli", "inference kernel: test DICOMs -> study folds + learner -> submission.csv"),
     "cv-report": ("siimcovid.ensemble.report", "cli", "OOF score of every member and merge rule; fits the merge (HTML + PNGs)"),
-    "kernels": ("siimcovid.kaggle.render", "cli", "render kernel-metadata/ and push helpers"),
-    "kaggle": ("siimcovid.kaggle.cli", "cli_kaggle", "the kernel graph on Kaggle: plan | push | status | pull"),
+    "kaggle": ("siimcovid.kaggle.cli", "cli_kaggle",
+               "the kernel graph on Kaggle: render | plan | dataset | push | status | pull"),
+    "rehearse": ("siimcovid.kaggle.rehearse", "cli",
+                 "the push rehearsed: rendered kernels, Kaggle's input layout, no network"),
     "run-local": ("siimcovid.kaggle.local", "cli", "run the kernel graph's notebooks locally with papermill"),
 }
+
+# (command, flag) -> the command that runs instead, without the flag: a flag whose logic lives above
+# its command's layer (the oracle reads a synthetic set's truth/, a dev-only thing; baseline may not
+# import dev) keeps its old spelling.
+FLAG_COMMANDS: dict[tuple[str, str], str] = {("baseline", "--oracle"): "oracle"}
+
+
+def route(name: str, rest: list[str]) -> tuple[str, list[str]]:
+    """The command that ``name rest`` runs (:data:`FLAG_COMMANDS`) and its arguments."""
+    for (command, flag), target in FLAG_COMMANDS.items():
+        if name == command and flag in rest:
+            return target, [x for x in rest if x != flag]
+    return name, rest
 
 
 def usage() -> str:
@@ -51,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"siimcovid: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
+    name, rest = route(name, rest)
     module, func, _ = COMMANDS[name]
     from .errors import EXIT_USAGE, UserError
 

@@ -68,7 +68,8 @@ def tf_distribution(dists: Callable[[str], str] = md.version) -> str | None:
 
 
 _TPU_FIX = ("train the TensorFlow kernels on GPU (the default in kernel-metadata/: enable_gpu) or render them "
-            "with an image whose TensorFlow supports TPU (`kernels render --accelerator TpuV5E8 --docker-image IMAGE`)")
+            "with an image whose TensorFlow supports TPU "
+            "(`kaggle render|push --accelerator TpuV5E8 --docker-image IMAGE`)")
 
 
 def _connect_tpu(tf: Any, hw: Hardware, dist: str | None):

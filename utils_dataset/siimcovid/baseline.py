@@ -71,66 +71,32 @@ def prior_predictions(data_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame,
     return study, image, info
 
 
-def oracle_predictions(data_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """The ground truth of a synthetic set (DATA/truth/) written as predictions: through
-    make-submission and score it must give 1.0, so it checks the writing and scoring path
-    (box formatting, ids, original-pixel frame) end to end."""
-    from .data import TRUTH_DIR, TRUTH_IMAGE_CSV, TRUTH_STUDY_CSV
-
-    truth = Path(data_dir) / TRUTH_DIR
-    if not truth.is_dir():
-        raise FileNotFoundError(f"{truth}: no ground truth (only synthetic sets have {TRUTH_DIR}/)")
-    studies = read_study_csv(truth / TRUTH_STUDY_CSV)
-    images = read_image_csv(truth / TRUTH_IMAGE_CSV)
-    study = pd.DataFrame({"study_id": studies["study_id"]})
-    for k, cls in enumerate(STUDY_CLASSES):
-        study[cls] = (studies["label"] == k).astype(float)
-    image = pd.DataFrame({
-        "image_id": images["image_id"],
-        "boxes": [json.dumps([[*map(float, b), 1.0] for b in boxes]) for boxes in images["boxes"]],
-        "none": [0.0 if boxes else 1.0 for boxes in images["boxes"]],
-    })
-    return study, image, {"oracle": str(truth)}
-
-
-def write_submission(data_dir: Path, study: pd.DataFrame, image: pd.DataFrame, out: Path,
-                     image_sizes: dict | None = None) -> tuple[pd.DataFrame, list[str]]:
-    """build_submission over sample_submission.csv, written to ``out``."""
-    from .submission import build_submission
-
-    sample = pd.read_csv(data_dir / SAMPLE_SUBMISSION, dtype=str, keep_default_na=False)
-    sub, problems = build_submission(sample, study, image, image_sizes=image_sizes)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sub.to_csv(out, index=False)
-    return sub, problems
-
-
-def cli_baseline(argv: list[str]) -> int:
+def submission_parser(prog: str, description: str, epilog: str) -> argparse.ArgumentParser:
+    """The options of a command that writes predictions for DATA as a submission (baseline, oracle)."""
     from .clihelp import HelpFormatter
 
-    ap = argparse.ArgumentParser(
-        prog="python -m siimcovid baseline", formatter_class=HelpFormatter,
-        description="Prior-only submission: class priors and the none share, no boxes.",
-        epilog="Writes OUT (a submission: every sample_submission.csv id once) and, when asked, the study / image "
-               "prediction CSVs; the priors come from DATA's train CSVs. Prints what it wrote.")
+    ap = argparse.ArgumentParser(prog=prog, formatter_class=HelpFormatter, description=description, epilog=epilog)
     ap.add_argument("--data", required=True, help="competition folder (train CSVs + sample_submission.csv), or the "
                                                   "one folder below it that holds them")
     ap.add_argument("--out", default="submission.csv", help="submission CSV to write (folders created)")
     ap.add_argument("--study-preds", default=None, help="also write the study predictions CSV here")
     ap.add_argument("--image-preds", default=None, help="also write the image predictions CSV here")
-    ap.add_argument("--oracle", action="store_true",
-                    help="write the ground truth of a synthetic set (DATA/truth) instead: must score 1.0")
-    a = ap.parse_args(argv)
+    return ap
+
+
+def write_predictions(stage: str, a: argparse.Namespace, predict, describe) -> int:
+    """``predict(data_dir) -> (study, image, info)`` written as ``a.out`` (and the prediction CSVs when
+    asked); prints what it wrote (``describe(info)``). Exit 1 when the submission needed fixes."""
     from .data import find_data_dir
-    from .errors import UserError
     from .log import get_logger, run_header
+    from .submission import write_submission
 
     data_dir = find_data_dir(a.data)
     if Path(a.out).is_dir():
         raise UserError(f"--out {a.out}: is a folder; pass the CSV file to write, e.g. {Path(a.out) / 'submission.csv'}")
-    run_header("baseline", vars(a))
+    run_header(stage, vars(a))
     try:
-        study, image, info = (oracle_predictions if a.oracle else prior_predictions)(data_dir)
+        study, image, info = predict(data_dir)
     except (FileNotFoundError, ValueError) as exc:  # a wrong folder or file: one line, exit 2 (__main__)
         raise UserError(str(exc)) from None
     for path, frame in ((a.study_preds, study), (a.image_preds, image)):
@@ -139,10 +105,20 @@ def cli_baseline(argv: list[str]) -> int:
             frame.to_csv(path, index=False)
     sub, problems = write_submission(data_dir, study, image, Path(a.out))
     for p in problems:
-        get_logger().warning("baseline: %s", p)
-    what = f"oracle from {info['oracle']}" if a.oracle else f"priors {info['priors']}, none {info['none_fraction']}"
-    print(f"wrote {a.out}: {len(sub)} rows; {what}")
+        get_logger().warning("%s: %s", stage, p)
+    print(f"wrote {a.out}: {len(sub)} rows; {describe(info)}")
     return EXIT_PARTIAL if problems else EXIT_OK
+
+
+def cli_baseline(argv: list[str]) -> int:
+    ap = submission_parser(
+        "python -m siimcovid baseline", "Prior-only submission: class priors and the none share, no boxes.",
+        "Writes OUT (a submission: every sample_submission.csv id once) and, when asked, the study / image "
+        "prediction CSVs; the priors come from DATA's train CSVs. Prints what it wrote. `baseline --oracle` "
+        "runs the `oracle` command instead (a synthetic set's ground truth as a submission: must score 1.0).")
+    a = ap.parse_args(argv)
+    return write_predictions("baseline", a, prior_predictions,
+                             lambda info: f"priors {info['priors']}, none {info['none_fraction']}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -527,6 +503,7 @@ def cli_learner(argv: list[str]) -> int:
     a = ap.parse_args(argv)
     from .data import find_data_dir
     from .log import get_logger, run_header, seed_everything
+    from .submission import write_submission
 
     cfg = load("learner", a.config, overrides_from_args(a), LearnerConfig, default_name="default")
     a.seed = cfg.seed

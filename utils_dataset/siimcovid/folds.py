@@ -1,4 +1,5 @@
-"""K folds stratified on the study class and grouped by patient (or study)."""
+"""K folds stratified on the study class and grouped by patient (or study), and the one split of a
+preprocess table into a fold's training and validation rows (:func:`split_fold`)."""
 from __future__ import annotations
 
 import os
@@ -6,9 +7,35 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold
+
+from .errors import UserError
+from .layout import META_CSV
 
 FOLDS_CSV = "folds.csv"
+
+
+class FoldSplitError(UserError, ValueError):
+    """A preprocess table that cannot give fold k's split (no fold column, images without a fold,
+    no such fold). A ValueError too, as the stages' input checks raise."""
+
+
+def split_fold(meta: pd.DataFrame, fold: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(training rows, validation rows) of ``fold`` from a preprocess table (``layout.read_meta``):
+    the train split's rows of the other folds and of this fold, index reset, order kept.
+
+    Every train image must have a fold: preprocess writes -1 for a set of a single patient group
+    (and where it had no fold table), and such a set cannot be cross-validated, so it is an error
+    here rather than rows silently trained on in every fold."""
+    train = meta[meta["split"] == "train"]
+    folds = train["fold"].astype(int) if "fold" in train else pd.Series(-1, index=train.index)
+    if (folds < 0).any():
+        bad = train.loc[folds < 0, "image_id"].head(3).tolist()
+        raise FoldSplitError(f"{META_CSV}: {int((folds < 0).sum())} train images without a fold, e.g. {bad} "
+                             f"(preprocess with folds.csv; a set of a single patient group has no folds)")
+    fold = int(fold)
+    if fold not in set(folds):
+        raise FoldSplitError(f"fold {fold} not in {META_CSV} folds {sorted(set(folds))}")
+    return train[folds != fold].reset_index(drop=True), train[folds == fold].reset_index(drop=True)
 
 
 def make_folds(
@@ -49,6 +76,8 @@ def make_folds(
         n_folds = n_groups
     # shuffle=True permutes the groups before sklearn's stable sort by class-count spread, so
     # the seed only reorders groups of equal spread; that is still enough to change the folds.
+    from sklearn.model_selection import StratifiedGroupKFold  # here: stages import split_fold without sklearn
+
     skf = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     if allow_fewer and df["label"].value_counts().max() < n_folds:
         # no class fills every fold (sklearn refuses to stratify): a tiny subset, group only
@@ -124,7 +153,6 @@ def cli(argv: list[str]) -> int:
 
     from .clihelp import HelpFormatter
     from .data import STUDY_CSV, find_data_dir
-    from .errors import UserError
 
     ap = argparse.ArgumentParser(
         prog="python -m siimcovid folds", description=cli.__doc__,

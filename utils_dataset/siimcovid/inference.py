@@ -39,15 +39,16 @@ from .data import (
     SAMPLE_SUBMISSION,
     STUDY_CLASSES,
     STUDY_CSV,
+    TRUTH_DIR,
     read_image_csv,
     read_study_csv,
 )
+from .layout import META_CSV
 from .log import get_logger
 from .variants import opt
 
 PRE_TEST = "pre_test"
 STUDY_OUT, IMAGE_OUT, SUBMISSION, SUMMARY = "test_study.csv", "test_image.csv", "submission.csv", "inference.json"
-from .layout import PIXEL_KEYS  # noqa: E402,F401  (pixel settings a test set shares with its train set)
 
 
 @dataclass
@@ -119,9 +120,9 @@ def predict_study(fold_dirs: Sequence[Path], pre_test: Path, data_dir: Path, *, 
     predicted image, the train class priors otherwise (all of them when no fold loads)."""
     from .ensemble.rules import member_image_probs, study_rows
     from .ensemble.steps import tables_by_member
-    from .study.predict import predict_images
+    from .study.predict import predict_folds
 
-    images, info = predict_images(fold_dirs, pre_test, train_pre=train_pre, hub=hub, batch_size=batch_size,
+    images, info = predict_folds(fold_dirs, pre_test, train_pre=train_pre, hub=hub, batch_size=batch_size,
                                  tta=tta, threads=threads, progress=progress)
     how = study_aggregation(info, agg)
     # the ensemble's study rows (the predictor wrote the chosen TTA columns as the plain ones)
@@ -180,11 +181,11 @@ def predict_image_learner(train_pre: Path, pre_test: Path, size: int, *, work: i
     tr_meta, _, tr_images = load_preprocessed(train_pre, size)
     keep = np.flatnonzero(tr_meta["split"].to_numpy() == "train")
     if len(keep) == 0:
-        raise ValueError(f"{train_pre}/meta.csv: no train rows with images at {size} px")
+        raise ValueError(f"{train_pre}/{META_CSV}: no train rows with images at {size} px")
     te_meta, _, te_images = load_preprocessed(pre_test, size)
     te_keep = np.flatnonzero(te_meta["split"].to_numpy() == "test")
     if len(te_keep) == 0:
-        raise ValueError(f"{pre_test}/meta.csv: no test images at {size} px")
+        raise ValueError(f"{pre_test}/{META_CSV}: no test images at {size} px")
     meta = pd.concat([tr_meta.iloc[keep], te_meta.iloc[te_keep]], ignore_index=True)
     images = [tr_images[i] for i in keep] + [te_images[i] for i in te_keep]
     _, image_preds, _ = fit_predict(meta, images, size, LearnerConfig(work=work, seed=seed, **options))
@@ -230,10 +231,9 @@ def image_sizes_from_meta(pre_test: Path) -> dict[str, tuple[int, int]]:
 
 def write_submission(data_dir: Path, study: pd.DataFrame, image: pd.DataFrame, out: Path,
                      image_sizes: dict | None = None) -> tuple[pd.DataFrame, list[str], list[str]]:
-    """The baseline's writer (build_submission over sample_submission.csv), then validation ->
-    (submission, build problems, validation problems)."""
-    from .baseline import write_submission as build_and_write
-    from .submission import validate_submission
+    """:func:`siimcovid.submission.write_submission` (build_submission over sample_submission.csv),
+    then validation -> (submission, build problems, validation problems)."""
+    from .submission import validate_submission, write_submission as build_and_write
 
     sub, build_problems = build_and_write(Path(data_dir), study, image, out, image_sizes=image_sizes)
     return sub, build_problems, validate_submission(out, data_dir)
@@ -243,9 +243,9 @@ def score_if_truth(sub: pd.DataFrame, data_dir: Path) -> dict | None:
     """The metric against ``data_dir/truth`` (synthetic sets); None when there is no truth."""
     from .metric import find_truth_files, json_ready, score_submission
 
-    if not (Path(data_dir) / "truth").is_dir():
+    if not (Path(data_dir) / TRUTH_DIR).is_dir():
         return None
-    study_csv, image_csv = find_truth_files(Path(data_dir) / "truth")
+    study_csv, image_csv = find_truth_files(Path(data_dir) / TRUTH_DIR)
     return json_ready(score_submission(sub, read_study_csv(study_csv), read_image_csv(image_csv)))
 
 
@@ -379,9 +379,9 @@ def run(cfg: InferConfig, image_predictor: ImagePredictor | None = None) -> dict
 
     # 3. study rows: every study fold predicts the test images, then the merge
     t0 = time.time()
-    from .study.predict import predict_images
+    from .study.predict import predict_folds
 
-    study_images, study_info = predict_images(folds, pre_test, train_pre=train_pre, hub=cfg.hub,
+    study_images, study_info = predict_folds(folds, pre_test, train_pre=train_pre, hub=cfg.hub,
                                               batch_size=cfg.batch_size, tta=cfg.tta, threads=cfg.threads,
                                               progress=cfg.progress)
     how = study_aggregation(study_info, cfg.agg)

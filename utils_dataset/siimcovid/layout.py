@@ -45,6 +45,17 @@ class MissingPreprocess(UserError, FileNotFoundError):
     Also a FileNotFoundError, so callers that batch over folders can skip it."""
 
 
+def find_preprocess(hint: str | os.PathLike | None = None) -> Path:
+    """The preprocess output folder: ``hint`` or the folder holding META_CSV below it (else under
+    SIIM_INPUT, /kaggle/input); a UserError naming where it looked otherwise."""
+    from .paths import find_input
+
+    try:
+        return find_input(META_CSV, hint=hint)
+    except FileNotFoundError as exc:
+        raise MissingPreprocess(f"{exc}; pass --preprocess (the preprocess output folder)") from None
+
+
 def image_path(pre_dir: str | os.PathLike, size: int, split: str, image_id: str) -> Path:
     """``P/images/<size>/<split>/<image_id>.png``."""
     return Path(pre_dir) / IMAGES_DIR / str(int(size)) / split / f"{image_id}.png"
@@ -60,6 +71,24 @@ def available_sizes(pre_dir: str | os.PathLike, input_format: str = "png") -> li
     if not root.is_dir():
         return []
     return sorted(int(p.name) for p in root.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def pick_size(pre_dir: str | os.PathLike, image_size: int, src_size: int | None = None,
+              input_format: str = "png") -> int:
+    """The images/<S>/ (or tfrecords/<S>/) folder to read: the one asked for, else the smallest S >= image_size."""
+    if input_format not in ("png", "tfrecord"):
+        raise ValueError(f"input_format must be one of ('png', 'tfrecord'), got {input_format!r}")
+    sizes = available_sizes(pre_dir, input_format)
+    root = Path(pre_dir) / (IMAGES_DIR if input_format == "png" else TFRECORDS_DIR)
+    if not sizes:
+        hint = "run preprocess" + (" --tfrecords" if input_format == "tfrecord" else "")
+        raise FileNotFoundError(f"{root}: no {root.name}/<size>/ folders ({hint})")
+    if src_size is not None:
+        if src_size not in sizes:
+            raise FileNotFoundError(f"{root / str(src_size)}: not there; sizes found {sizes}")
+        return src_size
+    bigger = [s for s in sizes if s >= image_size]
+    return bigger[0] if bigger else sizes[-1]
 
 
 def meta_sizes(meta: pd.DataFrame) -> list[int]:
@@ -209,6 +238,40 @@ def read_source(pre_dir: str | os.PathLike) -> dict | None:
         return json.loads((Path(pre_dir) / SOURCE_JSON).read_text())
     except (OSError, ValueError):
         return None
+
+
+def write_subset(pre_dir: str | os.PathLike, out: str | os.PathLike, image_ids: Iterable[str] | None = None, *,
+                 split: str | None = None, n: int | None = None) -> Path:
+    """A preprocess-shaped folder ``out`` (replaced if it exists) holding some rows of ``pre_dir``: its
+    meta.csv restricted to ``split``, then to ``image_ids`` (when given), then to the first ``n``, with
+    links to those rows' PNGs at every size (copies where links are refused). For running a stage
+    on a few images (timing a model) without converting them again."""
+    import shutil
+
+    pre_dir, out = Path(pre_dir), Path(out)
+    meta = pd.read_csv(pre_dir / META_CSV, dtype=str)  # raw text: written back unchanged
+    if split is not None:
+        meta = meta[meta["split"] == split]
+    if image_ids is not None:
+        meta = meta[meta["image_id"].isin(set(map(str, image_ids)))]
+    if n is not None:
+        meta = meta.head(int(n))
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    meta.to_csv(out / META_CSV, index=False)
+    for size in available_sizes(pre_dir):
+        for row_split, image_id in zip(meta["split"], meta["image_id"]):
+            src = image_path(pre_dir, size, row_split, image_id)
+            if not src.is_file():
+                continue
+            dst = image_path(out, size, row_split, image_id)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.symlink(src.resolve(), dst)
+            except OSError:
+                shutil.copy2(src, dst)
+    return out
 
 
 def holds_output(pre_dir: str | os.PathLike) -> bool:

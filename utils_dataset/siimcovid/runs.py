@@ -6,6 +6,7 @@ A fold of a trained stage writes ``W/<exp>/fold<k>/`` (docs/contracts.md, "Train
     run.json          stage, config, seed, versions (siimcovid.log.run_header)
     best.weights.h5   the best epoch's weights        last.ckpt* + state.json   resume
     history.csv/.png  one row per epoch               oof.csv / test.csv        predictions
+    model.pth         a detector's weights            loss.png                  a detector's curve
     fold_score.json   the fold's scores and the data it saw
 
 Readers (merge, inference, ensembling) find folds with :func:`find_runs` and read a fold's
@@ -19,6 +20,8 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from .layout import META_CSV
+
 CONFIG_JSON = "config.json"
 RUN_JSON = "run.json"
 OOF_CSV = "oof.csv"
@@ -29,13 +32,17 @@ BEST_WEIGHTS = "best.weights.h5"
 CKPT_PREFIX = "last.ckpt"
 STATE_JSON = "state.json"
 SCORES_JSON = "fold_score.json"
+# A detector fold (detect/) writes its weights and loss curve under these names instead of
+# best.weights.h5 / history.png; the rest of its folder is the names above.
+MODEL_PTH = "model.pth"
+LOSS_PNG = "loss.png"
 FOLD_RE = re.compile(r"^fold\d+$")
 # A folder is a fold when it is named fold<k> and holds one of these (a fold still training has
 # only config.json; one copied for inference may hold only its weights).
 FOLD_MARKERS = (CONFIG_JSON, BEST_WEIGHTS, OOF_CSV)
 # Folders never searched: they hold tens of thousands of entries and never a fold.
 _COMPETITION_MARKER = "sample_submission.csv"  # a competition folder (its train/ and test/ DICOM trees)
-_PREPROCESS_MARKER = "meta.csv"  # a preprocess output (its images/ and tfrecords/)
+_PREPROCESS_MARKER = META_CSV  # a preprocess output (its images/ and tfrecords/)
 
 
 def fold_name(k: int) -> str:
@@ -185,10 +192,13 @@ def read_scores(run_dir: str | os.PathLike) -> dict | None:
     return data or None
 
 
-def src_size(run_dir: str | os.PathLike) -> int | None:
-    """The images/<S>/ size the fold read: config.json ``src_size`` (written by
-    :func:`write_config`), else fold_score.json ``data.src_size`` (folds trained before the
-    config recorded it); None when neither says."""
+def src_size(run_dir: str | os.PathLike, train_pre: str | os.PathLike | None = None) -> int | None:
+    """The images/<S>/ size the fold read, the one chain every reader uses: config.json
+    ``src_size`` (written by :func:`write_config`), else fold_score.json ``data.src_size`` (folds
+    trained before the config recorded it), else, for a fold copied with only its weights and a
+    config that predates both, what training would have picked from ``train_pre`` for the
+    config's ``image_size`` (:func:`siimcovid.layout.pick_size`), else that ``image_size`` (a
+    classifier) or ``siim.size`` (a detector); None when nothing says."""
     cfg = _json(Path(run_dir) / CONFIG_JSON)
     if cfg.get("src_size"):
         return int(cfg["src_size"])
@@ -196,7 +206,18 @@ def src_size(run_dir: str | os.PathLike) -> int | None:
     try:
         return int(scores["data"]["src_size"])
     except (KeyError, TypeError, ValueError):
-        return None
+        pass
+    if cfg.get("image_size"):
+        if train_pre is not None:
+            from .layout import pick_size
+
+            try:
+                return pick_size(train_pre, int(cfg["image_size"]))
+            except FileNotFoundError:
+                pass
+        return int(cfg["image_size"])
+    siim = cfg.get("siim") or {}
+    return int(siim["size"]) if siim.get("size") else None
 
 
 def all_present(run_dir: str | os.PathLike, names: Iterable[str] = (OOF_CSV, TEST_CSV, SCORES_JSON)) -> bool:

@@ -435,6 +435,18 @@ def build_submission(
     return sub, problems
 
 
+def write_submission(data_dir: str | os.PathLike, study: pd.DataFrame | None, image: pd.DataFrame | None,
+                     out: str | os.PathLike, image_sizes: Mapping | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """:func:`build_submission` over ``data_dir``'s sample_submission.csv, written to ``out`` (folders
+    created) -> (submission, problems)."""
+    sample = pd.read_csv(Path(data_dir) / SAMPLE_SUBMISSION, dtype=str, keep_default_na=False)
+    sub, problems = build_submission(sample, study, image, image_sizes=image_sizes)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sub.to_csv(out, index=False)
+    return sub, problems
+
+
 def _image_string(row_id: str, rec: Mapping, hw: tuple[int, int] | None, problems: list[str]) -> str:
     boxes = parse_pred_boxes(rec.get("boxes"))
     none_prob = rec.get("none")

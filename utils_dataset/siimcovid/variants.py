@@ -13,6 +13,12 @@ output folder), unless ``name`` is set.
     ap = argparse.ArgumentParser(); add_schema_args(ap, StudyConfig, stage="study")
     cfg = load("study", a.config, overrides_from_args(a), StudyConfig)
 
+The detector configs layer our project keys between mmdet's config and the variant files, which
+mmengine's merge of a whole chain cannot express: they take the pieces instead -- the variant file
+(:func:`variant_path`), its chain (:func:`base_chain`), each file's own keys (:func:`own_keys`),
+``--set`` read as YAML (:func:`tree_overrides`) and checked against the built tree
+(:func:`check_paths`), so the detector has no reader of its own.
+
 Help for a derived option comes from the field's metadata (``opt(default, "help")``) or, for
 schemas that keep plain fields, from a table in the class docstring (lines ``name: help``).
 """
@@ -85,21 +91,67 @@ def variant_path(stage: str, name: str | os.PathLike) -> Path:
                           f"{', '.join(list_variants(stage)) or '(none)'})")
 
 
-def _check_bases(path: Path, seen: tuple[Path, ...] = ()) -> None:
-    """A ``_base_`` cycle is a ConfigError naming the chain (mmengine would recurse forever)."""
+PACKAGE_BASE = "::"  # `_base_ = 'mmdet::dcn/...'`: a config inside an installed package (mmengine finds it)
+
+
+def base_files(path: str | os.PathLike) -> list[str]:
+    """The ``_base_`` entries of one config file, as written (not followed)."""
     from mmengine.config import Config
 
-    path = path.resolve()
-    if path in seen:
-        raise ConfigError(f"{path}: _base_ cycle through {[str(p) for p in seen]}")
     try:
-        bases = Config._get_base_files(str(path))
-    except Exception:  # noqa: BLE001 - unreadable here: Config.fromfile reports it properly
-        return
-    for base in bases:
-        if "::" in base:  # mmdet::... lives in an installed package
-            continue
-        _check_bases(path.parent / base, seen + (path,))
+        return list(Config._get_base_files(str(path)))
+    except Exception as exc:  # noqa: BLE001 - mmengine's parse errors share no base class
+        raise ConfigError(f"{path}: unreadable config ({type(exc).__name__}: {exc})") from exc
+
+
+def base_chain(path: str | os.PathLike) -> tuple[list[Path], list[str]]:
+    """The files a config is merged from, each after its own bases (``path`` last), and the package
+    configs (``pkg::name``) the chain names. A ``_base_`` cycle (mmengine would recurse forever) or
+    a missing base is a ConfigError naming the file."""
+    files: list[Path] = []
+    packages: list[str] = []
+
+    def walk(p: Path, seen: tuple[Path, ...]) -> None:
+        p = p.resolve()
+        if p in seen:
+            raise ConfigError(f"{p}: _base_ cycle through {[str(x) for x in seen]}")
+        for base in base_files(p):
+            if PACKAGE_BASE in base:
+                packages.append(base)
+                continue
+            if not (p.parent / base).is_file():
+                raise ConfigError(f"{p}: _base_ {base!r} does not exist")
+            walk(p.parent / base, seen + (p,))
+        if p not in files:
+            files.append(p)
+
+    walk(Path(path), ())
+    return files, packages
+
+
+def own_keys(path: str | os.PathLike) -> dict[str, Any]:
+    """One config file's own keys, its ``_base_`` not followed: for a layering that mmengine's merge
+    of the whole chain cannot express (the detector's project layer between mmdet's config and
+    ours). In a .py file functions, classes and modules are not keys, nor are names starting
+    with ``_``: the file's helpers (``_base_`` included)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+        if path.suffix == ".py":
+            ns: dict[str, Any] = {}
+            exec(compile(text, str(path), "exec"), ns)  # noqa: S102 - as mmengine does with a .py config
+            data = {k: v for k, v in ns.items()
+                    if not k.startswith("_") and not callable(v) and not isinstance(v, types.ModuleType)}
+        else:
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+    except Exception as exc:  # noqa: BLE001 - whatever the file raises, the message names it
+        raise ConfigError(f"{path}: unreadable config ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file must be a mapping of keys, got {type(data).__name__}")
+    data.pop("_base_", None)
+    return data
 
 
 def read_variant(path: str | os.PathLike) -> dict[str, Any]:
@@ -107,7 +159,7 @@ def read_variant(path: str | os.PathLike) -> dict[str, Any]:
     from mmengine.config import Config
 
     path = Path(path)
-    _check_bases(path)
+    base_chain(path)
     try:
         cfg = Config.fromfile(str(path))
     except (OSError, SyntaxError, ValueError, TypeError, KeyError, ImportError) as exc:
@@ -221,28 +273,59 @@ def unknown_key(schema: type, key: str, stage: str | None = None) -> UnknownKeyE
 
 
 # --------------------------------------------------------------------------- loading
-def parse_sets(items: Iterable[str]) -> dict[str, Any]:
-    """``["key=value", ...]`` -> {key: "value"} (values stay text; :func:`load` types them)."""
+def parse_sets(items: Iterable[str], *, typed: bool = False) -> dict[str, Any]:
+    """``["key=value", ...]`` -> {key: "value"}: values stay text for :func:`load` to type by the
+    schema; ``typed`` reads them as YAML (an empty value is None), for a config without a schema."""
     out: dict[str, Any] = {}
     for item in items or ():
-        if "=" not in item:
+        key, sep, value = str(item).partition("=")
+        if not sep or not key.strip():
             raise ConfigError(f"--set expects key=value, got {item!r}")
-        k, v = item.split("=", 1)
-        out[k.strip()] = v
+        out[key.strip()] = (_yaml_scalar(value) if value.strip() else None) if typed else value
     return out
 
 
-def _override_items(overrides: Any) -> dict[str, Any]:
+def _override_items(overrides: Any, typed: bool = False) -> dict[str, Any]:
     if overrides is None:
         return {}
     if isinstance(overrides, Mapping):
         return dict(overrides)
     if isinstance(overrides, str):
-        return parse_sets([overrides])
+        return parse_sets([overrides], typed=typed)
     out: dict[str, Any] = {}
     for item in overrides:  # a sequence of "k=v" strings and/or dicts, applied in order
-        out.update(_override_items(item))
+        out.update(_override_items(item, typed))
     return out
+
+
+def tree_overrides(overrides: Any) -> dict[str, Any]:
+    """Overrides for a config without a schema (an mmengine tree: the detector's), in the forms
+    :func:`load` takes; "key=value" values are read as YAML, a dict's values are kept."""
+    return _override_items(overrides, typed=True)
+
+
+def check_paths(tree: Mapping, keys: Iterable[str]) -> None:
+    """Each dotted key (``train_cfg.max_epochs``; a number indexes a list) must name an entry of
+    ``tree``: in a config without a schema a typo would silently add a key nobody reads. An
+    UnknownKeyError lists the valid names where the path left the tree."""
+    for key in keys:
+        node: Any = getattr(tree, "_cfg_dict", tree)  # an mmengine Config: its plain tree
+        parts = key.split(".")
+        for i, part in enumerate(parts):
+            where = ".".join(parts[:i]) or "(top level)"
+            if isinstance(node, (list, tuple)):
+                if not (part.isdigit() and int(part) < len(node)):
+                    raise UnknownKeyError(f"--set {key}: {where} is a list of {len(node)}; "
+                                          f"{part!r} is not an index of it")
+                node = node[int(part)]
+                continue
+            if not isinstance(node, Mapping) or part not in node:
+                valid = sorted(map(str, node)) if isinstance(node, Mapping) else []
+                close = difflib.get_close_matches(part, valid, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise UnknownKeyError(f"--set {key}: no key {part!r} under {where}{hint}; valid keys: "
+                                      f"{', '.join(valid) or f'none ({where} is a value)'}")
+            node = node[part]
 
 
 def load(stage: str, variant: str | os.PathLike | None = None, overrides: Any = None, schema: type | None = None,
@@ -256,10 +339,12 @@ def load(stage: str, variant: str | os.PathLike | None = None, overrides: Any = 
         raise TypeError("variants.load: schema (the stage's dataclass) is required")
     values: dict[str, Any] = {}
     name = default_name
+    source: Path | None = None
     if variant not in (None, ""):
-        path = variant_path(stage, variant)
-        values.update(read_variant(path))
-        name = path.stem
+        source = variant_path(stage, variant)
+        values.update(read_variant(source))
+        name = source.stem
+    from_file = set(values)
     for key, value in _override_items(overrides).items():
         if "." in key:
             head, sub = key.split(".", 1)
@@ -269,10 +354,12 @@ def load(stage: str, variant: str | os.PathLike | None = None, overrides: Any = 
             values[head] = {**cur, sub: _yaml_scalar(value) if isinstance(value, str) else value}
         else:
             values[key] = value
+            from_file.discard(key)
     fields = schema_fields(schema)
     for key in values:
         if key not in fields:
-            raise unknown_key(schema, key, stage)
+            err = unknown_key(schema, key, stage)
+            raise UnknownKeyError(f"{source}: {err}") if key in from_file else err
     kwargs = {k: coerce(schema, k, v) for k, v in values.items()}
     if "name" in fields and "name" not in values:
         kwargs["name"] = name

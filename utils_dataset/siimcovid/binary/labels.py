@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..folds import split_fold
+
 TARGET = "target_none"  # 1.0 = no box on the image
 HAS_BOX = "has_box"  # 1 = at least one opacity box, 0 = none, -1 = unknown (test)
 TRAINABLE = "trainable"  # False for an unboxed image of a study that has a boxed image
@@ -60,14 +62,8 @@ def train_val_split(labelled: pd.DataFrame, fold: int) -> tuple[pd.DataFrame, pd
     fold (the dropped extra views included: they are predicted and scored like any image)."""
     if TRAINABLE not in labelled:
         raise ValueError("binary train_val_split: label the meta first (binary.labels.label_images)")
-    train = labelled[labelled["split"] == "train"]
-    if "fold" not in train or (train["fold"] < 0).any():
-        bad = train.loc[train.get("fold", pd.Series(-1, index=train.index)) < 0, "image_id"].head(3).tolist()
-        raise ValueError(f"meta.csv: train images without a fold, e.g. {bad} (preprocess with folds.csv)")
-    if fold not in set(train["fold"]):
-        raise ValueError(f"fold {fold} not in meta.csv folds {sorted(set(train['fold']))}")
-    tr = train[(train["fold"] != fold) & train[TRAINABLE]].reset_index(drop=True)
-    va = train[train["fold"] == fold].reset_index(drop=True)
+    tr, va = split_fold(labelled, fold)
+    tr = tr[tr[TRAINABLE]].reset_index(drop=True)
     if tr[TARGET].nunique() < 2:
         raise ValueError(f"fold {fold}: the training images hold only one class ({len(tr)} images)")
     return tr, va

@@ -34,7 +34,6 @@ import contextlib
 import functools
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -45,8 +44,7 @@ from ..variants import ConfigError
 from .heads import cls_head, coarse_head, fpn_decoder, side_decoder
 from .runtime import keras
 
-if TYPE_CHECKING:
-    from .config import ClassifierConfig
+from .config import MODEL_FAMILIES, ClassifierConfig
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -103,7 +101,7 @@ def resolve_hub_handle(handle: str) -> str:
 
 
 # --------------------------------------------------------------------------- builders
-def _second_mask_head(outputs: dict, cfg: "ClassifierConfig", maps: list, what: str) -> None:
+def _second_mask_head(outputs: dict, cfg: ClassifierConfig, maps: list, what: str) -> None:
     """``aux_heads: 2``: add ``seg2`` (:func:`heads.coarse_head`) on the body's coarsest map."""
     if cfg.aux_heads < 2:
         return
@@ -113,7 +111,7 @@ def _second_mask_head(outputs: dict, cfg: "ClassifierConfig", maps: list, what: 
     outputs["seg2"] = coarse_head(maps, cfg.decoder_filters, cfg.image_size)
 
 
-def build_hub_model(cfg: "ClassifierConfig", n_outputs: int, activation: str):
+def build_hub_model(cfg: ClassifierConfig, n_outputs: int, activation: str):
     import tensorflow_hub as hub
 
     K = keras()
@@ -175,7 +173,7 @@ def resolve_encoder_weights(weights: str | None) -> Path | None:
     return resolve_local_weights(weights, "sm_encoder_weights")
 
 
-def build_sm_model(cfg: "ClassifierConfig", n_outputs: int, activation: str):
+def build_sm_model(cfg: ClassifierConfig, n_outputs: int, activation: str):
     import segmentation_models as sm
 
     K = keras()
@@ -267,7 +265,7 @@ def resolve_local_weights(weights: str | None, what: str) -> Path | None:
         raise FileNotFoundError(f"{what} {weights!r}: not a file and {exc}") from exc
 
 
-def build_keras_model(cfg: "ClassifierConfig", n_outputs: int, activation: str):
+def build_keras_model(cfg: ClassifierConfig, n_outputs: int, activation: str):
     """A keras.applications / efficientnet body, global-average pooled; the aux mask decoder is
     the FPN over its last feature maps at strides 8, 16 and 32."""
     K = keras()
@@ -321,7 +319,7 @@ def build_keras_model(cfg: "ClassifierConfig", n_outputs: int, activation: str):
 MODELS = {"hub": build_hub_model, "sm_fpn": build_sm_model, "keras": build_keras_model}
 
 
-def build_model(cfg: "ClassifierConfig", n_outputs: int, activation: str):
+def build_model(cfg: ClassifierConfig, n_outputs: int, activation: str):
     """The classifier of ``cfg.model`` with a ``cls`` head of ``n_outputs`` (softmax / sigmoid)."""
     if cfg.model not in MODELS:
         raise ConfigError(f"model {cfg.model!r} unknown; valid: {', '.join(MODELS)}")

@@ -16,6 +16,9 @@ from ..variants import ConfigError, opt
 
 # ImageNet-21k pre-trained, ImageNet-1k fine-tuned EfficientNetV2-L, feature vector (RGB in [0, 1]).
 TFHUB_EFFV2_L = "https://tfhub.dev/google/imagenet/efficientnet_v2_imagenet21k_ft1k_l/feature_vector/2"
+# The backbone families ``model`` may name; classify.backbones.MODELS maps each to its builder. Spelled
+# here, below the builders, so that checking a config never imports Keras-side code.
+MODEL_FAMILIES = ("hub", "sm_fpn", "keras")
 
 
 @dataclass
@@ -91,18 +94,17 @@ class ClassifierConfig:
 
     def out_dir(self) -> Path:
         from ..paths import working_dir
+        from ..runs import fold_dir
 
         root = Path(self.workdir) if self.workdir else working_dir("work") / self.STAGE
-        return root / self.name / f"fold{self.fold}"
+        return fold_dir(root / self.name, self.fold)
 
 
 def check_classifier(cfg: ClassifierConfig) -> list[str]:
     """The problems of the core's settings (an empty list when they are fine)."""
-    from .backbones import MODELS
-
     problems = []
-    if cfg.model not in MODELS:
-        problems.append(f"model must be one of {', '.join(MODELS)}, got {cfg.model!r}")
+    if cfg.model not in MODEL_FAMILIES:
+        problems.append(f"model must be one of {', '.join(MODEL_FAMILIES)}, got {cfg.model!r}")
     if cfg.input_format not in ("png", "tfrecord"):
         problems.append(f"input_format must be png or tfrecord, got {cfg.input_format!r}")
     if cfg.optimizer not in ("adamw", "adam", "sgd"):

@@ -50,22 +50,6 @@ def image_sizes(pre_dir: str | os.PathLike, input_format: str = "png") -> list[i
     return available_sizes(pre_dir, input_format)
 
 
-def pick_src_size(pre_dir: str | os.PathLike, image_size: int, src_size: int | None = None,
-                  input_format: str = "png") -> int:
-    """The images/<S>/ (or tfrecords/<S>/) folder to read: the one asked for, else the smallest S >= image_size."""
-    sizes = image_sizes(pre_dir, input_format)
-    root = Path(pre_dir) / _input_root(input_format)
-    if not sizes:
-        hint = "run preprocess" + (" --tfrecords" if input_format == "tfrecord" else "")
-        raise FileNotFoundError(f"{root}: no {root.name}/<size>/ folders ({hint})")
-    if src_size is not None:
-        if src_size not in sizes:
-            raise FileNotFoundError(f"{root / str(src_size)}: not there; sizes found {sizes}")
-        return src_size
-    bigger = [s for s in sizes if s >= image_size]
-    return bigger[0] if bigger else sizes[-1]
-
-
 def parse_box_cell(cell: object, source: str) -> list[list[float]]:
     from ..layout import parse_boxes
 

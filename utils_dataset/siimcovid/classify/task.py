@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 import pandas as pd
 
+from ..folds import split_fold
+
 if TYPE_CHECKING:
     from .config import ClassifierConfig
 
@@ -44,14 +46,7 @@ class Task:
 
     def split(self, meta: pd.DataFrame, cfg: "ClassifierConfig") -> tuple[pd.DataFrame, pd.DataFrame]:
         """Default: train rows of the other folds, this fold's rows for validation."""
-        train = meta[meta["split"] == "train"]
-        if (train["fold"] < 0).any():
-            bad = train.loc[train["fold"] < 0, "image_id"].head(3).tolist()
-            raise ValueError(f"meta.csv: train images without a fold, e.g. {bad} (preprocess with folds.csv)")
-        if cfg.fold not in set(train["fold"]):
-            raise ValueError(f"fold {cfg.fold} not in meta.csv folds {sorted(set(train['fold']))}")
-        return (train[train["fold"] != cfg.fold].reset_index(drop=True),
-                train[train["fold"] == cfg.fold].reset_index(drop=True))
+        return split_fold(meta, cfg.fold)
 
     def targets(self, train: pd.DataFrame, test: pd.DataFrame,
                 cfg: "ClassifierConfig") -> tuple[pd.DataFrame, np.ndarray, np.ndarray, dict]:

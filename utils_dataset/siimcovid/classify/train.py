@@ -122,14 +122,15 @@ def train_fold(cfg: "ClassifierConfig", task: "Task") -> dict:
     from ..paths import find_input
     from ..layout import META_CSV
     from .backbones import build_model
-    from .data import load_meta, make_train_dataset, pick_src_size
+    from ..layout import pick_size
+    from .data import load_meta, make_train_dataset
     from .predict import predict_frame
     from .runtime import setup
 
     log = get_logger()
     out = cfg.out_dir()
     pre = find_input(META_CSV, hint=cfg.preprocess)
-    src = pick_src_size(pre, cfg.image_size, cfg.src_size, cfg.input_format)
+    src = pick_size(pre, cfg.image_size, cfg.src_size, cfg.input_format)
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
     tf.random.set_seed(cfg.seed)

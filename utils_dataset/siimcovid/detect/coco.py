@@ -15,7 +15,8 @@ import pandas as pd
 
 from ..boxes import Resize, as_array, xyxy_to_xywh
 from ..errors import UserError
-from ..preprocess.convert import image_path, read_meta
+from ..folds import split_fold
+from ..layout import META_CSV, image_path, read_meta
 
 CLASSES = ("opacity",)
 CATEGORY_ID = 1
@@ -24,8 +25,8 @@ CATEGORY_ID = 1
 def load_meta(pre_dir: str | Path, size: int) -> pd.DataFrame:
     """meta.csv with boxes parsed, ``boxes_frame`` (the ``size`` frame) and ``path`` added."""
     pre_dir = Path(pre_dir)
-    if not (pre_dir / "meta.csv").exists():
-        raise UserError(f"{pre_dir}: no meta.csv (pass the preprocess output folder)")
+    if not (pre_dir / META_CSV).exists():
+        raise UserError(f"{pre_dir}: no {META_CSV} (pass the preprocess output folder)")
     meta = read_meta(pre_dir)
     col = f"boxes_{size}"
     if col not in meta.columns:
@@ -36,15 +37,6 @@ def load_meta(pre_dir: str | Path, size: int) -> pd.DataFrame:
     meta["boxes_frame"] = meta[col]
     meta["path"] = [str(image_path(pre_dir, size, s, i)) for s, i in zip(meta["split"], meta["image_id"])]
     return meta
-
-
-def fold_frames(meta: pd.DataFrame, fold: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(training rows, held-out rows) of the train split for ``fold`` (meta's patient-grouped fold column)."""
-    train = meta[meta["split"] == "train"]
-    folds = sorted(int(f) for f in train["fold"].unique() if int(f) >= 0)
-    if int(fold) not in folds:
-        raise UserError(f"fold {fold} not in the preprocess output's folds {folds}")
-    return train[train["fold"] != int(fold)], train[train["fold"] == int(fold)]
 
 
 def select_training(rows: pd.DataFrame, empty_rate: float = 0.0, seed: int = 42) -> pd.DataFrame:
@@ -92,7 +84,7 @@ def to_coco(rows: pd.DataFrame, size: int) -> dict:
 def write_fold(meta: pd.DataFrame, fold: int, size: int, out_dir: str | Path, *, empty_rate: float = 0.0,
                seed: int = 42, pseudo: pd.DataFrame | None = None) -> tuple[Path, pd.DataFrame, pd.DataFrame]:
     """Write ``out_dir/train.json``; return (its path, training rows, held-out rows)."""
-    train, held = fold_frames(meta, fold)
+    train, held = split_fold(meta, fold)
     train = select_training(train, empty_rate, seed)
     if pseudo is not None and len(pseudo):
         train = pd.concat([train, pseudo_rows(meta, pseudo, size)], ignore_index=True)

@@ -8,40 +8,34 @@ another variant of ours as its ``_base_``. The layers, last wins:
    schedule, hooks), ``siim`` holds the project keys (size, fold, weights, TTA, WBF, rounds);
 3. the variant files of the chain, root first, each merged key by key (mmengine's merge: dicts
    merge, lists and other values replace, ``_delete_=True`` replaces a dict);
-4. ``--set key.sub=value`` overrides (values parsed as YAML).
+4. ``--set key.sub=value`` overrides (values parsed as YAML; a path the config lacks is an error).
+
+Finding a variant, its ``_base_`` chain, each file's own keys, the ``--set`` parsing and the check
+of override paths are :mod:`siimcovid.variants`'; this module keeps what is mmdet's: the model-zoo
+base, the layering above, the single-class check and :func:`prepare`.
 
 Then :func:`prepare` fills what follows from the ``siim`` keys (image size into the pipelines,
 the COCO file paths, workers, AMP, weights, the cosine's length), so each is set in one place.
 """
 from __future__ import annotations
 
-import ast
 import copy
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from .. import variants as V
 from ..errors import UserError
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "det"
+STAGE = "det"  # the variants live in configs/det/
+CONFIG_DIR = V.stage_dir(STAGE)
 PROJECT_BASE = CONFIG_DIR / "_base_" / "siim.py"
 DEFAULT_VARIANT = "faster_rcnn_r50_dcn"
 TINY_VARIANT = "tiny_cpu"
+MMDET = "mmdet::"
 
 
 def variants() -> list[str]:
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.py"))
-
-
-def resolve(variant: str | Path | None) -> Path:
-    if variant is None:
-        variant = DEFAULT_VARIANT
-    p = Path(variant)
-    if p.suffix == ".py" and p.exists():
-        return p.resolve()
-    q = CONFIG_DIR / f"{p.stem}.py"
-    if q.exists() and p.parent == Path("."):
-        return q
-    raise UserError(f"unknown detector config {str(variant)!r}: use one of {variants()} or a .py path")
+    return V.list_variants(STAGE)
 
 
 def _mmdet_config(name: str) -> Path:
@@ -53,104 +47,43 @@ def _mmdet_config(name: str) -> Path:
     return path
 
 
-def _read_own(path: Path) -> tuple[dict, str | None]:
-    """The variant file's own keys (its `_base_` not followed) and its `_base_`.
-
-    Evaluated like mmengine evaluates a config file; names starting with `_` are helpers."""
-    text = path.read_text()
-    ast.parse(text, str(path))  # a syntax error names the file
-    ns: dict[str, Any] = {}
-    exec(compile(text, str(path), "exec"), ns)  # noqa: S102 - the project's own config files
-    base = ns.get("_base_")
-    if isinstance(base, (list, tuple)):
-        if len(base) != 1:
-            raise UserError(f"{path}: a detector variant takes ONE _base_ (mmdet's config or another variant)")
-        base = base[0]
-    own = {k: v for k, v in ns.items()
-           if not k.startswith("_") and not callable(v) and type(v).__name__ != "module"}
-    return own, base
-
-
-def _chain(path: Path) -> tuple[Path, list[tuple[Path, dict]]]:
-    """(mmdet config, [(variant file, own keys)] root first)."""
-    chain: list[tuple[Path, dict]] = []
-    seen = set()
-    while True:
-        if path in seen:
-            raise UserError(f"{path}: _base_ loop")
-        seen.add(path)
-        own, base = _read_own(path)
-        chain.append((path, own))
-        if not base:
-            raise UserError(f"{path}: no _base_ (name mmdet's config, e.g. 'mmdet::dcn/...', or another variant)")
-        if str(base).startswith("mmdet::"):
-            return _mmdet_config(str(base)[len("mmdet::"):]), chain[::-1]
-        path = (path.parent / base).resolve()
-        if not path.exists():
-            raise UserError(f"{chain[-1][0]}: _base_ {base!r} does not exist")
-
-
-def _parse_value(text: str) -> Any:
-    import yaml
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
-def parse_sets(items: Iterable[str] | Mapping[str, Any] | None) -> dict[str, Any]:
-    """``["a.b=1", "c=[1, 2]"]`` -> ``{"a.b": 1, "c": [1, 2]}`` (a mapping passes through)."""
-    if not items:
-        return {}
-    if isinstance(items, Mapping):
-        return dict(items)
-    out = {}
-    for item in items:
-        key, sep, value = str(item).partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"--set {item!r}: write key=value, e.g. --set train_cfg.max_epochs=2")
-        out[key.strip()] = _parse_value(value)
-    return out
-
-
-def _check_keys(cfg, overrides: Mapping[str, Any]) -> None:
-    """A typo in an override would silently add a key mmdet ignores: reject unknown paths."""
-    for key in overrides:
-        node: Any = getattr(cfg, "_cfg_dict", cfg)
-        parts = key.split(".")
-        for i, part in enumerate(parts):
-            if isinstance(node, (list, tuple)) and part.isdigit():
-                node = node[int(part)]
-                continue
-            if not isinstance(node, Mapping) or part not in node:
-                where = ".".join(parts[:i]) or "(top level)"
-                valid = sorted(node.keys()) if isinstance(node, Mapping) else []
-                raise UserError(f"--set {key}: no key {part!r} under {where}; valid: {valid}")
-            node = node[part]
+def _chain(path: Path) -> tuple[Path, list[Path]]:
+    """(mmdet's config, the variant files root first). The project layer goes between mmdet's
+    config and ours, so the chain must be a line ending in one mmdet config."""
+    files, packages = V.base_chain(path)
+    for f in reversed(files):  # the variant itself first: the error names the file the user wrote
+        bases = V.base_files(f)
+        if not bases:
+            raise UserError(f"{f}: no _base_ (name mmdet's config, e.g. 'mmdet::dcn/...', or another variant)")
+        if len(bases) > 1:
+            raise UserError(f"{f}: a detector variant takes ONE _base_ (mmdet's config or another variant)")
+    if not packages[0].startswith(MMDET):
+        raise UserError(f"{files[0]}: _base_ {packages[0]!r}: a detector variant builds on an {MMDET} config")
+    return _mmdet_config(packages[0][len(MMDET):]), files
 
 
 def load(variant: str | Path | None = None, overrides: Iterable[str] | Mapping[str, Any] | None = None):
     """The mmengine Config of a variant with the project layer and overrides applied (see module doc)."""
     from mmengine.config import Config
 
-    path = resolve(variant)
+    path = V.variant_path(STAGE, variant or DEFAULT_VARIANT)
     mm_path, chain = _chain(path)
     cfg = Config.fromfile(str(mm_path))
-    project, _ = _read_own(PROJECT_BASE)
+    project = V.own_keys(PROJECT_BASE)
     for key, value in project.items():
         if key == "siim":
             continue
         cfg[key] = copy.deepcopy(value)
     siim = copy.deepcopy(project["siim"])
-    for _file, own in chain:
-        own = copy.deepcopy(own)
+    for file in chain:
+        own = V.own_keys(file)
         siim.update(own.pop("siim", {}) or {})
         cfg.merge_from_dict(own)
     cfg["siim"] = siim
     cfg["siim"]["variant"] = path.stem
-    sets = parse_sets(overrides)
-    _check_keys(cfg, sets)
+    cfg["siim"]["variant_file"] = str(path)  # where siim.weights="auto" looks up the mmdet base
+    sets = V.tree_overrides(overrides)
+    V.check_paths(cfg, sets)
     cfg.merge_from_dict(sets)
     check_single_class(cfg)
     return cfg
@@ -219,8 +152,11 @@ def prepare(cfg, run_dir: str | Path, train_json: str | Path | None = None):
         backbone["init_cfg"] = dict(type="Pretrained", checkpoint=str(s["backbone_weights"]))
     else:
         backbone["init_cfg"] = None
-    cfg.load_from = str(s["weights"]) if s.get("weights") else None
-    if not s.get("weights") and not s.get("backbone_weights"):
+    from .zoo import resolve_weights
+
+    s["weights"] = resolve_weights(s.get("weights"), s.get("variant_file") or s.get("variant"))
+    cfg.load_from = s["weights"]
+    if not s["weights"] and not s.get("backbone_weights"):
         train_from_scratch(backbone)
     return cfg
 

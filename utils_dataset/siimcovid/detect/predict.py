@@ -157,9 +157,7 @@ def predict_folds(fold_dirs: Sequence[Path], pre_test: Path, *, device: str | No
 
     from ..errors import reraise_interrupts
     from ..layout import read_meta
-    from ..runs import FoldReport
-    from ..runs import read_config
-    from .train import MODEL_PTH
+    from ..runs import MODEL_PTH, FoldReport, read_config, src_size
 
     tables, report = [], FoldReport("detector")
     device = device or _torch_device()
@@ -169,7 +167,9 @@ def predict_folds(fold_dirs: Sequence[Path], pre_test: Path, *, device: str | No
             resolved = read_config(d)
             cfg = Config(resolved["mmdet_config"])
             s = resolved.get("siim") or dict(cfg.get("siim", {}))
-            size = int(resolved.get("src_size") or s["size"])
+            size = src_size(d)
+            if not size:
+                raise ValueError(f"{d}: its config.json records no src_size nor siim.size")
             meta = read_meta(pre_test, size, split="test")
             model = load_model(cfg, Path(d) / MODEL_PTH, device=device)
             rows = predict_images(model, meta, size, tta=dict(s.get("tta", {"hflip": True})), wbf=dict(s.get("wbf", {})),

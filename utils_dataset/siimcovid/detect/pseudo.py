@@ -13,11 +13,12 @@ import argparse
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 
+from .. import variants
 from ..data import STUDY_CLASSES
 from ..errors import UserError
 from ..tables import boxes_json, read_detector
@@ -34,12 +35,9 @@ class PseudoRule:
     min_box_score: float = 0.2  # skip the image when a kept box scores below this
 
     @classmethod
-    def from_dict(cls, d: Mapping | None) -> "PseudoRule":
-        d = dict(d or {})
-        valid = {f.name for f in fields(cls)}
-        if set(d) - valid:
-            raise UserError(f"unknown pseudo-label keys {sorted(set(d) - valid)}: valid {sorted(valid)}")
-        return cls(**{k: type(getattr(cls, k))(v) for k, v in d.items()})
+    def from_dict(cls, d: Mapping | Iterable[str] | None) -> "PseudoRule":
+        """A dict or ``["key=value", ...]`` over the defaults, typed and checked by variants."""
+        return variants.load("pseudo-label", None, d, cls)
 
 
 def select(boxes: pd.DataFrame, studies: pd.DataFrame, image_study: Mapping[str, str],
@@ -69,8 +67,7 @@ def select(boxes: pd.DataFrame, studies: pd.DataFrame, image_study: Mapping[str,
 
 
 def cli(argv: list[str]) -> int:
-    from ..preprocess.convert import read_meta
-    from .config import parse_sets
+    from ..layout import META_CSV, read_meta
 
     p = argparse.ArgumentParser(prog="siimcovid det-pseudo", description=__doc__.split("\n\n")[0])
     p.add_argument("--boxes", required=True, help="test prediction table (det-merge's test_boxes.csv or the ensemble's)")
@@ -80,8 +77,8 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help=f"rule keys: {[f.name for f in fields(PseudoRule)]}")
     args = p.parse_args(argv)
-    rule = PseudoRule.from_dict(parse_sets(args.set))
-    for path in (args.boxes, args.study, Path(args.preprocess) / "meta.csv"):
+    rule = PseudoRule.from_dict(args.set)
+    for path in (args.boxes, args.study, Path(args.preprocess) / META_CSV):
         if not Path(path).exists():
             raise UserError(f"{path}: no such file")
     meta = read_meta(args.preprocess)

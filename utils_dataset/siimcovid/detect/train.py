@@ -23,20 +23,13 @@ import pandas as pd
 
 from ..accelerator import torch_device
 from ..errors import UserError
+from ..layout import find_preprocess
 from ..log import get_logger, run_header
+from ..runs import HISTORY_CSV, LOSS_PNG, MODEL_PTH, OOF_CSV, SCORES_JSON, TEST_CSV, fold_dir, write_config
 from . import coco
 from . import config as C
 from ..tables import write_detector
 from .predict import figures, load_model, predict_images
-
-# Names of a run folder (the contract of runs.py: same names for every stage).
-CONFIG_JSON = "config.json"
-OOF_CSV = "oof.csv"
-TEST_CSV = "test.csv"
-HISTORY_CSV = "history.csv"
-SCORES_JSON = "fold_score.json"
-MODEL_PTH = "model.pth"
-LOSS_PNG = "loss.png"
 
 
 def exp_name(cfg) -> str:
@@ -45,7 +38,7 @@ def exp_name(cfg) -> str:
 
 
 def run_dir(cfg, workdir: str | Path) -> Path:
-    return Path(workdir) / exp_name(cfg) / f"fold{int(cfg.siim['fold'])}"
+    return fold_dir(Path(workdir) / exp_name(cfg), int(cfg.siim["fold"]))
 
 
 @contextlib.contextmanager
@@ -97,15 +90,6 @@ def _read_pseudo(cfg) -> pd.DataFrame | None:
         raise UserError(f"round {cfg.siim['round']} needs siim.pseudo = the pseudo_labels.csv of "
                         f"`python -m siimcovid det-pseudo` (got {src!r})")
     return pd.read_csv(src, dtype={"image_id": str})
-
-
-def find_preprocess(hint) -> Path:
-    from ..paths import find_input
-
-    try:
-        return find_input("meta.csv", hint=hint)
-    except FileNotFoundError as exc:
-        raise UserError(f"{exc}; pass --preprocess (the preprocess output folder)") from None
 
 
 def export_weights(runner, path: Path) -> Path:
@@ -180,7 +164,7 @@ def train_fold(cfg, *, preprocess=None, workdir="work/det", launcher: str = "non
                 "n_train_images": int(len(train_rows)), "n_oof_images": int(len(held)),
                 "mmdet_config": cfg.to_dict()}
     if rank() == 0:
-        (out / CONFIG_JSON).write_text(json.dumps(resolved, indent=1, default=str))
+        write_config(out, resolved)
         run_header("det-train", {**dict(s), "resume_from": str(resume_from) if resume_from else None}, out)
     log.info("det-train %s fold %d: %d training images (%d boxes), %d held out, resume from %s",
              exp_name(cfg), fold, len(train_rows), int(train_rows["boxes_frame"].map(len).sum()), len(held),

@@ -122,7 +122,8 @@ def bench_preprocess(out: str | Path, per_syntax: int = 2, size: int = 1024, max
 
     import cv2
 
-    from ..preprocess.convert import PreprocessConfig, _warm_imports, image_path, process_one
+    from ..layout import image_path
+    from ..preprocess.convert import PreprocessConfig, _warm_imports, process_one
 
     warnings.simplefilter("ignore")
     cv2.setNumThreads(1)
@@ -457,8 +458,9 @@ def bench_study_input(out: str | Path, pre: str | Path | None = None, size: int 
     import siimcovid  # noqa: F401  (TF env before TensorFlow)
     import tensorflow as tf
 
+    from ..classify.data import load_meta, make_train_dataset, onehot
     from ..study.config import load_config
-    from ..study.dataset import load_meta, make_train_dataset, onehot
+    from ..study.task import STUDY
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -471,12 +473,14 @@ def bench_study_input(out: str | Path, pre: str | Path | None = None, size: int 
     for fmt, meta in metas.items():
         for mode, over in STUDY_INPUT_MODES.items():
             cfg = replace(base, input_format=fmt, **over)
-            ds = make_train_dataset(meta, onehot(meta["study_label"].to_numpy()), cfg, size, training=True)
+            ds = make_train_dataset(meta, onehot(meta["study_label"].to_numpy(), STUDY.n_outputs), cfg, size,
+                                    training=True)
             sec = _time_batches(ds, warm=2, n=batches)
             pipeline.append({"format": fmt, "augment": mode, "img_s": batches * batch_size / sec})
 
     # one training step of the model, fed from memory (input cost excluded)
-    from ..study.model import build_model, compile_model, export_tiny_savedmodel
+    from ..classify.backbones import build_model, export_tiny_savedmodel
+    from ..classify.train import compile_model
 
     mcfg = load_config(model_config, sets=[f"image_size={size}", f"batch_size={batch_size}"])
     if mcfg.model == "hub":
@@ -488,10 +492,10 @@ def bench_study_input(out: str | Path, pre: str | Path | None = None, size: int 
     import tf_keras
 
     tf_keras.mixed_precision.set_global_policy("float32" if mcfg.mixed_precision in ("off", "auto") else mcfg.mixed_precision)
-    model = build_model(mcfg)
-    compile_model(model, mcfg, steps_per_epoch=100)
-    x, y = next(iter(make_train_dataset(metas["png"], onehot(metas["png"]["study_label"].to_numpy()),
-                                        replace(mcfg, input_format="png"), size, training=True)))
+    model = build_model(mcfg, STUDY.n_outputs, STUDY.activation)
+    compile_model(model, mcfg, 100, STUDY)
+    targets = onehot(metas["png"]["study_label"].to_numpy(), STUDY.n_outputs)
+    x, y = next(iter(make_train_dataset(metas["png"], targets, replace(mcfg, input_format="png"), size, training=True)))
     model.train_on_batch(x, y)  # build + trace
     t0 = time.perf_counter()
     for _ in range(steps):

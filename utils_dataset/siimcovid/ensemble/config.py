@@ -1,7 +1,7 @@
 """Which members take part in the ensemble and how they merge: one config variant.
 
 Variants are ``siimcovid/configs/ensemble/<name>.yaml`` over the defaults below (``_base_`` and
-``--set key=value`` through ``siimcovid.variants`` when present). A member list of ``null`` means
+``--set key=value`` through ``siimcovid.variants``). A member list of ``null`` means
 every member of that kind found under the inputs; weights of members not listed are 1; a weight
 or parameter left ``null`` with ``fit: true`` is fitted on the out-of-fold predictions.
 """
@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from .. import variants
 from ..errors import UserError
 from .rules import PRESETS
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "ensemble"
 RULE_CHOICES = ("auto", *PRESETS)
 
 
@@ -91,52 +91,6 @@ class EnsembleConfig:
         return dataclasses.asdict(self)
 
 
-def _read_yaml(path: Path, seen: tuple = ()) -> dict[str, Any]:
-    import yaml
-
-    if path in seen:
-        raise UserError(f"{path}: _base_ cycle")
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: an ensemble variant must be a mapping")
-    base = data.pop("_base_", None)
-    if base:
-        merged = _read_yaml((path.parent / base).resolve(), seen + (path,))
-        merged.update(data)
-        return merged
-    return data
-
-
 def load(variant: str | Path | None = None, overrides: Any = None) -> EnsembleConfig:
     """Defaults <- variant file <- overrides (dict or ``["key=value", ...]``) -> EnsembleConfig."""
-    try:
-        from .. import variants
-    except ImportError:  # variants.py (house-model) not on this branch yet
-        variants = None
-    if variants is not None:
-        return variants.load("ensemble", variant, overrides, EnsembleConfig, default_name="default")
-    import yaml
-
-    values: dict[str, Any] = {}
-    name = "default"
-    if variant not in (None, ""):
-        p = Path(variant)
-        path = p if p.is_file() else CONFIG_DIR / f"{variant}.yaml"
-        if not path.is_file():
-            have = sorted(x.stem for x in CONFIG_DIR.glob("*.yaml")) if CONFIG_DIR.is_dir() else []
-            raise UserError(f"ensemble variant {variant!r}: not a file nor one of {have}")
-        values.update(_read_yaml(path.resolve()))
-        name = path.stem
-    items = overrides or {}
-    if isinstance(items, (list, tuple)):
-        items = dict(s.split("=", 1) for s in items)
-        items = {k: yaml.safe_load(v) for k, v in items.items()}
-    values.update(items)
-    fields = {f.name for f in dataclasses.fields(EnsembleConfig)}
-    unknown = sorted(set(values) - fields)
-    if unknown:
-        raise UserError(f"ensemble config: unknown keys {unknown}; valid keys: {', '.join(sorted(fields))}")
-    values.setdefault("name", name)
-    cfg = EnsembleConfig(**values)
-    cfg.validate()
-    return cfg
+    return variants.load("ensemble", variant, overrides, EnsembleConfig, default_name="default")

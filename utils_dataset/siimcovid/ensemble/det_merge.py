@@ -21,7 +21,7 @@ import pandas as pd
 
 from ..detect.predict import figures
 from ..errors import EXIT_OK, EXIT_PARTIAL, UserError, reraise_interrupts
-from ..layout import META_CSV
+from ..layout import META_CSV, find_preprocess
 from ..log import get_logger
 from ..runs import CONFIG_JSON, OOF_CSV, TEST_CSV, fold_index
 from ..tables import read_detector, write_detector
@@ -81,8 +81,6 @@ def merge(exp_dir: str | Path, *, preprocess=None, truth=None) -> dict:
         raise UserError(f"{exp_dir}: no fold could be read: {skipped}")
     pre = preprocess or config.get("preprocess")
     if not pre or not (Path(pre) / META_CSV).exists():
-        from ..detect.train import find_preprocess
-
         pre = find_preprocess(pre)
     train_truth = _truth_from_meta(pre)
     test_truth = _truth_from_data(truth) if truth else None  # before writing: a bad path writes nothing

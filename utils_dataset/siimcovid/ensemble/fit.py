@@ -79,6 +79,21 @@ class Truth:
 
 
 # ------------------------------------------------------------------------------------ searches
+def read_truth(pre_dir: str | Path) -> tuple[Truth, pd.DataFrame]:
+    """OOF truth from a preprocess output (train rows with a fold) -> (Truth, meta)."""
+    from ..errors import UserError
+    from ..layout import META_CSV, read_meta
+
+    meta = read_meta(pre_dir)
+    need = {"study_label", "fold", "boxes", "split"} - set(meta.columns)
+    if need:
+        raise UserError(f"{pre_dir}/{META_CSV} lacks {sorted(need)}: pass the TRAIN preprocess output (--preprocess)")
+    truth = Truth.from_meta(meta)
+    if not len(truth.images):
+        raise UserError(f"{pre_dir}/{META_CSV} holds no train image with a fold: pass the train preprocess output")
+    return truth, meta
+
+
 def fit_simplex(score: Callable[[np.ndarray], float], m: int, *, margin: float,
                 steps: Sequence[float] = (0.2, 0.1, 0.05, 0.02), n_random: int = 0, seed: int = 0,
                 project: Callable[[np.ndarray], np.ndarray] | None = None) -> dict:

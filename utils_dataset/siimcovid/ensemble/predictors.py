@@ -9,37 +9,18 @@ reports it and merges the other members).
 """
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from pathlib import Path
 from typing import Callable, Sequence
 
 import pandas as pd
 
+from ..layout import read_meta, write_subset
 from .budget import Timing
 
 
 class MemberUnavailable(RuntimeError):
     """No test-time predictor for this kind of member in this package version."""
-
-
-def src_size(kind: str, fold_dir: Path) -> int | None:
-    """The images/<S>/ size a fold reads (so the test preprocess writes it)."""
-    from ..runs import read_config, src_size as _src
-
-    s = _src(fold_dir)
-    if s:
-        return int(s)
-    try:
-        cfg = read_config(fold_dir)
-    except (OSError, ValueError):
-        return None
-    for key in ("src_size", "image_size"):
-        if cfg.get(key):
-            return int(cfg[key])
-    siim = cfg.get("siim") or {}
-    return int(siim["size"]) if siim.get("size") else None
 
 
 # ------------------------------------------------------------------------------------ study
@@ -87,24 +68,7 @@ def predict(kind: str, fold_dirs: Sequence[Path], pre_test: Path, options: dict 
 def make_probe(pre_test: Path, out: Path, n: int) -> Path:
     """A preprocess-shaped folder holding the first ``n`` test images of ``pre_test`` (meta rows +
     links to their PNGs at every size), for timing a member before the full set."""
-    pre_test, out = Path(pre_test), Path(out)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    meta = pd.read_csv(pre_test / "meta.csv", dtype=str)
-    meta = meta[meta["split"] == "test"].head(int(n))
-    meta.to_csv(out / "meta.csv", index=False)
-    for size_dir in sorted((pre_test / "images").glob("*")):
-        dst = out / "images" / size_dir.name / "test"
-        dst.mkdir(parents=True, exist_ok=True)
-        for i in meta["image_id"]:
-            src = size_dir / "test" / f"{i}.png"
-            if src.is_file():
-                try:
-                    os.symlink(src.resolve(), dst / src.name)
-                except OSError:
-                    shutil.copy2(src, dst / src.name)
-    return out
+    return write_subset(pre_test, out, split="test", n=n)
 
 
 def time_member(kind: str, name: str, fold_dirs: Sequence[Path], pre_test: Path, work: Path, options: dict,
@@ -119,7 +83,7 @@ def time_member(kind: str, name: str, fold_dirs: Sequence[Path], pre_test: Path,
     predict(kind, fold, make_probe(pre_test, Path(work) / "probe_warmup", n_small), opts)
     for n in (n_small, n_large):
         probe = make_probe(pre_test, Path(work) / f"probe_{n}", n)
-        n_real = len(pd.read_csv(probe / "meta.csv"))
+        n_real = len(read_meta(probe))
         t0 = time.perf_counter()
         tables, info = predict(kind, fold, probe, opts)
         elapsed[n_real] = time.perf_counter() - t0

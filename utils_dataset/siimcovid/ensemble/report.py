@@ -24,8 +24,9 @@ import pandas as pd
 
 from ..data import STUDY_CLASSES
 from ..errors import EXIT_OK, EXIT_PARTIAL, UserError
+from ..layout import find_preprocess
 from .config import EnsembleConfig, load
-from .fit import FIT_JSON, OOFScorer, Truth, fit, save
+from .fit import FIT_JSON, OOFScorer, Truth, fit, read_truth, save
 from .members import collect, select, summary
 from .merge import Settings, Tables, image_inputs, priors_from_truth, run_merge
 from .rules import STUDY_COLS, binary_none, fuse_detectors, member_image_probs, study_rows
@@ -36,26 +37,6 @@ COLUMNS = ("study", "opacity", "none", "final")
 
 
 # ------------------------------------------------------------------------------------ inputs
-def read_truth(pre_dir: str | Path) -> tuple[Truth, pd.DataFrame]:
-    """OOF truth from a preprocess output (train rows with a fold) -> (Truth, meta)."""
-    from ..layout import read_meta
-
-    meta = read_meta(pre_dir)
-    need = {"study_label", "fold", "boxes", "split"} - set(meta.columns)
-    if need:
-        raise UserError(f"{pre_dir}/meta.csv lacks {sorted(need)}: pass the TRAIN preprocess output (--preprocess)")
-    truth = Truth.from_meta(meta)
-    if not len(truth.images):
-        raise UserError(f"{pre_dir}/meta.csv holds no train image with a fold: pass the train preprocess output")
-    return truth, meta
-
-
-def find_preprocess(hint: str | None) -> Path:
-    from ..paths import find_input
-
-    return find_input("meta.csv", hint)
-
-
 def oof_tables(found: dict, cfg: EnsembleConfig, truth: Truth, problems: list[str]) -> Tables:
     pick = {k: select(found[k], getattr(cfg, f"{k if k != 'detect' else 'det'}_members"), k, problems)
             for k in ("study", "binary", "detect")}

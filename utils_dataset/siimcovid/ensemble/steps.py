@@ -23,14 +23,15 @@ from typing import Sequence
 import pandas as pd
 
 from ..errors import reraise_interrupts
+from ..layout import META_CSV, read_errors
 from ..log import get_logger
-from ..runs import fold_index
+from ..runs import fold_index, src_size
 from .budget import HIDDEN_TEST_IMAGES, Projection, Timing, project, warn_if_over, write_budget
 from .config import EnsembleConfig
-from .fit import FIT_JSON, Truth, fit, load_settings, save, settings_from_config
+from .fit import FIT_JSON, Truth, fit, load_settings, read_truth, save, settings_from_config
 from .members import Member, collect, select
 from .merge import Settings, Tables, priors_from_truth, run_merge
-from .predictors import MemberUnavailable, predict, src_size, time_member
+from .predictors import MemberUnavailable, predict, time_member
 from .rules import image_csv_frame
 
 KIND_KEYS = {"study": "study_members", "binary": "binary_members", "detect": "det_members"}
@@ -45,18 +46,16 @@ def find_members(roots: Sequence[str] | None, cfg: EnsembleConfig, problems: lis
 
 def sizes_needed(members: dict[str, dict[str, Member]]) -> set[int]:
     out = set()
-    for kind, ms in members.items():
+    for ms in members.values():
         for m in ms.values():
             for d in m.folds.values():
-                s = src_size(kind, d)
+                s = src_size(d)
                 if s:
                     out.add(s)
     return out
 
 
 def read_train_truth(train_pre: Path) -> Truth:
-    from .report import read_truth
-
     return read_truth(train_pre)[0]
 
 
@@ -159,13 +158,12 @@ def test_images(pre_test: Path, sample_image_ids: Sequence[str]) -> pd.DataFrame
     from its path (``test/<study>/<series>/<image>.dcm``), ``?`` when unknown."""
     pre_test = Path(pre_test)
     rows = {}
-    meta_path = pre_test / "meta.csv"
+    meta_path = pre_test / META_CSV
     if meta_path.is_file():
         m = pd.read_csv(meta_path, dtype=str)
         rows.update(dict(zip(m["image_id"], m["study_id"])))
-    err_path = pre_test / "errors.csv"
-    if err_path.is_file():
-        e = pd.read_csv(err_path, dtype=str).fillna("")
+    e = read_errors(pre_test)
+    if len(e):
         for dicom, iid in zip(e.get("dicom", []), e.get("image_id", [])):
             parts = Path(dicom).parts
             if iid and iid not in rows and len(parts) >= 3:

@@ -1,27 +1,39 @@
-"""``python -m siimcovid kaggle plan|push|status|pull``: the kernel graph on Kaggle.
+"""``python -m siimcovid kaggle render|plan|dataset|push|status|pull``: the kernel graph on Kaggle,
+the project's one command group for it.
 
 Everything lands in ``--out`` (default ``build/kaggle``): ``kernels/<slug>/`` (rendered kernels),
 ``siimcovid-utils/`` (the staged utils dataset), ``state.json`` (what was pushed, see state.py)
-and, for ``pull``, ``input/`` laid out as the kernels see /kaggle/input.
+and, for ``pull``, ``input/`` laid out as the kernels see /kaggle/input. ``render`` and ``dataset``
+need no credentials (``--placeholder-user`` writes ``KAGGLE_USER`` ids on purpose); ``push`` is the
+orchestrated one: the dataset, then every kernel in graph order, waiting for each.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Callable
 
 from ..errors import UserError
 from . import graph as G
+from .render import PLACEHOLDER_USER
 
 DEFAULT_OUT = "build/kaggle"
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _user(p: argparse.ArgumentParser, placeholder: bool = False) -> None:
     p.add_argument("--user", default=None,
                    help="your Kaggle user name (default: $KAGGLE_USERNAME, then the one in kaggle.json)")
+    if placeholder:
+        p.add_argument("--placeholder-user", action="store_true",
+                       help=f"write {PLACEHOLDER_USER}/<slug> ids when no user is known (fill in before pushing)")
     p.add_argument("--out", default=DEFAULT_OUT, help="rendered kernels, staged dataset and state.json")
+
+
+def _common(p: argparse.ArgumentParser, placeholder: bool = False) -> None:
+    _user(p, placeholder)
     p.add_argument("--max-fan-in", type=int, default=G.MAX_FAN_IN,
                    help="a kernel reading more kernels than this reads collect-<stage> kernels instead")
     p.add_argument("--templates", default=None, help=argparse.SUPPRESS)  # another kernel-metadata/ (tests)
@@ -36,9 +48,13 @@ def _choices(p: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m siimcovid kaggle",
-                                 description="Plan, push, watch and pull the pipeline's kernel graph on Kaggle.")
+    ap = argparse.ArgumentParser(prog="python -m siimcovid kaggle", description="Render, plan, push, watch "
+                                 "and pull the pipeline's kernel graph on Kaggle.")
     sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("render", help="write OUT/kernels/<slug>/ for every kernel (checked first) and list them; "
+                                      "no credentials needed")
+    _common(p, placeholder=True)
+    _choices(p)
     p = sub.add_parser("plan", help="render every kernel, validate, print the graph")
     _common(p)
     _choices(p)
@@ -57,21 +73,44 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="the graph with each kernel's pushed version and state")
     _common(p)
     p.add_argument("--offline", action="store_true", help="only the state file, no kaggle call")
+    p.add_argument("--only", nargs="+", default=None, help="stages, slugs or slug prefixes to ask Kaggle about")
     p = sub.add_parser("pull", help="outputs + logs of completed versions, laid out like /kaggle/input")
     _common(p)
     p.add_argument("--dest", default=None, help="default: OUT/input")
     p.add_argument("--only", nargs="+", default=None, help="stages, slugs or slug prefixes")
+    p = sub.add_parser("dataset", help="stage utils_dataset/ as OUT/siimcovid-utils for a manual "
+                                       "`kaggle datasets create|version -r zip` (push uploads it itself)")
+    _user(p, placeholder=True)
     return ap
 
 
-def _graph(a) -> G.Graph:
-    from .render import choose, resolve_user
+def _user_name(a) -> str:
+    from .render import resolve_user
 
-    user, _ = resolve_user(a.user)
-    graph = G.build(user, meta_dir=a.templates, max_fan_in=a.max_fan_in)
+    user, source = resolve_user(a.user, getattr(a, "placeholder_user", False))
+    if a.cmd in ("render", "dataset"):  # the verbs that write ids without asking Kaggle say whose
+        print(f"user {user} (from {source})", file=sys.stderr)
+    return user
+
+
+def _graph(a) -> G.Graph:
+    from .render import choose
+
+    graph = G.build(_user_name(a), meta_dir=a.templates, max_fan_in=a.max_fan_in)
     # the user's accelerator / image, each only where the templates allow it (kaggle.choose)
     choose([n.kernel for n in graph.order()], getattr(a, "accelerator", None), getattr(a, "docker_image", None))
     return graph
+
+
+def _render(g: G.Graph, folder: Path) -> list[str]:
+    """Every kernel written to ``folder/<slug>/``, checked before the first file and after the
+    last; -> the warnings."""
+    errors, _ = G.check(g)
+    _fail_on(errors)
+    G.render(g, folder)
+    errors, warnings = G.check(g, folder)
+    _fail_on(errors)
+    return warnings
 
 
 def _client():
@@ -88,15 +127,23 @@ def _fail_on(errors: list[str]) -> None:
 def cli_kaggle(argv: list[str], sleep: Callable[[float], None] = time.sleep,
                clock: Callable[[], float] = time.time) -> int:
     a = parser().parse_args(argv)
-    g = _graph(a)
     out = Path(a.out)
-    errors, warnings = G.check(g)
-    if a.cmd == "plan":
-        budget = json.loads(Path(a.budget).read_text()) if a.budget else None
-        _fail_on(errors)
-        G.render(g, out / "kernels")
-        errors, warnings = G.check(g, out / "kernels")
-        _fail_on(errors)
+    if a.cmd == "dataset":
+        from .render import dataset_dir
+
+        dst = dataset_dir(out, _user_name(a))
+        print(f"{dst}\n  first time: kaggle datasets create -p {dst} -r zip\n"
+              f"  later:      kaggle datasets version -p {dst} -m 'update' -r zip")
+        return 0
+    budget = json.loads(Path(a.budget).read_text()) if getattr(a, "budget", None) else None
+    g = _graph(a)
+    if a.cmd in ("render", "plan"):
+        warnings = _render(g, out / "kernels")
+        if a.cmd == "render":
+            for n in g.order():
+                print(f"{out / 'kernels' / n.slug}  ({n.id}, {n.kernel.accelerator}, "
+                      f"internet={n.kernel.metadata['enable_internet']})")
+            return 0
         print(G.text(g))
         for w in warnings + G.budget_warnings(g, budget):
             print(f"warning: {w}")
@@ -110,7 +157,7 @@ def cli_kaggle(argv: list[str], sleep: Callable[[float], None] = time.sleep,
     state = State(out / "state.json", g.user)
     if a.cmd == "status":
         client = None if a.offline else _client()
-        print(G.text(g, status_table(g, state, client)))
+        print(G.text(g, status_table(g, state, client, a.only)))
         return 0
     if a.cmd == "pull":
         client = _client()
@@ -120,16 +167,13 @@ def cli_kaggle(argv: list[str], sleep: Callable[[float], None] = time.sleep,
             print(f"stopped: {exc}")
             return 1
 
-    _fail_on(errors)
+    _fail_on(G.check(g)[0])
     limits = parse_limits(a.max_sessions)
     g.select(a.only)  # unknown names fail before anything is written
     if a.from_stage:
         g.select([a.from_stage])
     client = None if a.dry_run else _client()
-    G.render(g, out / "kernels")
-    errors, warnings = G.check(g, out / "kernels")
-    _fail_on(errors)
-    for w in warnings:
+    for w in _render(g, out / "kernels"):
         print(f"warning: {w}")
     from .render import dataset_dir
 

@@ -35,11 +35,6 @@ REFUSALS = (
     re.compile(r"^Dataset (?:version )?creation error: ?(.*)$", re.M),
     re.compile(r"^(You must authenticate before you can call the Kaggle API\.?)$", re.M),
 )
-PUSHED = re.compile(r"Kernel version (\d+) successfully pushed", re.I)
-PUSHED_NO_VERSION = re.compile(r"Kernel version successfully pushed", re.I)
-STATUS = re.compile(r'has status "([^"]+)"')
-FAILURE = re.compile(r'Failure message: "(.*)"', re.S)
-TERMINAL = ("COMPLETE", "ERROR", "CANCEL_ACKNOWLEDGED", "CANCEL_REQUESTED")
 
 
 class KaggleError(RuntimeError):
@@ -137,24 +132,14 @@ class Result:
     output: str  # stdout + stderr, secrets scrubbed
 
 
-@dataclass(frozen=True)
-class KernelStatus:
-    kernel: str
-    status: str  # upper case, e.g. RUNNING, COMPLETE, ERROR, QUEUED
-    message: str | None = None
-
-    @property
-    def terminal(self) -> bool:
-        return self.status in TERMINAL
-
-
 class Kaggle:
     """One authenticated ``kaggle`` command. Construct it once: credentials are checked here
     (``CredentialsError``) and never again per call.
 
-    Every method runs the command, scrubs secrets from its output and raises
-    :class:`KaggleError` (message = the client's own lines) on a non-zero exit OR a refusal
-    printed with exit 0. ``runner`` is ``subprocess.run``-compatible (tests may pass a fake)."""
+    Every call runs the command, scrubs secrets from its output and raises :class:`KaggleError`
+    (message = the client's own lines) on a non-zero exit OR a refusal printed with exit 0;
+    reading what a command printed is :mod:`siimcovid.kaggle.client`'s. ``runner`` is
+    ``subprocess.run``-compatible (tests may pass a fake)."""
 
     def __init__(self, exe: str | None = None, *, env: Mapping[str, str] | None = None,
                  home: str | os.PathLike | None = None, check: bool = True,
@@ -188,43 +173,6 @@ class Kaggle:
                 tail = "\n".join(out.splitlines()[-5:]) or "(no output)"
                 raise KaggleError(f"kaggle {' '.join(args[:2])} failed (exit {proc.returncode}): {why or tail}")
         return res
-
-    # -- kernels
-    def push(self, folder: str | os.PathLike, accelerator: str | None = None,
-             timeout: int | None = None) -> int | None:
-        """``kernels push -p folder``; -> the version number the server assigned (None if the
-        client did not print one). A refusal or dropped source raises :class:`KaggleError`."""
-        args = ["kernels", "push", "-p", str(folder)]
-        if accelerator:
-            args += ["--accelerator", accelerator]
-        if timeout:
-            args += ["-t", str(int(timeout))]
-        res = self.run(*args)
-        m = PUSHED.search(res.output)
-        if m:
-            return int(m.group(1))
-        if PUSHED_NO_VERSION.search(res.output):
-            return None
-        raise KaggleError(f"kaggle kernels push {folder}: no success line in the output: "
-                          f"{' | '.join(res.output.splitlines()[-3:]) or '(no output)'}")
-
-    def status(self, kernel: str) -> KernelStatus:
-        """``kernels status`` of the LATEST version (right after a push it can still be the
-        previous run's: compare versions before trusting it)."""
-        res = self.run("kernels", "status", kernel)
-        m = STATUS.search(res.output)
-        if not m:
-            raise KaggleError(f"kaggle kernels status {kernel}: unexpected output: {res.output[-300:]}")
-        status = m.group(1).rsplit(".", 1)[-1].upper()  # "KernelWorkerStatus.COMPLETE" or "complete"
-        fm = FAILURE.search(res.output)
-        return KernelStatus(kernel, status, fm.group(1) if fm else None)
-
-    def output(self, kernel: str, dest: str | os.PathLike, force: bool = True) -> Path:
-        """``kernels output`` of the latest version into ``dest`` (created)."""
-        dest = Path(dest)
-        dest.mkdir(parents=True, exist_ok=True)
-        self.run("kernels", "output", kernel, "-p", str(dest), *(["-o"] if force else []))
-        return dest
 
     # -- datasets (always -r zip: the default `skip` drops sub-folders, i.e. the package)
     def dataset_create(self, folder: str | os.PathLike) -> Result:

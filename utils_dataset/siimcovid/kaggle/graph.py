@@ -339,9 +339,10 @@ def check(graph: Graph, out_dir: Path | None = None) -> tuple[list[str], list[st
         e, w = check_kernel(n, (out_dir / n.slug) if out_dir else None)
         errors += e
         warnings += w
-        if n.kernel.metadata.get("enable_internet") and n.upstream:
-            warnings.append(f"{n.slug}: internet is on in a kernel that reads other kernels "
-                            "(only the wheels kernel should need it)")
+        offline_up = [u for u in n.upstream if not graph.nodes[u].kernel.metadata.get("enable_internet")]
+        if n.kernel.metadata.get("enable_internet") and offline_up:
+            warnings.append(f"{n.slug}: internet is on in a kernel that reads {', '.join(offline_up)} (only the "
+                            "fetching kernels, wheels and weights, are online, and they read nothing but each other)")
     for n in graph.sinks():
         if n.kernel.metadata.get("enable_internet") and n.upstream:
             errors.append(f"{n.slug}: the final kernel must run with the internet off (code competition)")

@@ -24,34 +24,39 @@ import os
 import shutil
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
+from .. import variants
 from ..errors import UserError, reraise_interrupts
 from .render import fill_placeholders
 from . import graph as G
 
 DONE = "done.json"
 WORK = "work"
-PROFILES = Path(__file__).resolve().parents[1] / "configs" / "local"
+PROFILE_STAGE = "local"  # the profiles are variants in configs/local/
 UTILS_SLUG = "siimcovid-utils"
 
 Executor = Callable[[Path, Path, dict, Path, dict], None]
 
 
-def load_profile(name: str) -> dict[str, Any]:
-    """``tiny`` / ``full`` (configs/local/<name>.yaml) or a path to such a YAML file."""
-    import yaml
+@dataclass
+class Profile:
+    """A run-local profile (configs/local/<name>.yaml).
 
-    path = Path(name) if name.endswith((".yaml", ".yml")) else PROFILES / f"{name}.yaml"
-    if not path.is_file():
-        valid = sorted(p.stem for p in PROFILES.glob("*.yaml"))
-        raise UserError(f"profile {name!r} not found; use one of {valid} or a .yaml path")
-    data = yaml.safe_load(path.read_text()) or {}
-    unknown = set(data) - {"repeat", "params"}
-    if unknown:
-        raise UserError(f"{path}: unknown keys {sorted(unknown)}; valid: params, repeat")
-    return {"repeat": data.get("repeat") or {}, "params": data.get("params") or {}, "name": path.stem}
+    params: stage (template name) -> notebook parameters on top of the template's own
+    repeat: stage -> repeat values replacing the template's (fewer kernels)
+    """
+    name: str = "tiny"  # variants.load sets the file's stem
+    params: Optional[dict] = None  # None (or null in the file): nothing on top of the templates
+    repeat: Optional[dict] = None
+
+
+def load_profile(name: str) -> dict[str, Any]:
+    """``tiny`` / ``full`` / ``demo`` (configs/local/<name>.yaml) or a path to such a YAML file."""
+    profile = variants.load(PROFILE_STAGE, name, None, Profile)
+    return {"repeat": profile.repeat or {}, "params": profile.params or {}, "name": profile.name}
 
 
 def papermill_executor(notebook: Path, output: Path, parameters: dict, cwd: Path, env: dict) -> None:

@@ -304,10 +304,12 @@ def _dur(seconds: float) -> str:
 
 
 # ---------------------------------------------------------------------------------- status / pull
-def status_table(graph: Graph, state: State, client: Client | None) -> dict[str, str]:
-    """slug -> ``vN state`` from the state file, with the live status when ``client`` is given."""
+def status_table(graph: Graph, state: State, client: Client | None,
+                 names: list[str] | None = None) -> dict[str, str]:
+    """slug -> ``vN state`` from the state file, with the live status when ``client`` is given;
+    ``names`` (stages, slugs or prefixes) limits the table to those kernels."""
     out = {}
-    for n in graph.order():
+    for n in graph.select(names):
         st = state.kernel(n.slug)
         text = f"v{st['version']} {st.get('status')}" if st.get("version") else st.get("status", "not pushed")
         if client is not None and (st or not state.kernels):

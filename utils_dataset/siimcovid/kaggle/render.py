@@ -1,5 +1,5 @@
-"""Kaggle glue: kernel metadata rendered from ``kernel-metadata/`` templates and the
-``kernels`` command (render / push / status / dataset).
+"""Kaggle glue: kernel metadata rendered from ``kernel-metadata/`` templates, the staged utils
+dataset and the user name; the ``kaggle`` command group over them is :mod:`siimcovid.kaggle.cli`.
 
 The ``kaggle`` command is driven through :mod:`siimcovid.kaggle.command` (never ``import
 kaggle``: 2.2.5 authenticates at import time and prints login instructions); what kernels
@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
@@ -185,30 +184,9 @@ def inject_parameters(nb_path: Path, params: dict[str, Any]) -> dict:
         if "parameters" in cell.get("metadata", {}).get("tags", []):
             src = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
             extra = "".join(f"{k} = {v!r}\n" for k, v in params.items())
-            cell["source"] = src.rstrip("\n") + "\n# rendered by `python -m siimcovid kernels render`\n" + extra
+            cell["source"] = src.rstrip("\n") + "\n# rendered by `python -m siimcovid kaggle render`\n" + extra
             return nb
     raise ValueError(f"{nb_path}: no cell tagged 'parameters'")
-
-
-def render(user: str, out_dir: str | os.PathLike, meta_dir: str | os.PathLike | None = None,
-           accelerator: str | None = None, docker_image: str | None = None) -> list[Kernel]:
-    """Write ``out_dir/<slug>/kernel-metadata.json`` + the notebook, ready for ``kaggle kernels push -p``.
-    Everything is checked before the first file is written."""
-    if not user or "/" in user:
-        raise UserError(f"Kaggle user {user!r}: pass --user USER (your Kaggle user name)")
-    out_dir = Path(out_dir)
-    kernels = choose(expand(load_templates(meta_dir), user), accelerator, docker_image)
-    for k in kernels:
-        check_metadata(k.template, k.metadata)
-        if not k.notebook.exists():
-            raise FileNotFoundError(f"{k.template}: notebook {k.notebook} does not exist")
-    for k in kernels:
-        d = out_dir / k.slug
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "kernel-metadata.json").write_text(json.dumps(k.metadata, indent=2) + "\n")
-        nb = inject_parameters(k.notebook, k.params)
-        (d / k.metadata["code_file"]).write_text(json.dumps(nb, indent=1) + "\n")
-    return kernels
 
 
 def dataset_dir(out_dir: str | os.PathLike, user: str) -> Path:
@@ -256,95 +234,3 @@ def resolve_user(user: str | None, placeholder: bool = False, env: dict[str, str
         return PLACEHOLDER_USER, "--placeholder-user (replace it before pushing)"
     raise UserError("no Kaggle user name: pass --user USER (kernel ids are USER/<slug>), or --placeholder-user to "
                     f"write {PLACEHOLDER_USER}/<slug> ids on purpose")
-
-
-def _selected(k: Kernel, only: list[str] | None) -> bool:
-    return not only or any(k.slug == o or k.slug.startswith(o) or k.template == o for o in only)
-
-
-def cli(argv: list[str]) -> int:
-    import argparse
-
-    from .command import Kaggle, KaggleError
-
-    ap = argparse.ArgumentParser(prog="python -m siimcovid kernels",
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                                 description="Render kernel metadata from kernel-metadata/*.json, push, read status.")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-
-    def user_args(p, placeholder=False):
-        p.add_argument("--user", default=None,
-                       help="Kaggle user name (kernel ids USER/<slug>); default: KAGGLE_USERNAME, then kaggle.json")
-        if placeholder:
-            p.add_argument("--placeholder-user", action="store_true",
-                           help=f"write {PLACEHOLDER_USER}/<slug> ids when no user is known (fill in before pushing)")
-
-    def choice_args(p):
-        p.add_argument("--accelerator", default=None,
-                       help="accelerator id for the kernels whose template offers it (the TF training folds: "
-                            "NvidiaTeslaT4 default, NvidiaL4, TpuV5E8 with --docker-image); other kernels keep theirs")
-        p.add_argument("--docker-image", default=None,
-                       help="image for the wheels kernel and every kernel installing its output (one image: "
-                            "the compiled wheels must match it); default: Kaggle's, pinned per kernel (original)")
-
-    r = sub.add_parser("render", help="write <out>/<slug>/ for every kernel",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    user_args(r, placeholder=True)
-    r.add_argument("--out", default="build/kernels", help="folder receiving one sub-folder per kernel")
-    choice_args(r)
-    p = sub.add_parser("push", help="render, then `kaggle kernels push` each selected kernel (needs credentials)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    user_args(p)
-    p.add_argument("--out", default="build/kernels", help="folder receiving the rendered kernels")
-    p.add_argument("--only", nargs="*", default=None, help="slugs, slug prefixes or template names to push")
-    choice_args(p)
-    s = sub.add_parser("status", help="`kaggle kernels status` for every kernel (credentials checked once)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    user_args(s)
-    s.add_argument("--only", nargs="*", default=None, help="slugs, slug prefixes or template names")
-    d = sub.add_parser("dataset", help="stage utils_dataset/ for `kaggle datasets create/version -r zip`",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    user_args(d, placeholder=True)
-    d.add_argument("--out", default="build", help="the staged folder is <out>/siimcovid-utils")
-    a = ap.parse_args(argv)
-
-    if a.cmd in ("push", "status"):
-        client = Kaggle()  # credentials checked ONCE here (one line, exit 2), never per kernel
-        user, source = resolve_user(a.user or client.user)
-    else:
-        user, source = resolve_user(a.user, a.placeholder_user)
-    print(f"user {user} (from {source})", file=sys.stderr)
-    if a.cmd == "dataset":
-        dst = dataset_dir(a.out, user)
-        print(f"{dst}\n  first time: kaggle datasets create -p {dst} -r zip\n"
-              f"  later:      kaggle datasets version -p {dst} -m 'update' -r zip")
-        return 0
-    if a.cmd == "status":
-        failed = 0
-        for k in expand(load_templates(), user):
-            if not _selected(k, a.only):
-                continue
-            try:
-                st = client.status(k.metadata["id"])
-                print(f"{k.metadata['id']}: {st.status}" + (f" ({st.message})" if st.message else ""))
-            except KaggleError as exc:
-                print(f"{k.metadata['id']}: {exc}")
-                failed += 1
-        return 1 if failed else 0
-    kernels = render(user, a.out, accelerator=a.accelerator, docker_image=a.docker_image)
-    for k in kernels:
-        if a.cmd == "render" or _selected(k, a.only):
-            print(f"{Path(a.out) / k.slug}  ({k.metadata['id']}, {k.accelerator}, "
-                  f"internet={k.metadata['enable_internet']})")
-    if a.cmd == "push":
-        for k in kernels:
-            if _selected(k, a.only):
-                # the accelerator is in the rendered machine_shape: no --accelerator to the client,
-                # so it cannot reach kernels it is not meant for
-                try:
-                    version = client.push(Path(a.out) / k.slug)
-                except KaggleError as exc:  # a refusal printed with exit 0 lands here too
-                    print(f"{k.metadata['id']}: {exc}", file=sys.stderr)
-                    return 1
-                print(f"pushed {k.metadata['id']} version {version if version is not None else '?'}")
-    return 0

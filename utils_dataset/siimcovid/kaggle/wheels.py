@@ -303,12 +303,12 @@ def prepare_kernel(marker: str = WHEELS_MARKER, allow_unsupported: bool | None =
     problems = image_mismatch(built, here)
     if problems:
         raise WheelsError(f"the wheels in {folder} were made on another image ({'; '.join(problems)}): pin one "
-                          "docker_image for the wheels kernel and this one (kernels render --docker-image) and re-run it")
+                          "docker_image for the wheels kernel and this one (kaggle render|push --docker-image) and re-run it")
     problems = check_versions(here)
     if problems:
         msg = f"this image is outside the supported range ({'; '.join(problems)})"
         if not allow_unsupported:
-            raise WheelsError(f"{msg}: pin a supported image (kernels render --docker-image), or set "
+            raise WheelsError(f"{msg}: pin a supported image (kaggle render|push --docker-image), or set "
                               "SIIMCOVID_ALLOW_UNSUPPORTED=1 to try anyway")
         print(f"siimcovid: WARNING {msg}", file=sys.stderr)
     cmd = _pip("install", "--no-index", "--find-links", str(folder), "-r", str(folder / marker), "--quiet")

@@ -34,7 +34,7 @@ from ..data import MISSING_STAGE, DataFormatError, find_data_dir, index_train, m
 from .dicom import DECODERS, NO_VOI_RANGES, DicomError, DisplayConfig
 from ..errors import UserError
 from ..folds import FOLDS_CSV, folds_for_data, read_folds, save_folds
-from ..layout import (  # the output's names and readers live in layout; re-exported for old callers
+from ..layout import (
     ERROR_COLUMNS,
     ERRORS_CSV,
     JOURNAL,

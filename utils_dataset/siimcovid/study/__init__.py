@@ -3,9 +3,8 @@ EfficientNetV2 (TF Hub), an sm FPN or a keras.applications body with the auxilia
 fold training with resume and noisy-student rounds, hflip TTA.
 
 Modules: config (StudyConfig over ClassifierConfig; variants in configs/study/), task (classes,
-targets, study mAP), dataset (fold split; the core's input pipeline re-exported), model (the
-core's builder with the study head), train (noisy student, `study-train`), evaluate (study
-aggregation, metric), predict (the inference kernel's study predictor). The fold merge
-(`study-merge`) is the ensemble's: siimcovid.ensemble.study_merge. TensorFlow is imported inside
-functions only.
+fold split, targets, study mAP), teacher (noisy-student targets), train (`study-train`), evaluate
+(study aggregation, metric), predict (the inference kernel's study predictor). The input pipeline
+and the model builder are the core's (:mod:`siimcovid.classify`); the fold merge (`study-merge`) is
+the ensemble's (siimcovid.ensemble.study_merge). TensorFlow is imported inside functions only.
 """

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Iterable
 
 from .. import variants
-from ..classify.config import TFHUB_EFFV2_L, ClassifierConfig, check_classifier  # noqa: F401  (re-exported)
+from ..classify.config import ClassifierConfig, check_classifier
 from ..variants import opt
 
 CONFIG_DIR = variants.stage_dir("study")
@@ -40,23 +40,6 @@ class StudyConfig(ClassifierConfig):
 
 FIELDS = {f.name: f for f in fields(StudyConfig)}
 STAGE = "study"
-
-
-def _coerce(key: str, value: Any) -> Any:
-    """A YAML/CLI value -> the field's type (ints stay ints, 'none' -> None where allowed)."""
-    return variants.coerce(StudyConfig, key, value)
-
-
-def variant_path(name: str | os.PathLike) -> Path:
-    return variants.variant_path(STAGE, name)
-
-
-def read_variant(path: Path) -> dict[str, Any]:
-    """The variant's keys merged over its ``_base_`` chain (parent first)."""
-    return variants.read_variant(path)
-
-
-parse_sets = variants.parse_sets
 
 
 def load_config(variant: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None,

@@ -1,28 +1,15 @@
-"""Study predictions: hflip TTA, image -> study aggregation and the study mAP (the study task's
+"""Study predictions: image -> study aggregation and the study mAP (the study task's
 validation metric). Merging a study classifier's folds (``study-merge``) is the ensemble's:
 :mod:`siimcovid.ensemble.study_merge`.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from ..data import STUDY_CLASSES
-
-if TYPE_CHECKING:
-    from .config import StudyConfig
-
-
-# --------------------------------------------------------------------------- prediction
-def predict_frame(model, df: pd.DataFrame, cfg: "StudyConfig", tta: bool | None = None) -> pd.DataFrame:
-    """image_id, study_id, fold, p_* (plain) and p_*_tta (mean of plain and hflip; equal to the
-    plain columns when TTA is off), study_label when known: the core's prediction, study task."""
-    from ..classify.predict import predict_frame as predict
-    from .task import STUDY
-
-    return predict(model, df, cfg, STUDY, tta)
 
 
 # --------------------------------------------------------------------------- aggregation + metric

@@ -1,7 +1,7 @@
 """The study stage's predictor: trained fold folders -> test image predictions.
 
-The inference kernel calls :func:`test_sizes` and :func:`predict_images` (the public predictor;
-the ensemble makes study rows of them); every fold is built from its own ``config.json``
+The inference kernel calls :func:`test_sizes` and :func:`predict_folds` (the public predictor; the
+ensemble makes study rows of them); every fold is built from its own ``config.json``
 (the resolved config, with the source size it read) and ``best.weights.h5``, predicts the test
 images with hflip TTA as it was configured, and a fold that cannot load or predict is reported
 and skipped (:class:`FoldError`), the others go on.
@@ -19,7 +19,8 @@ import pandas as pd
 from ..preprocess.dicom import one_line
 from ..log import get_logger
 
-from ..runs import BEST_WEIGHTS as WEIGHTS, CONFIG_JSON as FOLD_CONFIG, FOLD_RE  # noqa: F401  (one place)
+from ..runs import BEST_WEIGHTS as WEIGHTS, CONFIG_JSON as FOLD_CONFIG
+from .config import StudyConfig
 
 
 class FoldError(RuntimeError):
@@ -53,13 +54,13 @@ def find_fold_dirs(roots: Sequence[str | os.PathLike] | None = None, exp: str | 
 def resolve_fold_hub(handle: str, override: str | None = None) -> str:
     """The backbone SavedModel for a fold whose ``config.json`` names ``handle``.
 
-    A folder that exists or a URL goes through :func:`siimcovid.study.model.resolve_hub_handle`
+    A folder that exists or a URL goes through :func:`siimcovid.classify.backbones.resolve_hub_handle`
     (a URL becomes the mounted Kaggle Models copy). A local path from the training machine that
     does not exist here (``work/tiny_hub`` on the kernel that trained) is looked up by
     ``saved_model.pb`` under SIIM_INPUT and /kaggle/input, preferring a folder of the same name.
     The weights file holds every weight, the backbone's too: only the architecture must match."""
+    from ..classify.backbones import resolve_hub_handle
     from ..paths import search_roots
-    from .model import resolve_hub_handle
 
     if override:
         return resolve_hub_handle(override)
@@ -95,30 +96,10 @@ def fold_config(fold_dir: Path):
         raise FoldError(f"{path}: unreadable config ({type(exc).__name__}: {exc})") from exc
 
 
-def fold_src_size(fold_dir: Path, cfg, train_pre: Path | None = None) -> int:
-    """The images/<S>/ size the fold was trained on: the resolved config's src_size (written by
-    the core after it chose it), else fold_score.json (older folds), else what it would pick
-    from ``train_pre``, else its input size."""
-    if cfg.src_size:
-        return int(cfg.src_size)
-    from ..runs import src_size
-
-    recorded = src_size(fold_dir)
-    if recorded:
-        return recorded
-    if train_pre is not None:
-        from .dataset import pick_src_size
-
-        try:
-            return pick_src_size(train_pre, cfg.image_size)
-        except FileNotFoundError:
-            pass
-    return int(cfg.image_size)
-
-
 def load_fold_model(fold_dir: Path, cfg, hub: str | None = None):
     """Build the fold's model and load its best weights; FoldError naming the cause otherwise."""
-    from .model import build_model
+    from ..classify.backbones import build_model
+    from .task import STUDY
 
     weights = fold_dir / WEIGHTS
     if not weights.is_file():
@@ -126,7 +107,7 @@ def load_fold_model(fold_dir: Path, cfg, hub: str | None = None):
     try:
         if cfg.model == "hub":  # the other families carry every weight in the weights file
             cfg = replace(cfg, hub_handle=resolve_fold_hub(cfg.hub_handle, hub))
-        model = build_model(cfg)
+        model = build_model(cfg, STUDY.n_outputs, STUDY.activation)
         model.load_weights(str(weights))
     except FoldError:
         raise
@@ -144,6 +125,15 @@ def _set_policy(cfg) -> None:
     set_policy(cfg.mixed_precision, "gpu" if tf.config.list_physical_devices("GPU") else "cpu")
 
 
+def predict_frame(model, df: pd.DataFrame, cfg: StudyConfig, tta: bool | None = None) -> pd.DataFrame:
+    """image_id, study_id, fold, p_* (plain) and p_*_tta (mean of plain and hflip; equal to the
+    plain columns when TTA is off), study_label when known: the core's prediction, study task."""
+    from ..classify.predict import predict_frame as predict
+    from .task import STUDY
+
+    return predict(model, df, cfg, STUDY, tta)
+
+
 def predict_folds(fold_dirs: Sequence[Path], pre_test: Path, *, train_pre: Path | None = None,
                   hub: str | None = None, batch_size: int | None = None, tta: bool | None = None,
                   threads: int = 0, progress: bool = True) -> tuple[pd.DataFrame, dict]:
@@ -151,9 +141,9 @@ def predict_folds(fold_dirs: Sequence[Path], pre_test: Path, *, train_pre: Path 
     source (the fold folder), p_* (TTA when on); info with per-fold status). Empty when none loads."""
     from tqdm.auto import tqdm
 
-    from .dataset import load_meta
+    from ..classify.data import load_meta
+    from ..runs import src_size as fold_src_size
     from ..tables import PROB_COLS, TTA_COLS
-    from .evaluate import predict_frame
 
     log = get_logger()
     info: dict = {"folds": {}, "used": [], "skipped": []}
@@ -171,7 +161,7 @@ def predict_folds(fold_dirs: Sequence[Path], pre_test: Path, *, train_pre: Path 
             if batch_size:
                 cfg = replace(cfg, batch_size=int(batch_size))
             use_tta = cfg.tta_hflip if tta is None else bool(tta)
-            src = fold_src_size(d, cfg, train_pre)
+            src = fold_src_size(d, train_pre)
             try:
                 test = load_meta(pre_test, src, split="test")
             except (FileNotFoundError, ValueError) as exc:
@@ -215,13 +205,6 @@ def find_folds(roots: Sequence[str | os.PathLike] | None = None, exp: str | None
 
 def test_sizes(fold_dirs: Sequence[Path], train_pre: Path | None = None) -> set[int]:
     """The images/<S>/ sizes the folds read (a fold that cannot tell is reported when it loads)."""
-    sizes: set[int] = set()
-    for d in fold_dirs:
-        try:
-            sizes.add(fold_src_size(d, fold_config(d), train_pre))
-        except FoldError:
-            pass
-    return sizes
+    from ..runs import src_size
 
-
-predict_images = predict_folds
+    return {s for s in (src_size(d, train_pre) for d in fold_dirs) if s}

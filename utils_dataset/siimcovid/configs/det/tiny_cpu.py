@@ -13,7 +13,8 @@ model = dict(
     train_cfg=dict(rpn_proposal=dict(nms_pre=500, max_per_img=200), rcnn=dict(sampler=dict(num=128))),
     test_cfg=dict(rpn=dict(nms_pre=300, max_per_img=100)),
 )
-siim = dict(size=128, workers=0, score_scale=1.0, predict_batch=16)
+# weights=None: a narrow net trains from random init (its mmdet base's COCO checkpoint would not fit)
+siim = dict(size=128, workers=0, score_scale=1.0, predict_batch=16, weights=None)
 train_dataloader = dict(batch_size=8, num_workers=0)
 train_cfg = dict(max_epochs=8)
 optim_wrapper = dict(optimizer=dict(lr=0.02))
