@@ -13,8 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..boxes import Resize
-from ..metric import average_precision
-from ..submission import FULL_BOX
+from .. import scoring
 from ..tables import DET_COLUMNS
 from .wbf import as_pred, flip_boxes, fuse
 
@@ -121,18 +120,15 @@ def none_score(pred, rule: str = "max") -> float:
 
 
 def opacity_ap(preds: pd.DataFrame, truth: dict[str, Iterable], column: str = "boxes") -> float:
-    """Project metric's opacity AP over every image of ``preds`` (truth: image_id -> original-px boxes)."""
-    dets = [(iid, float(b[4]), *map(float, b[:4])) for iid, p in zip(preds["image_id"], preds[column]) for b in p]
-    truths = {iid: np.asarray(truth[iid], dtype=float).reshape(-1, 4) for iid in preds["image_id"]
-              if len(truth.get(iid, []))}
-    return average_precision(dets, truths)
+    """Project metric's opacity AP over every image of ``preds`` (truth: image_id -> original-px
+    boxes), through ``siimcovid.scoring``."""
+    return scoring.opacity_ap(list(preds[column]), [truth.get(i, []) for i in preds["image_id"]])
 
 
 def none_ap(preds: pd.DataFrame, truth: dict[str, Iterable], column: str = "boxes", rule: str = "max") -> float:
     """AP of the `none` class when its score is derived from the boxes (``rule``)."""
-    dets = [(iid, none_score(p, rule), *FULL_BOX) for iid, p in zip(preds["image_id"], preds[column])]
-    truths = {iid: np.array([FULL_BOX], dtype=float) for iid in preds["image_id"] if not len(truth.get(iid, []))}
-    return average_precision(dets, truths)
+    has_box = np.array([len(truth.get(i, [])) > 0 for i in preds["image_id"]], dtype=bool)
+    return scoring.none_ap([none_score(p, rule) for p in preds[column]], has_box)
 
 
 def figures(preds: pd.DataFrame, truth: dict[str, Iterable]) -> dict:
