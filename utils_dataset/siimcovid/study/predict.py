@@ -198,11 +198,6 @@ def predict_folds(fold_dirs: Sequence[Path], pre_test: Path, *, train_pre: Path 
     return allp, info
 
 
-def find_folds(roots: Sequence[str | os.PathLike] | None = None, exp: str | None = None) -> tuple[list[Path], list[str]]:
-    """The study fold folders under ``roots`` (default: SIIM_INPUT, /kaggle/input) + problems."""
-    return find_fold_dirs(roots, exp)
-
-
 def test_sizes(fold_dirs: Sequence[Path], train_pre: Path | None = None) -> set[int]:
     """The images/<S>/ sizes the folds read (a fold that cannot tell is reported when it loads)."""
     from ..runs import src_size
