@@ -51,7 +51,8 @@ prepare_kernel()  # no-op locally; on Kaggle: checks the image's TF / torch, ins
 import pandas as pd
 from IPython.display import Image, display
 
-from siimcovid.binary.merge import format_scores, load_ensemble_config, merge as merge_members
+from siimcovid.binary.config import load_ensemble_config
+from siimcovid.ensemble.binary_merge import format_scores, merge as merge_members
 from siimcovid.binary.train import run
 configs, scores = run(members, folds if folds is not None else [fold], overrides, preprocess=preprocess,
                       workdir=workdir, make_tiny_hub=make_tiny_hub)

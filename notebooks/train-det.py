@@ -53,7 +53,7 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import Image, display
 
-from siimcovid.detect.merge import format_scores, merge as merge_folds
+from siimcovid.ensemble.det_merge import format_scores, merge as merge_folds
 from siimcovid.detect.train import run
 
 scores = run(config, folds if folds is not None else [fold], size=size, train_round=train_round, pseudo=pseudo,

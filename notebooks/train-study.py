@@ -49,7 +49,7 @@ prepare_kernel()  # no-op locally; on Kaggle: checks the image's TF / torch, ins
 import pandas as pd
 from IPython.display import Image, display
 
-from siimcovid.study.evaluate import format_scores, merge as merge_folds
+from siimcovid.ensemble.study_merge import format_scores, merge as merge_folds
 from siimcovid.study.train import run
 configs, scores = run(config, folds if folds is not None else [fold], overrides, preprocess=preprocess,
                       workdir=workdir, teacher=teacher, make_tiny_hub=make_tiny_hub)

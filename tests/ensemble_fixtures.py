@@ -62,7 +62,7 @@ def binary_member(data: dict, signal: float, seed: int) -> dict[int, pd.DataFram
 
 
 def detector_member(data: dict, quality: float, seed: int) -> dict[int, pd.DataFrame]:
-    """Fold tables of a detector (read_predictions shape: boxes as (N, 5) arrays, original px)."""
+    """Fold tables of a detector (siimcovid.tables.read_detector shape: boxes as (N, 5) arrays, original px)."""
     rng = np.random.default_rng(seed)
     rows = []
     for r in data["images"].itertuples(index=False):
@@ -85,7 +85,7 @@ def detector_member(data: dict, quality: float, seed: int) -> dict[int, pd.DataF
 
 def write_run(root: Path, kind: str, name: str, folds: dict[int, pd.DataFrame], test: dict | None = None) -> Path:
     """Fold folders ``root/<name>/fold<k>/`` with config.json, oof.csv (and test.csv)."""
-    from siimcovid.detect.predict import write_predictions
+    from siimcovid.tables import write_detector
 
     for k, df in folds.items():
         d = Path(root) / name / f"fold{k}"
@@ -94,7 +94,7 @@ def write_run(root: Path, kind: str, name: str, folds: dict[int, pd.DataFrame], 
         tables = {"oof.csv": df, **({"test.csv": test[k]} if test and k in test else {})}
         for fname, t in tables.items():
             if kind == "detect":
-                write_predictions(t.to_dict("records"), d / fname)
+                write_detector(t.to_dict("records"), d / fname)
             else:
                 t.to_csv(d / fname, index=False)
     return Path(root) / name

@@ -1,14 +1,17 @@
-"""The binary `none` task without TensorFlow: labels, the OOF none AP, weight fitting, binary-merge."""
+"""The binary `none` task without TensorFlow: labels, and its members merged by the ensemble
+(binary-merge: the none AP of siimcovid.scoring, weights of ensemble.fit)."""
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from siimcovid.binary.ensemble import NoneAP, fit_blend, fit_weights, none_ap
+from siimcovid.binary.config import BinaryEnsembleConfig as EnsembleConfig, load_ensemble_config
 from siimcovid.binary.labels import HAS_BOX, TARGET, TRAINABLE, label_images, train_val_split
-from siimcovid.binary.merge import (ENSEMBLE_JSON, MERGED_OOF, MERGED_TEST, SCORES_JSON, EnsembleConfig, cli,
-                                    load_ensemble_config, member_col, merge)
+from siimcovid.ensemble.binary_merge import MERGED_OOF, MERGED_TEST, SCORES_JSON, STEPS, cli, member_col, merge
+from siimcovid.ensemble.fit import fit_share, fit_simplex
+from siimcovid.scoring import FullBoxAP, none_ap
+from siimcovid.simplex import normalize
 from siimcovid.errors import UserError
 from siimcovid.metric import score_submission
 
@@ -67,10 +70,10 @@ def test_none_ap_equals_the_competition_metric_on_the_image_rows():
                         "PredictionString": [f"none {v} 0 0 1 1" for v in p]})
     truth = pd.DataFrame({"image_id": ids, "boxes": boxes})
     expected = score_submission(sub, None, truth)["ap"]["none"]
-    has = [int(len(b) > 0) for b in boxes]
-    assert none_ap(ids, p, has) == pytest.approx(expected, abs=1e-12)
-    assert NoneAP(ids, has)(p) == pytest.approx(expected, abs=1e-12)
-    assert none_ap(ids, 1 - np.array(has), has) == pytest.approx(1.0)  # a perfect ranking
+    has = np.array([len(b) > 0 for b in boxes])
+    assert none_ap(p, has) == pytest.approx(expected, abs=1e-12)
+    assert FullBoxAP(~has)(p) == pytest.approx(expected, abs=1e-12)
+    assert none_ap(1.0 - has, has) == pytest.approx(1.0)  # a perfect ranking
 
 
 def _members(n=400, seed=0):
@@ -84,6 +87,13 @@ def _members(n=400, seed=0):
     return np.stack([a, b, noise], axis=1), has
 
 
+def fit_weights(preds, has, *, margin=0.002, n_random=2000, seed=0):
+    """binary-merge's fit: the none AP of the weighted mean, Dirichlet candidates, fine steps."""
+    ap = FullBoxAP(np.asarray(has) == 0)
+    return fit_simplex(lambda w: ap(preds @ w), preds.shape[1], margin=margin, steps=STEPS, n_random=n_random,
+                       seed=seed, project=normalize)
+
+
 def test_fitting_finds_the_better_mix_and_keeps_the_constraints():
     preds, has = _members()
     fit = fit_weights(preds, has, margin=0.002, n_random=300, seed=0)
@@ -91,11 +101,14 @@ def test_fitting_finds_the_better_mix_and_keeps_the_constraints():
     assert fit["method"] == "fitted"
     assert (w >= 0).all() and w.sum() == pytest.approx(1.0)
     assert w[2] < 0.1  # the noise member is (nearly) switched off
-    assert fit["ap"] >= fit["ap_equal"] + 0.002
-    assert fit["ap"] >= max(fit["ap_members"])
-    assert fit["ap"] == pytest.approx(NoneAP(range(len(has)), has)(preds @ w))
+    assert fit["score"] >= fit["score_equal"] + 0.002
+    ap = FullBoxAP(has == 0)
+    assert fit["score"] >= max(ap(preds[:, j]) for j in range(3))
+    assert fit["score"] == pytest.approx(ap(preds @ w))
     again = fit_weights(preds, has, margin=0.002, n_random=300, seed=0)
     assert again["weights"] == fit["weights"]  # deterministic for a seed
+    # the random candidates widen the search: without them the start is equal weights or one member
+    assert fit_weights(preds, has, n_random=0)["score"] <= fit["score"] + 1e-12
 
 
 def test_equal_weights_when_fitting_does_not_beat_them_by_the_margin():
@@ -104,15 +117,19 @@ def test_equal_weights_when_fitting_does_not_beat_them_by_the_margin():
     fit = fit_weights(same, has, margin=0.0001, n_random=50)
     assert fit["method"] == "equal" and fit["weights"] == pytest.approx([1 / 3] * 3)
     fit = fit_weights(preds, has, margin=1.0, n_random=50)  # a better mix exists but not by 1.0 AP
-    assert fit["method"] == "equal" and fit["ap"] == fit["ap_equal"] < fit["ap_fitted"]
+    assert fit["method"] == "equal" and fit["score"] == fit["score_equal"] < fit["score_fitted"]
     assert fit_weights(preds[:, :1], has)["method"] == "single"
+    no_truth = fit_weights(preds, np.ones(len(has), int), n_random=5)  # every image boxed: no none AP at all
+    assert no_truth["method"] == "equal" and no_truth["weights"] == pytest.approx([1 / 3] * 3)
 
 
 def test_blend_weight_is_fitted_on_the_grid():
     preds, has = _members()
-    w, ap = fit_blend(preds[:, 0], preds[:, 2], has, grid=11)
+    ap = FullBoxAP(has == 0)
+    w, best = fit_share(lambda w: ap(w * preds[:, 0] + (1 - w) * preds[:, 2]), grid=11)
     assert w >= 0.9  # the noise side gets (almost) nothing
-    assert ap >= NoneAP(range(len(has)), has)(preds[:, 0]) - 1e-12
+    assert best >= ap(preds[:, 0]) - 1e-12
+    assert fit_share(lambda w: 1.0, grid=11) == (0.5, 1.0)  # a flat curve: the even mix
 
 
 # --------------------------------------------------------------------------- merge
@@ -173,14 +190,16 @@ def test_merge_skips_a_broken_fold_records_it_and_scores_everything(binary_work,
     out = tmp_path / "out"
     oof = pd.read_csv(out / MERGED_OOF)
     assert len(oof) == len(has) and {"p_none", "negative", "p_none_blend", member_col("memA")} <= set(oof.columns)
-    ens = json.loads((out / ENSEMBLE_JSON).read_text())
-    assert sum(ens["weights"].values()) == pytest.approx(1.0) and ens["members"] == ["memA", "memB", "noise"]
+    written = json.loads((out / SCORES_JSON).read_text())
+    assert sum(written["weights"].values()) == pytest.approx(1.0) and list(written["weights"]) == ["memA", "memB", "noise"]
+    assert written["prediction_column"] == "p_none_tta" and set(written["fitted_weights"]) == set(written["weights"])
+    assert not (out / "ensemble.json").exists()  # nothing reads one: the inference kernel fits its own merge
     test = pd.read_csv(out / MERGED_TEST)
     assert len(test) == 6 and test["p_none_blend"].notna().all()
-    w = np.array([ens["weights"][m] for m in ens["members"]])
-    mean = test[[member_col(m) for m in ens["members"]]].to_numpy() @ w
+    w = np.array(list(written["weights"].values()))
+    mean = test[[member_col(m) for m in written["weights"]]].to_numpy() @ w
     assert np.allclose(test["p_none"], mean)
-    assert json.loads((out / SCORES_JSON).read_text())["none_ap"]["ensemble"] == pytest.approx(ap["ensemble"])
+    assert written["none_ap"]["ensemble"] == pytest.approx(ap["ensemble"])
 
 
 def test_merge_cli_exit_statuses(binary_work, tmp_path):

@@ -13,7 +13,8 @@ import siimcovid  # noqa: F401  (before TensorFlow)
 tf = pytest.importorskip("tensorflow")
 
 from siimcovid import variants  # noqa: E402
-from siimcovid.binary import merge as M  # noqa: E402
+from siimcovid.binary.config import BinaryEnsembleConfig, load_ensemble_config  # noqa: E402
+from siimcovid.ensemble import binary_merge as M  # noqa: E402
 from siimcovid.binary.config import BinaryConfig, load_config  # noqa: E402
 from siimcovid.binary.task import BINARY  # noqa: E402
 from siimcovid.binary.train import cli, train_fold  # noqa: E402
@@ -67,7 +68,7 @@ def test_training_leaves_out_the_extra_views_of_boxed_studies(binary_run):
 def test_rerun_resumes_and_the_merge_reads_the_fold(binary_run, tmp_path):
     again = train_fold(load_config("tiny_cpu", binary_run["sets"]))
     assert again["epochs_done"] == 1 and again["oof_none_ap"] == pytest.approx(binary_run["score"]["oof_none_ap"])
-    s = M.merge(binary_run["work"], M.EnsembleConfig(members=["tiny_cpu"], n_random=10), out_dir=tmp_path)
+    s = M.merge(binary_run["work"], BinaryEnsembleConfig(members=["tiny_cpu"], n_random=10), out_dir=tmp_path)
     assert s["method"] == "single" and s["problems"] == []
     assert s["n_oof_images"] == len(pd.read_csv(binary_run["work"] / "tiny_cpu" / "fold1" / "oof.csv"))
     assert len(pd.read_csv(tmp_path / M.MERGED_TEST)) == 4
@@ -93,7 +94,7 @@ def test_every_member_variant_loads_and_the_ensemble_lists_members():
     assert (b7.model, b7.keras_backbone, b7.image_size) == ("keras", "efficientnetb7", 640)
     assert (v2m.keras_backbone, v2m.image_size) == ("efficientnetv2m", 640)
     assert (b6.keras_backbone, b6.image_size, b6.aux_heads) == ("efficientnetb6", 512, 2)
-    assert set(M.load_ensemble_config("ensemble").members) == set(MEMBERS)
+    assert set(load_ensemble_config("ensemble").members) == set(MEMBERS)
     with pytest.raises(variants.ConfigError, match="loss must be one of bce, focal"):
         load_config("tiny_cpu", {"loss": "hinge"})
     focal = BINARY.loss(load_config("tiny_cpu", {"loss": "focal", "focal_gamma": 1.5}))

@@ -361,7 +361,7 @@ def test_det_train_writes_a_run_and_resumes_after_the_last_epoch(det_run):
 
 
 def test_predictions_are_in_original_pixels_with_and_without_tta(det_run):
-    from siimcovid.detect.predict import read_predictions
+    from siimcovid.tables import read_detector as read_predictions
 
     out = det_run["work"] / "tiny_cpu" / "fold0"
     meta = pd.read_csv(det_run["pre"] / "meta.csv")
@@ -380,7 +380,7 @@ def test_det_merge_scores_oof_and_skips_a_broken_fold(det_run, tmp_path):
     import shutil
 
     from siimcovid.__main__ import main
-    from siimcovid.detect.predict import read_predictions
+    from siimcovid.tables import read_detector as read_predictions
 
     exp = tmp_path / "tiny_cpu"
     shutil.copytree(det_run["work"] / "tiny_cpu", exp)
@@ -439,3 +439,26 @@ def test_two_gpus_run_det_train_under_torchrun():
     assert cmd[1:4] == ["-m", "torch.distributed.run", "--nproc_per_node=2"]
     assert cmd[-6:] == ["det-train", "--config", "faster_rcnn_r50_dcn", "--fold", "3", "--launcher", "pytorch"][-6:]
     assert cmd[-2:] == ["--launcher", "pytorch"]
+
+
+def test_detector_figures_equal_the_metric_on_unsorted_tied_boxes():
+    """det-merge's and a fold's figures go through siimcovid.scoring: the metric's own APs, also when
+    boxes are not best first and scores tie."""
+    import ensemble_fixtures as F
+
+    from siimcovid.detect.predict import figures, none_score
+    from siimcovid.metric import FULL_BOX, average_precision
+
+    d = F.make_set(60, n_folds=2, seed=3)
+    preds = pd.concat(list(F.detector_member(d, 0.7, 3).values()), ignore_index=True)
+    preds["boxes"] = [np.round(b, 1)[::-1] for b in preds["boxes"]]  # worst first, scores to 0.1: ties
+    truth = dict(zip(d["images"]["image_id"], d["images"]["boxes"]))
+    got = figures(preds, truth)
+    dets = [(i, float(b[4]), *b[:4]) for i, p in zip(preds["image_id"], preds["boxes"]) for b in p]
+    boxed = {i: np.asarray(t, float) for i, t in truth.items() if len(t)}
+    assert got["opacity_ap_tta"] == pytest.approx(average_precision(dets, boxed), abs=1e-12)
+    for rule in ("max", "prod"):
+        none = [(i, none_score(p, rule), *FULL_BOX) for i, p in zip(preds["image_id"], preds["boxes"])]
+        want = average_precision(none, {i: [FULL_BOX] for i in preds["image_id"] if not len(truth[i])})
+        assert got[f"none_ap_{rule}_tta"] == pytest.approx(want, abs=1e-12)
+    assert 0 < got["opacity_ap_tta"] < 1 and got["n_images"] == len(preds)

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 import ensemble_fixtures as F
-from siimcovid.ensemble import budget, config, fit, members, merge, rules, scoring
+from siimcovid import scoring
+from siimcovid.ensemble import budget, config, fit, members, merge, rules
 from siimcovid.metric import average_precision
 from siimcovid.submission import FULL_BOX
 
@@ -426,3 +427,33 @@ def test_a_member_fold_that_cannot_predict_is_skipped_with_its_reason(tmp_path, 
     assert tables == [] and info["skipped"] == [str(fold)] and info["used"] == []
     assert info["folds"][str(fold)]["status"] == "skipped" and info["folds"][str(fold)]["reason"]
     assert f"fold skipped: {fold}" in caplog.text
+
+
+def test_the_stage_merges_are_views_of_the_ensemble_merge(oofset, tmp_path):
+    """study-merge's test rows are the ensemble's study rows of that member (as the inference kernel
+    makes them), binary-merge's test p_none the ensemble's binary P(none) with the reported weights."""
+    from siimcovid.ensemble import binary_merge, study_merge
+
+    d = oofset["data"]
+    test = {k: F.study_member(d, 1.0, 9 + k)[0].head(12).drop(columns="study_label")  # every fold: the same images
+            .assign(image_id=lambda x: "t" + x["image_id"], study_id=lambda x: "t" + x["study_id"]) for k in oofset["A"]}
+    F.write_run(tmp_path / "study", "study", "A", oofset["A"], test)
+    study_merge.merge(tmp_path / "study" / "A")
+    got = pd.read_csv(tmp_path / "study" / "A" / study_merge.TEST_STUDY, dtype={"study_id": str})
+    want = rules.study_rows({"A": rules.member_image_probs(list(test.values()), True)})
+    pd.testing.assert_frame_equal(got, want.reset_index(drop=True), check_dtype=False, rtol=0, atol=1e-12)
+    study_merge.merge(tmp_path / "study" / "A", how="max", out_dir=tmp_path / "max")  # max of the fold-mean images
+    got = pd.read_csv(tmp_path / "max" / study_merge.TEST_STUDY, dtype={"study_id": str})
+    want = rules.study_rows({"A": rules.member_image_probs(list(test.values()), True)}, how="max")
+    pd.testing.assert_frame_equal(got, want.reset_index(drop=True), check_dtype=False, rtol=0, atol=1e-12)
+
+    btest = {k: F.binary_member(d, 1.0, 10 + k)[0].head(12).drop(columns="has_box")
+             .assign(image_id=lambda x: "t" + x["image_id"], study_id="ts", fold=-1) for k in oofset["A"]}
+    for name, seed in (("b1", 3), ("b2", 11)):  # (a binary fold's run names its stage binary-train)
+        F.write_run(tmp_path / "bin", "binary-train", name, F.binary_member(d, 1.0, seed), btest)
+    s = binary_merge.merge(tmp_path / "bin", binary_merge.BinaryEnsembleConfig(n_random=20))
+    got = pd.read_csv(tmp_path / "bin" / binary_merge.MERGED_TEST, dtype={"image_id": str})
+    assert s["method"] in ("fitted", "equal") and s["problems"] == []
+    want = rules.binary_none({n: list(btest.values()) for n in ("b1", "b2")}, s["weights"], tta=True)
+    np.testing.assert_allclose(got["p_none"], want["p_none"], rtol=0, atol=1e-12)
+    assert set(s["members"]) == {"b1", "b2"} and list(got["image_id"]) == list(want["image_id"])

@@ -94,7 +94,8 @@ def test_study_rows_come_from_the_model(world, bad_run):
     """Studies without the broken image equal the fold's own test predictions (same pixels,
     same weights, hflip TTA, mean over images) and differ from the priors."""
     from siimcovid.baseline import class_priors
-    from siimcovid.study.evaluate import TTA_COLS, aggregate_study
+    from siimcovid.study.evaluate import aggregate_study
+    from siimcovid.tables import TTA_COLS
 
     study = pd.read_csv(bad_run["out"] / "test_study.csv", dtype={"study_id": str}).set_index("study_id")
     assert list(study.columns) == list(STUDY_CLASSES)

@@ -22,8 +22,10 @@ from siimcovid.study import evaluate as E  # noqa: E402
 from siimcovid.classify import backbones as B  # noqa: E402
 from siimcovid.classify.runtime import keras  # noqa: E402
 from siimcovid.classify.train import masked_bce_jaccard  # noqa: E402
+from siimcovid.ensemble import study_merge as SM  # noqa: E402
 from siimcovid.study import predict as P  # noqa: E402
 from siimcovid.study import teacher  # noqa: E402
+from siimcovid.tables import PROB_COLS, TTA_COLS  # noqa: E402
 from siimcovid.study import train as T  # noqa: E402
 from siimcovid.study.task import STUDY  # noqa: E402
 
@@ -132,7 +134,9 @@ def test_study_ap_and_prior_baseline():
     labels = np.array([0, 1, 1, 2, 3, 1, 0, 2])
     perfect = np.eye(4)[labels]
     assert E.study_ap(ids, perfect, labels)["map"] == pytest.approx(1.0)
-    prior = E.prior_baseline(ids, labels)
+    from siimcovid.ensemble.study_merge import prior_baseline
+
+    prior = prior_baseline(labels)
     for k, c in enumerate(STUDY_CLASSES):  # constant scores: AP = prevalence
         assert prior[c] == pytest.approx((labels == k).mean())
 
@@ -156,10 +160,10 @@ def test_hflip_tta_is_mean_of_plain_and_mirrored(hubs, study_preprocess):
     imgs = imgs.astype(np.float32) / 255.0
     # independent reference: the model on the images and on their mirror (NHWC, flip W), averaged
     direct = (model(imgs)["cls"].numpy() + model(imgs[:, :, ::-1, :].copy())["cls"].numpy()) / 2.0
-    np.testing.assert_allclose(pred[E.TTA_COLS].to_numpy(), direct, atol=1e-4)
-    assert not np.allclose(pred[E.TTA_COLS].to_numpy(), pred[E.PROB_COLS].to_numpy())
+    np.testing.assert_allclose(pred[TTA_COLS].to_numpy(), direct, atol=1e-4)
+    assert not np.allclose(pred[TTA_COLS].to_numpy(), pred[PROB_COLS].to_numpy())
     off = P.predict_frame(model, df, cfg, tta=False)
-    np.testing.assert_allclose(off[E.TTA_COLS].to_numpy(), off[E.PROB_COLS].to_numpy())
+    np.testing.assert_allclose(off[TTA_COLS].to_numpy(), off[PROB_COLS].to_numpy())
 
 
 # ------------------------------------------------------------------ fold training, resume, merge, round 2
@@ -183,11 +187,11 @@ def test_fold_outputs_follow_the_contract(round1, study_preprocess):
     meta = pd.read_csv(study_preprocess / "meta.csv", dtype={"image_id": str})
     oof = pd.read_csv(d / "oof.csv", dtype={"image_id": str})
     assert set(oof["image_id"]) == set(meta.query("split == 'train' and fold == 0")["image_id"])
-    assert list(oof.columns[:7]) == ["image_id", "study_id", "fold", *E.PROB_COLS]
-    assert set(E.TTA_COLS) <= set(oof.columns)
+    assert list(oof.columns[:7]) == ["image_id", "study_id", "fold", *PROB_COLS]
+    assert set(TTA_COLS) <= set(oof.columns)
     test = pd.read_csv(d / "test.csv", dtype={"image_id": str})
     assert set(test["image_id"]) == set(meta.query("split == 'test'")["image_id"])
-    np.testing.assert_allclose(test[E.PROB_COLS].sum(axis=1), 1.0, rtol=1e-4)
+    np.testing.assert_allclose(test[PROB_COLS].sum(axis=1), 1.0, rtol=1e-4)
     assert C.from_json(d / "config.json").fold == 0
 
 
@@ -203,7 +207,7 @@ def test_rerun_resumes_after_last_epoch(round1):
 
 def test_merge_writes_oof_and_test_study(round1):
     exp = round1["work"] / "r1"
-    scores = E.merge(exp)
+    scores = SM.merge(exp)
     assert scores["n_folds"] == 2 and scores["n_oof_studies"] == 16 and scores["n_test_studies"] == 4
     assert set(scores["ap"]) == set(STUDY_CLASSES) and 0 <= scores["oof_study_map_tta"] <= 1
     # the scores are those of the written OOF study predictions (TTA), recomputed from the files
@@ -213,17 +217,17 @@ def test_merge_writes_oof_and_test_study(round1):
     assert scores["oof_study_map_tta"] == pytest.approx(again["map"])
     assert scores["ap_tta"] == pytest.approx({c: again[c] for c in STUDY_CLASSES})
     oofs = pd.concat([pd.read_csv(exp / f"fold{k}/oof.csv", dtype={"study_id": str}) for k in (0, 1)])
-    want = E.aggregate_study(oofs, E.TTA_COLS).set_index("study_id").loc[oof_study["study_id"], E.TTA_COLS]
+    want = E.aggregate_study(oofs, TTA_COLS).set_index("study_id").loc[oof_study["study_id"], TTA_COLS]
     np.testing.assert_allclose(oof_study[list(STUDY_CLASSES)].to_numpy(), want.to_numpy(), rtol=1e-6)
     assert scores["prior_baseline_study_map"] == pytest.approx(0.25)  # 4 balanced classes
     ts = pd.read_csv(exp / "test_study.csv")
     assert list(ts.columns) == ["study_id", *STUDY_CLASSES]
     # = mean over folds of each fold's study-mean of the TTA columns
-    per = [E.aggregate_study(pd.read_csv(exp / f"fold{k}/test.csv"), E.TTA_COLS).set_index("study_id")
+    per = [E.aggregate_study(pd.read_csv(exp / f"fold{k}/test.csv"), TTA_COLS).set_index("study_id")
            for k in (0, 1)]
     want = ((per[0] + per[1]) / 2).loc[ts["study_id"]].to_numpy()
     np.testing.assert_allclose(ts[list(STUDY_CLASSES)].to_numpy(), want, rtol=1e-6)
-    no_tta = E.merge(exp, use_tta=False, out_dir=exp / "no_tta")
+    no_tta = SM.merge(exp, use_tta=False, out_dir=exp / "no_tta")
     assert no_tta["oof_study_map"] == pytest.approx(scores["oof_study_map"])
     assert not np.allclose(pd.read_csv(exp / "no_tta/test_study.csv")[list(STUDY_CLASSES)], ts[list(STUDY_CLASSES)])
     assert json.loads((exp / "scores.json").read_text())["n_folds"] == 2
@@ -236,7 +240,7 @@ def test_merge_goes_on_past_a_broken_fold(round1, tmp_path):
     shutil.copytree(round1["work"] / "r1", copy)
     (copy / "fold1" / "oof.csv").write_text("image_id,study_id\nx,y\n")  # no probability columns
     (copy / "fold2").mkdir()  # a fold that never finished
-    scores = E.merge(copy)
+    scores = SM.merge(copy)
     assert scores["n_folds"] == 1 and list(scores["folds"]) == ["fold0"]
     assert scores["n_oof_studies"] == 8 and scores["n_test_folds"] == 1
     problems = " | ".join(scores["problems"])
@@ -244,13 +248,13 @@ def test_merge_goes_on_past_a_broken_fold(round1, tmp_path):
     assert str(copy / "fold2") in problems
     assert json.loads((copy / "scores.json").read_text())["problems"] == scores["problems"]
     got = pd.read_csv(copy / "test_study.csv", dtype={"study_id": str})  # fold0's test predictions alone
-    want = E.aggregate_study(pd.read_csv(copy / "fold0/test.csv", dtype={"study_id": str}), E.TTA_COLS)
+    want = E.aggregate_study(pd.read_csv(copy / "fold0/test.csv", dtype={"study_id": str}), TTA_COLS)
     assert list(got["study_id"]) == list(want["study_id"])
-    np.testing.assert_allclose(got[list(STUDY_CLASSES)].to_numpy(), want[E.TTA_COLS].to_numpy(), rtol=1e-6)
+    np.testing.assert_allclose(got[list(STUDY_CLASSES)].to_numpy(), want[TTA_COLS].to_numpy(), rtol=1e-6)
     for k in (0, 1):  # no fold readable: an error naming the folder
         (copy / f"fold{k}" / "oof.csv").write_text("")
     with pytest.raises(FileNotFoundError, match="no readable oof.csv"):
-        E.merge(copy)
+        SM.merge(copy)
 
 
 def test_merge_averages_a_test_study_over_the_folds_that_have_it(tmp_path):
@@ -260,15 +264,15 @@ def test_merge_averages_a_test_study_over_the_folds_that_have_it(tmp_path):
     for k, studies in ((0, ["u0", "u1", "u2"]), (1, ["u0", "u1"])):
         d = tmp_path / f"fold{k}"
         d.mkdir()
-        probs = lambda n: {c: v for c, v in zip(E.PROB_COLS, rng.dirichlet(np.ones(4), n).T)}  # noqa: E731
+        probs = lambda n: {c: v for c, v in zip(PROB_COLS, rng.dirichlet(np.ones(4), n).T)}  # noqa: E731
         pd.DataFrame({"image_id": [f"i{k}{j}" for j in range(4)], "study_id": [f"s{k}{j}" for j in range(4)],
                       **probs(4), "study_label": [0, 1, 2, 3]}).to_csv(d / "oof.csv", index=False)
         tests[k] = pd.DataFrame({"image_id": studies, "study_id": studies, **probs(len(studies))})
         tests[k].to_csv(d / "test.csv", index=False)
-    scores = E.merge(tmp_path, use_tta=False)
+    scores = SM.merge(tmp_path, use_tta=False)
     got = pd.read_csv(tmp_path / "test_study.csv").set_index("study_id")
     assert list(got.index) == ["u0", "u1", "u2"] and not got.isna().any().any()
-    per = {k: E.aggregate_study(t, E.PROB_COLS).set_index("study_id")[E.PROB_COLS].to_numpy() for k, t in tests.items()}
+    per = {k: E.aggregate_study(t, PROB_COLS).set_index("study_id")[PROB_COLS].to_numpy() for k, t in tests.items()}
     np.testing.assert_allclose(got.to_numpy()[:2], (per[0][:2] + per[1]) / 2, rtol=1e-6)
     np.testing.assert_allclose(got.to_numpy()[2], per[0][2], rtol=1e-6)
     assert any("u2" in p for p in scores["problems"])
@@ -292,10 +296,10 @@ def test_student_targets_blend_teacher_and_labels(tmp_path):
     t.mkdir(parents=True)
     soft = np.array([[0.1, 0.7, 0.1, 0.1], [0.4, 0.2, 0.2, 0.2]], np.float32)
     pd.DataFrame({"image_id": ["a", "b"], "study_id": ["s", "t"], "fold": 0,
-                  **{c: soft[:, k] for k, c in enumerate(E.PROB_COLS)},
-                  **{c: soft[:, k] for k, c in enumerate(E.TTA_COLS)}, "study_label": [1, 0]}).to_csv(t / "oof.csv", index=False)
+                  **{c: soft[:, k] for k, c in enumerate(PROB_COLS)},
+                  **{c: soft[:, k] for k, c in enumerate(TTA_COLS)}, "study_label": [1, 0]}).to_csv(t / "oof.csv", index=False)
     pd.DataFrame({"image_id": ["x"], "study_id": ["u"], "fold": 0,
-                  **{c: [0.25] for c in E.PROB_COLS + E.TTA_COLS}}).to_csv(t / "test.csv", index=False)
+                  **{c: [0.25] for c in PROB_COLS + TTA_COLS}}).to_csv(t / "test.csv", index=False)
     train = pd.DataFrame({"image_id": ["a", "b", "c"], "study_label": [1, 0, 3], "boxes_src": [[], [], []]})
     test = pd.DataFrame({"image_id": ["x", "y"], "study_label": [-1, -1], "boxes_src": [[], []]})
     cfg = replace(C.StudyConfig(), round=2, teacher=str(tmp_path / "teacher"), soft_weight=0.6)
@@ -345,16 +349,16 @@ def test_merge_defaults_to_the_folds_own_aggregation(round1, tmp_path):
     import shutil
 
     exp = round1["work"] / "r1"
-    assert E.configured_agg(E.fold_dirs(exp)) == "mean"
+    assert SM.configured_agg(SM.fold_dirs(exp)) == "mean"
     copy = tmp_path / "r1max"
     shutil.copytree(exp, copy)
     for k in (0, 1):
         cfg = json.loads((copy / f"fold{k}" / "config.json").read_text())
         (copy / f"fold{k}" / "config.json").write_text(json.dumps({**cfg, "study_agg": "max"}))
-    assert E.configured_agg(E.fold_dirs(copy)) == "max"
-    assert E.cli(["--work", str(copy)]) == 0
+    assert SM.configured_agg(SM.fold_dirs(copy)) == "max"
+    assert SM.cli(["--work", str(copy)]) == 0
     assert json.loads((copy / "scores.json").read_text())["aggregation"] == "max"
     cfg = json.loads((copy / "fold1" / "config.json").read_text())
     (copy / "fold1" / "config.json").write_text(json.dumps({**cfg, "study_agg": "mean"}))
     with pytest.raises(ValueError, match="disagree"):
-        E.configured_agg(E.fold_dirs(copy))
+        SM.configured_agg(SM.fold_dirs(copy))

@@ -21,6 +21,7 @@ from siimcovid.classify import data as D  # noqa: E402
 from siimcovid.study import config as C  # noqa: E402
 from siimcovid.study import evaluate as E  # noqa: E402
 from siimcovid.study import predict as P  # noqa: E402
+from siimcovid.tables import PROB_COLS, TTA_COLS  # noqa: E402
 
 SIZE = 64
 
@@ -121,9 +122,9 @@ def test_prediction_order_follows_the_rows(pre):
     a = P.predict_frame(model, png, cfg).set_index("image_id")
     b = P.predict_frame(model, rec, cfg)
     assert list(b["image_id"]) == list(rec["image_id"])
-    np.testing.assert_allclose(b[E.PROB_COLS + E.TTA_COLS].to_numpy(),
-                               a.loc[b["image_id"], E.PROB_COLS + E.TTA_COLS].to_numpy(), rtol=1e-5, atol=1e-6)
-    assert np.ptp(b[E.PROB_COLS[0]]) > 0  # the probe model does tell images apart
+    np.testing.assert_allclose(b[PROB_COLS + TTA_COLS].to_numpy(),
+                               a.loc[b["image_id"], PROB_COLS + TTA_COLS].to_numpy(), rtol=1e-5, atol=1e-6)
+    assert np.ptp(b[PROB_COLS[0]]) > 0  # the probe model does tell images apart
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +154,7 @@ def test_fold_trains_from_tfrecords_and_writes_the_same_ids(runs, pre):
         r = pd.read_csv(work / "r1_tfrecord/fold0" / name, dtype={"image_id": str})
         assert list(r["image_id"]) == list(p["image_id"]) and len(r)
         assert list(r["study_id"]) == list(p["study_id"])
-        np.testing.assert_allclose(r[E.PROB_COLS].sum(axis=1), 1.0, rtol=1e-4)
+        np.testing.assert_allclose(r[PROB_COLS].sum(axis=1), 1.0, rtol=1e-4)
     meta = pd.read_csv(pre / "meta.csv", dtype={"image_id": str})
     oof = pd.read_csv(work / "r1_tfrecord/fold0/oof.csv", dtype={"image_id": str})
     assert set(oof["image_id"]) == set(meta.query("split == 'train' and fold == 0")["image_id"])

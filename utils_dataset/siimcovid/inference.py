@@ -27,7 +27,7 @@ import argparse
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -119,12 +119,16 @@ def predict_study(fold_dirs: Sequence[Path], pre_test: Path, data_dir: Path, *, 
                   agg: str | None = None, threads: int = 0, progress: bool = True) -> tuple[pd.DataFrame, dict]:
     """Study predictions for every test study of the sample: the folds' mean where a study has a
     predicted image, the train class priors otherwise (all of them when no fold loads)."""
-    from .study.predict import predict_folds, to_studies
+    from .ensemble.rules import member_image_probs, study_rows
+    from .ensemble.steps import tables_by_member
+    from .study.predict import predict_folds
 
     images, info = predict_folds(fold_dirs, pre_test, train_pre=train_pre, hub=hub, batch_size=batch_size,
                                  tta=tta, threads=threads, progress=progress)
     how = study_aggregation(info, agg)
-    return finish_study(to_studies(images, how), info, fold_dirs, data_dir, how)
+    # the ensemble's study rows (the predictor wrote the chosen TTA columns as the plain ones)
+    members = {n: member_image_probs(t, tta=False) for n, t in tables_by_member(images).items()}
+    return finish_study(study_rows(members, None, how), info, fold_dirs, data_dir, how)
 
 
 def study_aggregation(info: dict, agg: str | None) -> str:
@@ -314,17 +318,23 @@ def run(cfg: InferConfig, image_predictor: ImagePredictor | None = None) -> dict
     # the members: study folds as the study stage finds them (also those that cannot load: reported),
     # binary and detector folds (and every member's OOF, for the fit) as the ensemble finds them
     from .ensemble import config as ens_config, steps as ens
-    from .study.predict import find_folds, test_sizes
-
-    folds, fold_problems = find_folds(cfg.study_work, cfg.exp)
     from .ensemble.members import fold_kind
+    from .runs import find_runs, of_exp
+    from .study.predict import test_sizes
 
-    folds = [d for d in folds if fold_kind(d) in (None, "study")]  # binary / detector folds are other members
+    # every fold under the inputs, found once: the study folds among them (of --exp; also those
+    # without tables, which load or are reported) and the members the ensemble reads
+    found_problems: list[str] = []
+    all_folds = find_runs(cfg.study_work, problems=found_problems)
+    fold_problems = [p.replace("runs: ", "study folds: ", 1) for p in found_problems]
+    folds = [d for d in of_exp(all_folds, cfg.exp) if fold_kind(d) in (None, "study")]
+    if cfg.exp and all_folds and not folds:
+        fold_problems.append(f"study folds: none of the {len(all_folds)} fold folders is of experiment {cfg.exp!r}")
     for p in fold_problems:
         log.warning(p)
     ens_cfg = ens_config.load(cfg.ensemble, {"study_how": cfg.agg} if cfg.agg else None)
     ens_problems: list[str] = []
-    found = ens.find_members(cfg.study_work, ens_cfg, ens_problems)
+    found = ens.find_members(None, ens_cfg, ens_problems, fold_dirs=all_folds)
     study_names = {Path(d).parent.name for d in folds}
     found["study"] = {n: m for n, m in found["study"].items() if n in study_names}  # --exp applies
     to_predict = {"study": ens.members_from_folds("study", folds), "binary": found["binary"], "detect": found["detect"]}

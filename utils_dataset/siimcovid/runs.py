@@ -61,6 +61,13 @@ def fold_index(d: str | os.PathLike) -> int | None:
     return int(name[4:]) if FOLD_RE.match(name) else None
 
 
+def of_exp(fold_dirs: Iterable[Path], exp: str | None) -> list[Path]:
+    """The fold folders of experiment ``exp`` (their parent folder or config ``name``); all for None."""
+    if not exp:
+        return list(fold_dirs)
+    return [d for d in fold_dirs if Path(d).parent.name == exp or _json(Path(d) / CONFIG_JSON).get("name") == exp]
+
+
 def is_fold_dir(d: Path) -> bool:
     d = Path(d)
     return bool(FOLD_RE.match(d.name)) and any((d / m).is_file() for m in FOLD_MARKERS)
@@ -123,8 +130,7 @@ def find_runs(roots: Sequence[str | os.PathLike] | str | os.PathLike | None = No
             elif d.parent == root and FOLD_RE.match(d.name):  # an experiment's fold that never wrote anything
                 notes.append(f"runs: {d}: none of {', '.join(FOLD_MARKERS)} (fold unfinished? skipped)")
                 dirs[:] = []
-    if exp:
-        found = [d for d in found if d.parent.name == exp or _json(d / CONFIG_JSON).get("name") == exp]
+    found = of_exp(found, exp)
     if stage:
         def stage_of(d: Path) -> str | None:
             return _json(d / RUN_JSON).get("stage") or _json(d / CONFIG_JSON).get("stage")

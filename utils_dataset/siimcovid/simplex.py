@@ -32,3 +32,9 @@ def refine(score: Callable[[np.ndarray], float], start: np.ndarray, start_score:
                     if s > s_best + 1e-12:
                         best, s_best, improved = w, s, True
     return best, s_best
+
+
+def normalize(w: np.ndarray) -> np.ndarray:
+    """Weights clipped at 0 and rescaled to sum 1 (a move's rounding drift taken out)."""
+    w = np.clip(w, 0.0, None)
+    return w / w.sum()

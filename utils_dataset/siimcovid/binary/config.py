@@ -1,7 +1,9 @@
 """Binary `none` experiments: the shared classifier settings plus the binary task's own.
 
 Variants live in ``siimcovid/configs/binary/`` (``_base_.yaml`` + a few lines per member) and load
-through :mod:`siimcovid.variants`; ``ensemble.yaml`` there is binary-merge's, not a member.
+through :mod:`siimcovid.variants`; ``ensemble.yaml`` there is not a member: it names the members
+(which binary-train trains by default, which binary-merge merges) and how binary-merge fits their
+weights (:class:`BinaryEnsembleConfig`).
 """
 from __future__ import annotations
 
@@ -54,3 +56,21 @@ def load_config(variant: str | os.PathLike | None = None, overrides=None) -> Bin
 def from_json(path: str | os.PathLike) -> BinaryConfig:
     """A fold's saved ``config.json`` back into a config (for prediction)."""
     return variants.from_dict(BinaryConfig, json.loads(Path(path).read_text()))
+
+
+@dataclass
+class BinaryEnsembleConfig:
+    """configs/binary/ensemble.yaml: which members, and how binary-merge fits their weights."""
+
+    members: list[str] = opt(default_factory=list, help="variant names; empty: every member found")
+    use_tta: bool = opt(True, "ensemble the hflip-TTA columns (p_none_tta)")
+    fit_margin: float = opt(0.002, "fitted weights must beat equal weights by this OOF AP, else equal weights")
+    n_random: int = opt(2000, "Dirichlet samples over the simplex before the coordinate refinement")
+    seed: int = 0
+    blend_grid: int = opt(101, "weights tried for the ensemble vs the study negative")
+
+
+def load_ensemble_config(name: str | os.PathLike | None = "ensemble", overrides=None) -> BinaryEnsembleConfig:
+    """``ensemble`` (or another variant / YAML path in configs/binary/) <- overrides (dict or key=value
+    strings), through siimcovid.variants: unknown keys are a UserError naming the valid ones."""
+    return variants.load(STAGE, name, overrides, BinaryEnsembleConfig)

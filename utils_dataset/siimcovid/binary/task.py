@@ -44,9 +44,12 @@ class BinaryTask(Task):
         return K.losses.BinaryCrossentropy(label_smoothing=cfg.label_smoothing)
 
     def metric(self, pred: pd.DataFrame, cols: Sequence[str], cfg: BinaryConfig) -> float:
-        from .ensemble import none_ap
+        from ..scoring import none_ap
 
-        return none_ap(pred["image_id"], pred[cols[0]].to_numpy(), pred[labels.HAS_BOX].to_numpy())
+        has_box = pred[labels.HAS_BOX].to_numpy()
+        if not pd.Series(has_box).isin((0, 1)).all():
+            raise ValueError("binary metric: has_box must be 0 or 1 (test images have no truth)")
+        return none_ap(pred[cols[0]].to_numpy(), has_box.astype(bool))
 
     def scores(self, oof: pd.DataFrame, cfg: BinaryConfig) -> dict[str, float]:
         return {"oof_none_ap": self.metric(oof, self.columns, cfg),

@@ -35,7 +35,7 @@ def run(members: Sequence[str] | None = None, folds: Sequence[int] = (0,), overr
     """The train-binary kernel: every member (None: the ensemble's, ``ensemble.yaml``) x fold, in
     turn. -> (configs, fold summaries)."""
     from ..classify import runner
-    from .merge import load_ensemble_config
+    from .config import load_ensemble_config
 
     names = list(members) if members else load_ensemble_config("ensemble").members
     opts = runner.kernel_overrides(overrides, preprocess=preprocess, workdir=workdir, make_tiny_hub=make_tiny_hub)

@@ -1,13 +1,11 @@
 """Detector prediction: flip TTA fused with WBF, boxes back in ORIGINAL pixels, and the AP figures.
 
-A prediction table (``oof.csv`` / ``test.csv`` of a fold, the merged files of ``det-merge``) has
-one row per image: ``image_id, orig_h, orig_w, boxes, boxes_notta``, where ``boxes`` (with TTA)
-and ``boxes_notta`` (the plain image) are JSON lists of ``[x0, y0, x1, y1, score]`` in the
-image's original pixels, best first. :func:`read_predictions` gives them back as arrays.
+The rows it predicts are those of a detector prediction table (``image_id, orig_h, orig_w, boxes,
+boxes_notta``: ``boxes`` with TTA, ``boxes_notta`` the plain image, ``[x0, y0, x1, y1, score]`` in
+the image's original pixels, best first); :mod:`siimcovid.tables` writes and reads them.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -15,37 +13,11 @@ import numpy as np
 import pandas as pd
 
 from ..boxes import Resize
-from ..metric import average_precision
-from ..submission import FULL_BOX, parse_pred_boxes as parse_boxes
+from .. import scoring
+from ..tables import DET_COLUMNS
 from .wbf import as_pred, flip_boxes, fuse
 
-PRED_COLUMNS = ["image_id", "orig_h", "orig_w", "boxes", "boxes_notta"]
 NONE_RULES = ("max", "prod")
-
-
-# ------------------------------------------------------------------------------------ io
-def boxes_json(pred) -> str:
-    return json.dumps([[round(float(v), 1) for v in b[:4]] + [round(float(b[4]), 5)] for b in as_pred(pred)])
-
-
-def write_predictions(rows: Sequence[dict], path: str | Path) -> Path:
-    df = pd.DataFrame(
-        [{**r, "boxes": boxes_json(r["boxes"]), "boxes_notta": boxes_json(r["boxes_notta"])} for r in rows],
-        columns=PRED_COLUMNS)
-    from ..atomic import write_csv
-
-    return write_csv(df, path)  # a reader never sees half a file
-
-
-def read_predictions(path: str | Path) -> pd.DataFrame:
-    """A prediction table with ``boxes`` / ``boxes_notta`` as (N, 5) arrays."""
-    df = pd.read_csv(path, dtype={"image_id": str})
-    missing = set(PRED_COLUMNS) - set(df.columns)
-    if missing:
-        raise ValueError(f"{path}: not a detector prediction table (missing {sorted(missing)})")
-    for c in ("boxes", "boxes_notta"):
-        df[c] = df[c].map(parse_boxes)
-    return df
 
 
 # ------------------------------------------------------------------------------------ model
@@ -148,18 +120,15 @@ def none_score(pred, rule: str = "max") -> float:
 
 
 def opacity_ap(preds: pd.DataFrame, truth: dict[str, Iterable], column: str = "boxes") -> float:
-    """Project metric's opacity AP over every image of ``preds`` (truth: image_id -> original-px boxes)."""
-    dets = [(iid, float(b[4]), *map(float, b[:4])) for iid, p in zip(preds["image_id"], preds[column]) for b in p]
-    truths = {iid: np.asarray(truth[iid], dtype=float).reshape(-1, 4) for iid in preds["image_id"]
-              if len(truth.get(iid, []))}
-    return average_precision(dets, truths)
+    """Project metric's opacity AP over every image of ``preds`` (truth: image_id -> original-px
+    boxes), through ``siimcovid.scoring``."""
+    return scoring.opacity_ap(list(preds[column]), [truth.get(i, []) for i in preds["image_id"]])
 
 
 def none_ap(preds: pd.DataFrame, truth: dict[str, Iterable], column: str = "boxes", rule: str = "max") -> float:
     """AP of the `none` class when its score is derived from the boxes (``rule``)."""
-    dets = [(iid, none_score(p, rule), *FULL_BOX) for iid, p in zip(preds["image_id"], preds[column])]
-    truths = {iid: np.array([FULL_BOX], dtype=float) for iid in preds["image_id"] if not len(truth.get(iid, []))}
-    return average_precision(dets, truths)
+    has_box = np.array([len(truth.get(i, [])) > 0 for i in preds["image_id"]], dtype=bool)
+    return scoring.none_ap([none_score(p, rule) for p in preds[column]], has_box)
 
 
 def figures(preds: pd.DataFrame, truth: dict[str, Iterable]) -> dict:
@@ -205,7 +174,7 @@ def predict_folds(fold_dirs: Sequence[Path], pre_test: Path, *, device: str | No
             reraise_interrupts(exc)
             report.skipped(d, exc)
             continue
-        tables.append(pd.DataFrame(rows, columns=["image_id", "orig_h", "orig_w", "boxes", "boxes_notta"]))
+        tables.append(pd.DataFrame(rows, columns=DET_COLUMNS))
         report.used(d, len(rows), time.time() - t0)
     return tables, report.info
 

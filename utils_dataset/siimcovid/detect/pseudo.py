@@ -21,7 +21,7 @@ import pandas as pd
 from .. import variants
 from ..data import STUDY_CLASSES
 from ..errors import UserError
-from .predict import boxes_json, read_predictions
+from ..tables import boxes_json, read_detector
 from .wbf import as_pred
 
 PSEUDO_CSV = "pseudo_labels.csv"
@@ -83,7 +83,7 @@ def cli(argv: list[str]) -> int:
             raise UserError(f"{path}: no such file")
     meta = read_meta(args.preprocess)
     image_study = dict(zip(meta["image_id"], meta["study_id"].astype(str)))
-    out = select(read_predictions(args.boxes), pd.read_csv(args.study, dtype={"study_id": str}), image_study, rule)
+    out = select(read_detector(args.boxes), pd.read_csv(args.study, dtype={"study_id": str}), image_study, rule)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     out.to_csv(args.out, index=False)
     print(json.dumps({"rule": asdict(rule), "images": int(len(out)), "boxes": int(out["n_boxes"].sum())}))

@@ -28,7 +28,8 @@ from ..log import get_logger, run_header
 from ..runs import HISTORY_CSV, LOSS_PNG, MODEL_PTH, OOF_CSV, SCORES_JSON, TEST_CSV, fold_dir, write_config
 from . import coco
 from . import config as C
-from .predict import figures, load_model, predict_images, write_predictions
+from ..tables import write_detector
+from .predict import figures, load_model, predict_images
 
 
 def exp_name(cfg) -> str:
@@ -201,9 +202,9 @@ def predict_fold(cfg, out: Path, meta: pd.DataFrame, held: pd.DataFrame, device:
     model = load_model(cfg, out / MODEL_PTH, device=device)
     kw = dict(tta=dict(s["tta"]), wbf=dict(s["wbf"]), batch=int(s.get("predict_batch", 8)), progress=progress)
     oof = predict_images(model, held, int(s["size"]), **kw)
-    write_predictions(oof, out / OOF_CSV)
+    write_detector(oof, out / OOF_CSV)
     test = meta[meta["split"] == "test"]
-    write_predictions(predict_images(model, test, int(s["size"]), **kw) if len(test) else [], out / TEST_CSV)
+    write_detector(predict_images(model, test, int(s["size"]), **kw) if len(test) else [], out / TEST_CSV)
     truth = dict(zip(meta["image_id"], meta["boxes"]))
     oof_df = pd.DataFrame(oof) if oof else pd.DataFrame(columns=["image_id", "boxes", "boxes_notta"])
     return figures(oof_df, truth)

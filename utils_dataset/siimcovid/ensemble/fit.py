@@ -30,7 +30,7 @@ from .config import EnsembleConfig
 from .merge import Settings, Tables, fill_studies, image_inputs, negatives, run_merge
 from .rules import (PRESETS, STUDY_COLS, Rule, adjust_negative, apply_rule, binary_none, evidence,
                     member_image_probs, study_rows, to_study)
-from .scoring import FullBoxAP, OpacityAP, StudyMAP, final
+from ..scoring import FullBoxAP, OpacityAP, StudyMAP, final
 
 FIT_JSON = "ensemble_fit.json"
 GRIDS: dict[str, Sequence] = {
@@ -96,26 +96,42 @@ def read_truth(pre_dir: str | Path) -> tuple[Truth, pd.DataFrame]:
 
 
 def fit_simplex(score: Callable[[np.ndarray], float], m: int, *, margin: float,
-                steps: Sequence[float] = (0.2, 0.1, 0.05, 0.02)) -> dict:
-    """Weights of m members (>= 0, sum 1) maximising ``score``; equal weights unless better by ``margin``."""
+                steps: Sequence[float] = (0.2, 0.1, 0.05, 0.02), n_random: int = 0, seed: int = 0,
+                project: Callable[[np.ndarray], np.ndarray] | None = None) -> dict:
+    """Weights of m members (>= 0, sum 1) maximising ``score``; equal weights unless better by ``margin``.
+
+    Candidates: equal weights, every single member and ``n_random`` seeded Dirichlet samples (the
+    first best wins, so equal weights win ties), then ``simplex.refine`` with ``steps`` (and
+    ``project`` after each move). Deterministic for a seed. No score at all (NaN for equal
+    weights: nothing to rank against) keeps equal weights."""
     equal = np.full(m, 1.0 / m)
     s_equal = float(score(equal))
-    if m == 1:
-        return {"weights": equal.tolist(), "method": "single", "score": s_equal, "score_equal": s_equal,
-                "fitted_weights": equal.tolist(), "score_fitted": s_equal}
+    if m == 1 or math.isnan(s_equal):
+        return {"weights": equal.tolist(), "method": "single" if m == 1 else "equal", "score": s_equal,
+                "score_equal": s_equal, "fitted_weights": equal.tolist(), "score_fitted": s_equal}
     best, s_best = equal.copy(), s_equal
-    for k in range(m):  # single members are candidates too
-        w = np.eye(m)[k]
+    rng = np.random.default_rng(seed)
+    for w in np.vstack([np.eye(m), rng.dirichlet(np.ones(m), size=int(n_random))]):
         s = float(score(w))
         if s > s_best + 1e-12:
             best, s_best = w, s
     from ..simplex import refine
 
-    best, s_best = refine(score, best, s_best, steps)
+    best, s_best = refine(score, best, s_best, steps, project=project)
     use = s_best >= s_equal + margin
     return {"weights": (best if use else equal).tolist(), "method": "fitted" if use else "equal",
             "score": s_best if use else s_equal, "score_equal": s_equal, "fitted_weights": best.tolist(),
             "score_fitted": s_best}
+
+
+def fit_share(score: Callable[[float], float], grid: int = 101) -> tuple[float, float]:
+    """The share w in [0, 1] (an even grid of ``grid`` values) with the best ``score(w)``; ties go
+    to the w nearest 0.5, so a flat curve gives the even mix -> (w, score)."""
+    ws = np.linspace(0.0, 1.0, int(grid))
+    scores = np.array([score(float(w)) for w in ws])
+    best = np.flatnonzero(scores >= np.nanmax(scores) - 1e-12)
+    k = best[np.argmin(np.abs(ws[best] - 0.5))]
+    return float(ws[k]), float(scores[k])
 
 
 def fit_params(score: Callable[[dict], float], start: Mapping, *, margin: float, sweeps: int = 4) -> dict:

@@ -2,8 +2,8 @@
 
 A member is one trained model (a config variant: the fold folders' parent, ``W/<exp>/fold<k>/``)
 of one stage. The stage is read from the fold's own prediction table, the one contract every
-stage already keeps (docs/contracts.md): ``p_negative`` ... -> study classifier, ``p_none`` ->
-binary `none` classifier, ``boxes`` + ``boxes_notta`` -> detector. A fold whose table is missing
+stage already keeps (:func:`siimcovid.tables.kind_of`: ``p_negative`` ... -> study classifier,
+``p_none`` -> binary `none` classifier, ``boxes`` + ``boxes_notta`` -> detector). A fold whose table is missing
 or broken is skipped and recorded; the other folds and members go on.
 """
 from __future__ import annotations
@@ -16,10 +16,8 @@ from typing import Sequence
 import pandas as pd
 
 from ..errors import reraise_interrupts
-from ..runs import OOF_CSV, TEST_CSV
-from .rules import PROB_COLS
-
-KINDS = ("study", "binary", "detect")
+from ..runs import OOF_CSV, TEST_CSV, fold_index
+from ..tables import KINDS, header, kind_of, read
 
 
 @dataclass
@@ -42,21 +40,6 @@ def find_fold_dirs(roots: Sequence[str | os.PathLike] | None, problems: list[str
     return find_runs(roots, problems=problems)
 
 
-def kind_of(columns: Sequence[str]) -> str | None:
-    cols = set(columns)
-    if set(PROB_COLS) <= cols:
-        return "study"
-    if "p_none" in cols:
-        return "binary"
-    if {"boxes", "boxes_notta"} <= cols:
-        return "detect"
-    return None
-
-
-def _header(path: Path) -> list[str]:
-    return list(pd.read_csv(path, nrows=0).columns)
-
-
 # run.json ``stage`` (siimcovid.log.run_header) of each kind's training command
 STAGE_KIND = {"study-train": "study", "binary-train": "binary", "det-train": "detect"}
 
@@ -70,7 +53,7 @@ def fold_kind(fold_dir: Path) -> str | None:
     for name in (OOF_CSV, TEST_CSV):
         if (d / name).is_file():
             try:
-                kind = kind_of(_header(d / name))
+                kind = kind_of(header(d / name))
             except (OSError, ValueError):
                 kind = None
             if kind:
@@ -81,47 +64,20 @@ def fold_kind(fold_dir: Path) -> str | None:
         return None
 
 
-def read_table(kind: str, path: Path) -> pd.DataFrame:
-    """One fold's oof.csv / test.csv of a ``kind`` member (ValueError naming the file)."""
-    if kind == "study":
-        from ..study.evaluate import read_pred_csv
-
-        return read_pred_csv(path)
-    if kind == "detect":
-        from ..detect.predict import read_predictions
-
-        return read_predictions(path)
-    try:
-        df = pd.read_csv(path, dtype={"image_id": str, "study_id": str})
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
-    if not {"image_id", "p_none"} <= set(df.columns):
-        raise ValueError(f"{path}: not a binary prediction table (needs image_id, p_none)")
-    if "p_none_tta" not in df:
-        df["p_none_tta"] = df["p_none"]
-    vals = df[["p_none", "p_none_tta"]].to_numpy(dtype=float)
-    if not ((vals >= 0) & (vals <= 1)).all():
-        raise ValueError(f"{path}: p_none missing or outside [0, 1]")
-    return df
-
-
-def _fold_number(d: Path) -> int:
-    digits = d.name[4:]
-    return int(digits) if digits.isdigit() else -1
-
-
 def collect(roots: Sequence[str | os.PathLike] | None, problems: list[str], *,
-            splits: Sequence[str] = ("oof", "test")) -> dict[str, dict[str, Member]]:
-    """kind -> member name -> :class:`Member` with the readable fold tables of ``splits``."""
+            splits: Sequence[str] = ("oof", "test"), fold_dirs: Sequence[Path] | None = None,
+            ) -> dict[str, dict[str, Member]]:
+    """kind -> member name -> :class:`Member` with the readable fold tables of ``splits``, of every
+    fold under ``roots`` (or of ``fold_dirs``, folds a caller already found)."""
     out: dict[str, dict[str, Member]] = {k: {} for k in KINDS}
-    for d in find_fold_dirs(roots, problems):
+    for d in (find_fold_dirs(roots, problems) if fold_dirs is None else fold_dirs):
         files = {"oof": d / OOF_CSV, "test": d / TEST_CSV}
         present = [files[s] for s in splits if files[s].is_file()]
         if not present:
-            problems.append(f"{d}: no {' or '.join(files[s].name for s in splits)} (fold skipped)")
+            problems.append(f"{d}: no {' or '.join(files[s].name for s in splits)} (fold unfinished? skipped)")
             continue
         try:
-            kind = kind_of(_header(present[0]))
+            kind = kind_of(header(present[0]))
         except BaseException as exc:  # noqa: BLE001 - one broken fold never stops the others
             reraise_interrupts(exc)
             problems.append(f"{present[0]}: unreadable ({type(exc).__name__}: {exc}); fold skipped")
@@ -129,7 +85,7 @@ def collect(roots: Sequence[str | os.PathLike] | None, problems: list[str], *,
         if kind is None:
             problems.append(f"{present[0]}: not a study, binary or detector table (fold skipped)")
             continue
-        k = _fold_number(d)
+        k = fold_index(d)
         m = out[kind].setdefault(d.parent.name, Member(kind, d.parent.name))
         m.folds[k] = d
         for s in splits:
@@ -137,7 +93,7 @@ def collect(roots: Sequence[str | os.PathLike] | None, problems: list[str], *,
                 problems.append(f"{m.key} fold {k}: no {files[s].name}")
                 continue
             try:
-                getattr(m, s)[k] = read_table(kind, files[s])
+                getattr(m, s)[k] = read(kind, files[s], oof=s == "oof")
             except BaseException as exc:  # noqa: BLE001
                 reraise_interrupts(exc)
                 problems.append(f"{m.key} fold {k}: {files[s].name} skipped ({type(exc).__name__}: {exc})")

@@ -30,7 +30,7 @@ from .fit import FIT_JSON, OOFScorer, Truth, fit, read_truth, save
 from .members import collect, select, summary
 from .merge import Settings, Tables, image_inputs, priors_from_truth, run_merge
 from .rules import STUDY_COLS, binary_none, fuse_detectors, member_image_probs, study_rows
-from .scoring import FullBoxAP, OpacityAP
+from ..scoring import FullBoxAP, OpacityAP
 
 REPORT_JSON, REPORT_TXT, REPORT_HTML = "cv_report.json", "cv_report.txt", "cv_report.html"
 COLUMNS = ("study", "opacity", "none", "final")

@@ -3,7 +3,7 @@
 Inputs are the members' own tables (docs/contracts.md): a study member's fold tables (image rows,
 ``p_<class>`` and ``p_<class>_tta``), a binary member's fold tables (``p_none``, ``p_none_tta``),
 a detector member's fold tables (``image_id, orig_h, orig_w, boxes, boxes_notta``, boxes as (N, 5)
-arrays in ORIGINAL pixels, :func:`siimcovid.detect.predict.read_predictions`). Outputs are the
+arrays in ORIGINAL pixels, :func:`siimcovid.tables.read_detector`). Outputs are the
 submission inputs: study rows ``study_id`` + the four classes, image rows ``image_id, boxes, none``.
 
 Study rows: per member the mean over its folds, image -> study mean (renormalised), then the
@@ -38,9 +38,9 @@ import numpy as np
 import pandas as pd
 
 from ..data import STUDY_CLASSES
+from ..detect.wbf import WBFParams, fuse_two_level
+from ..tables import DET_BOX_COLS, DET_COLUMNS, PROB_COLS, TTA_COLS
 
-PROB_COLS = [f"p_{c}" for c in STUDY_CLASSES]
-TTA_COLS = [f"p_{c}_tta" for c in STUDY_CLASSES]
 STUDY_COLS = list(STUDY_CLASSES)
 
 PRESETS: dict[str, dict[str, float | str]] = {
@@ -155,16 +155,38 @@ def binary_none(members: Mapping[str, Sequence[pd.DataFrame]], weights: Mapping[
     return weighted_mean(per_member, "image_id", ["p_none"], weights)
 
 
+def fuse_tables(members: Mapping[str, Sequence[pd.DataFrame]], *, columns=DET_BOX_COLS,
+                score_scale: Mapping[str, float] | None = None, model_weights: Mapping[str, float] | None = None,
+                folds: Mapping | WBFParams | None = None, models: Mapping | WBFParams | None = None) -> pd.DataFrame:
+    """Detector tables of several members (name -> its fold tables) -> one table, fused per image in
+    two levels through detect/wbf.py (each member's folds, then the members). An image missing
+    from a table counts as "no box" in that list."""
+    sizes: dict[str, tuple[int, int]] = {}
+    for tables in members.values():
+        for t in tables:
+            sizes.update({i: (int(h), int(w)) for i, h, w in zip(t["image_id"], t["orig_h"], t["orig_w"])})
+    lookups = {name: [{c: dict(zip(t["image_id"], t[c])) for c in columns} for t in tables]
+               for name, tables in members.items()}
+    rows = []
+    empty = np.zeros((0, 5))
+    for iid, (h, w) in sizes.items():
+        row = {"image_id": iid, "orig_h": h, "orig_w": w}
+        for c in columns:
+            per_member = {name: [lk[c].get(iid, empty) for lk in lks] for name, lks in lookups.items()}
+            row[c] = fuse_two_level(per_member, h, w, score_scale=score_scale, model_weights=model_weights,
+                                    folds=folds, models=models)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=list(DET_COLUMNS[:3]) + list(columns))
+
+
 def fuse_detectors(members: Mapping[str, Sequence[pd.DataFrame]], *, tta: bool = True, oof: bool = False,
                    wbf_folds: Mapping | None = None, wbf_models: Mapping | None = None,
                    score_scale: Mapping[str, float] | None = None,
                    model_weights: Mapping[str, float] | None = None) -> pd.DataFrame:
     """Detector members (name -> fold prediction tables) -> image_id, orig_h, orig_w, boxes, fused in
-    two levels through ``detect.merge.fuse_tables`` (detect/wbf.py). OOF tables hold each image in
+    two levels through :func:`fuse_tables`. OOF tables hold each image in
     ONE fold, so a member's folds are one list there (a fold that never saw the image is no
     evidence against its boxes); on test every fold is its own list."""
-    from ..detect.merge import fuse_tables
-
     col = "boxes" if tta else "boxes_notta"
     use = {n: ([pd.concat(list(t), ignore_index=True)] if oof else list(t)) for n, t in members.items() if len(t)}
     if not use:

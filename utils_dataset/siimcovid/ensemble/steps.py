@@ -25,7 +25,7 @@ import pandas as pd
 from ..errors import reraise_interrupts
 from ..layout import META_CSV, read_errors
 from ..log import get_logger
-from ..runs import src_size
+from ..runs import fold_index, src_size
 from .budget import HIDDEN_TEST_IMAGES, Projection, Timing, project, warn_if_over, write_budget
 from .config import EnsembleConfig
 from .fit import FIT_JSON, Truth, fit, load_settings, read_truth, save, settings_from_config
@@ -37,8 +37,10 @@ from .rules import image_csv_frame
 KIND_KEYS = {"study": "study_members", "binary": "binary_members", "detect": "det_members"}
 
 
-def find_members(roots: Sequence[str] | None, cfg: EnsembleConfig, problems: list[str]) -> dict[str, dict[str, Member]]:
-    found = collect(roots, problems, splits=("oof",))
+def find_members(roots: Sequence[str] | None, cfg: EnsembleConfig, problems: list[str], *,
+                 fold_dirs: Sequence[Path] | None = None) -> dict[str, dict[str, Member]]:
+    """The members of ``cfg`` under ``roots`` (or among ``fold_dirs``, already found)."""
+    found = collect(roots, problems, splits=("oof",), fold_dirs=fold_dirs)
     return {k: select(found[k], getattr(cfg, KIND_KEYS[k]), k, problems) for k in KIND_KEYS}
 
 
@@ -226,8 +228,7 @@ def members_from_folds(kind: str, fold_dirs: Sequence[Path]) -> dict[str, Member
     for d in fold_dirs:
         d = Path(d)
         m = out.setdefault(d.parent.name, Member(kind, d.parent.name))
-        k = int(d.name[4:]) if d.name[4:].isdigit() else len(m.folds)
-        m.folds[k] = d
+        m.folds[fold_index(d)] = d
     return out
 
 

@@ -1,7 +1,7 @@
-"""The study stage's predictor: trained fold folders -> test image and study predictions.
+"""The study stage's predictor: trained fold folders -> test image predictions.
 
-The inference kernel calls :func:`find_folds`, :func:`test_sizes` and :func:`predict_folds` /
-:func:`to_studies` (the public predictor); every fold is built from its own ``config.json``
+The inference kernel calls :func:`test_sizes` and :func:`predict_folds` (the public predictor; the
+ensemble makes study rows of them); every fold is built from its own ``config.json``
 (the resolved config, with the source size it read) and ``best.weights.h5``, predicts the test
 images with hflip TTA as it was configured, and a fold that cannot load or predict is reported
 and skipped (:class:`FoldError`), the others go on.
@@ -143,7 +143,7 @@ def predict_folds(fold_dirs: Sequence[Path], pre_test: Path, *, train_pre: Path 
 
     from ..classify.data import load_meta
     from ..runs import src_size as fold_src_size
-    from .evaluate import PROB_COLS, TTA_COLS
+    from ..tables import PROB_COLS, TTA_COLS
 
     log = get_logger()
     info: dict = {"folds": {}, "used": [], "skipped": []}
@@ -198,26 +198,8 @@ def predict_folds(fold_dirs: Sequence[Path], pre_test: Path, *, train_pre: Path 
     return allp, info
 
 
-def study_from_images(images: pd.DataFrame, how: str = "mean") -> pd.DataFrame:
-    """Per-fold image probabilities (p_*, ``source``) -> the study predictions CSV, by the same
-    rule as study-merge (:func:`siimcovid.study.evaluate.ensemble_study`)."""
-    from .evaluate import PROB_COLS, ensemble_study
-
-    return ensemble_study(images, PROB_COLS, how)[0]
-
-
-
-def find_folds(roots: Sequence[str | os.PathLike] | None = None, exp: str | None = None) -> tuple[list[Path], list[str]]:
-    """The study fold folders under ``roots`` (default: SIIM_INPUT, /kaggle/input) + problems."""
-    return find_fold_dirs(roots, exp)
-
-
 def test_sizes(fold_dirs: Sequence[Path], train_pre: Path | None = None) -> set[int]:
     """The images/<S>/ sizes the folds read (a fold that cannot tell is reported when it loads)."""
     from ..runs import src_size
 
     return {s for s in (src_size(d, train_pre) for d in fold_dirs) if s}
-
-
-def to_studies(images: pd.DataFrame, how: str = "mean") -> pd.DataFrame:
-    return study_from_images(images, how)

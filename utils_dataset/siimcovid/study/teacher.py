@@ -16,9 +16,9 @@ import pandas as pd
 
 from ..classify.data import onehot
 from ..data import STUDY_CLASSES
-from ..runs import fold_index
+from ..runs import OOF_CSV, TEST_CSV, fold_index
+from ..tables import PROB_COLS, TTA_COLS, read_study
 from .config import StudyConfig
-from .evaluate import OOF_CSV, PROB_COLS, TEST_CSV, TTA_COLS, read_pred_csv
 
 
 def _roots(spec: str) -> list[Path]:
@@ -36,7 +36,7 @@ def load_teacher(spec: str, use_tta: bool = True) -> tuple[pd.DataFrame, pd.Data
     """The previous round's image-level predictions: (OOF by image_id, test averaged over folds).
 
     Columns image_id + p_* (the TTA columns when ``use_tta`` and present); OOF rows come from the
-    fold that held the image out. Files are read with :func:`evaluate.read_pred_csv`, so a broken
+    fold that held the image out. Files are read with :func:`siimcovid.tables.read_study`, so a broken
     one stops the round with its path named (a student must not silently lose its targets)."""
     cols = TTA_COLS if use_tta else PROB_COLS
     parts: dict[str, list[pd.DataFrame]] = {OOF_CSV: [], TEST_CSV: []}
@@ -44,7 +44,7 @@ def load_teacher(spec: str, use_tta: bool = True) -> tuple[pd.DataFrame, pd.Data
         for name, found in parts.items():
             for p in sorted(root.rglob(name)):
                 if fold_index(p.parent) is not None:
-                    df = read_pred_csv(p)  # lacking TTA columns: they are filled with the plain ones
+                    df = read_study(p)  # lacking TTA columns: they are filled with the plain ones
                     found.append(df[["image_id", *cols]].set_axis(["image_id", *PROB_COLS], axis=1))
     oof_parts, test_parts = parts[OOF_CSV], parts[TEST_CSV]
     if not oof_parts:

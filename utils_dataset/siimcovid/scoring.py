@@ -1,4 +1,5 @@
-"""The project metric's partial scores on prediction tables, through ``siimcovid.metric``.
+"""The project metric's partial scores on prediction tables, through ``siimcovid.metric``: the
+one scorer of the merges, the ensemble's fit and the stages' validation metrics.
 
 Fitting a merge calls the APs thousands of times, so the matching (which detection is a true
 positive) is done ONCE with ``metric.match_detections`` and each call only re-ranks and runs the
@@ -9,7 +10,7 @@ without changing their order inside a row:
   row holds that class, whatever its confidence (:class:`FullBoxAP`);
 - opacity: boxes re-scored as ``conf ** a * m[image]`` with ``a > 0`` and ``m >= 0`` keep their
   order inside an image, and greedy matching inside a row depends only on that order
-  (:class:`OpacityAP`). Every merge rule of :mod:`.rules` re-scores boxes this way.
+  (:class:`OpacityAP`). Every merge rule of :mod:`siimcovid.ensemble.rules` re-scores boxes this way.
 
 Tests check both against ``metric.average_precision`` on the same inputs.
 """
@@ -20,9 +21,9 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..data import STUDY_CLASSES
-from ..metric import combine_partials, match_detections, nanmean, precision_recall, voc_ap
-from ..submission import FULL_BOX
+from .data import STUDY_CLASSES
+from .metric import combine_partials, match_detections, nanmean, precision_recall, voc_ap
+from .submission import FULL_BOX
 
 
 def _ranked_ap(scores: np.ndarray, tp: np.ndarray, n_truth: int) -> float:
