@@ -30,14 +30,14 @@ def predict_folds(fold_dirs: Sequence[Path], pre_test: Path, *, hub: str | None 
 
     from ..classify.backbones import build_model
     from ..classify.predict import predict_frame
-    from ..classify.runtime import set_policy, set_threads
+    from ..classify.runtime import prepare, set_policy
     from ..layout import read_meta
     from ..runs import BEST_WEIGHTS, CONFIG_JSON
     from ..runs import src_size as run_src_size
     from .config import from_json
     from .task import BINARY
 
-    set_threads(int(threads or 0))
+    prepare(int(threads or 0))
     tables, report = [], FoldReport("binary")
     for d in fold_dirs:
         t0 = time.time()

@@ -160,9 +160,9 @@ def predict_folds(fold_dirs: Sequence[Path], pre_test: Path, *, train_pre: Path 
     if fold_dirs:
         import tf_keras
 
-        from ..classify.runtime import set_threads
+        from ..classify.runtime import prepare
 
-        set_threads(threads)
+        prepare(threads)
     for d in tqdm(list(fold_dirs), desc="study folds", disable=not progress or None):
         t0 = time.time()
         try:
