@@ -24,6 +24,7 @@ import pandas as pd
 from ..accelerator import torch_device
 from ..errors import UserError
 from ..log import get_logger, run_header
+from ..runs import claim
 from . import coco
 from . import config as C
 from .predict import figures, load_model, predict_images, write_predictions
@@ -153,7 +154,15 @@ def plot_loss(hist: pd.DataFrame, path: Path) -> Path | None:
 
 def train_fold(cfg, *, preprocess=None, workdir="work/det", launcher: str = "none", predict: bool = True,
                progress: bool = True) -> dict:
-    """Train (or resume) one fold, then predict its held-out and the test images. Returns fold_score."""
+    """Train (or resume) one fold, then predict its held-out and the test images. Returns fold_score.
+    Rank 0 claims the fold folder first (:func:`siimcovid.runs.claim`): a second run refuses (the
+    other ranks of one torchrun launch are the same run)."""
+    with claim(run_dir(cfg, workdir)) if rank() == 0 else contextlib.nullcontext():
+        return _train_fold(cfg, preprocess=preprocess, workdir=workdir, launcher=launcher, predict=predict,
+                           progress=progress)
+
+
+def _train_fold(cfg, *, preprocess, workdir, launcher: str, predict: bool, progress: bool) -> dict:
     from mmdet.utils import register_all_modules
     from mmengine.runner import Runner
 
