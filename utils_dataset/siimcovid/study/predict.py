@@ -118,8 +118,10 @@ def fold_src_size(fold_dir: Path, cfg, train_pre: Path | None = None) -> int:
 
 def load_fold_model(fold_dir: Path, cfg, hub: str | None = None):
     """Build the fold's model and load its best weights; FoldError naming the cause otherwise."""
+    from ..classify.backbones import for_trained_weights
     from .model import build_model
 
+    cfg = for_trained_weights(cfg)
     weights = fold_dir / WEIGHTS
     if not weights.is_file():
         raise FoldError(f"{fold_dir}: no {WEIGHTS} (fold unfinished or not mounted)")
