@@ -170,6 +170,10 @@ def _train_fold(cfg, *, preprocess, workdir, launcher: str, predict: bool, progr
     s = cfg.siim
     size, fold = int(s["size"]), int(s["fold"])
     device = torch_device()  # a GPU session whose torch sees no CUDA stops here, loudly, before any write
+    if device == "cpu":  # repeatable for a seed (demo, tests); a GPU keeps its fast nondeterministic kernels
+        import torch
+
+        torch.use_deterministic_algorithms(True, warn_only=True)
     pre = find_preprocess(preprocess or s.get("preprocess"))
     meta = coco.load_meta(pre, size)
     pseudo = _read_pseudo(cfg)
