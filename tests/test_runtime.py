@@ -60,7 +60,7 @@ def test_cpu_is_deterministic_and_harmless(fresh):
     assert facts == {"gpus": 0, "memory_growth": [], "deterministic": True, "threads": 0}
 
 
-def test_too_late_is_a_warning_not_a_crash(fresh, caplog):
+def test_too_late_is_a_warning_not_a_crash(fresh):
     tf = FakeTF(gpus=("GPU:0",))
     tf.initialised = True
     assert runtime.prepare(tf=tf)["memory_growth"] == []
