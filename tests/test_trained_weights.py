@@ -49,7 +49,7 @@ def test_binary_member_trained_from_a_backbone_file_predicts_without_it(tmp_path
 
 def test_study_fold_is_rebuilt_without_its_backbone_file(tmp_path, monkeypatch):
     """The study predictor builds from the same for_trained_weights (checked without building)."""
-    from siimcovid.study import model as study_model
+    from siimcovid.classify import backbones
     from siimcovid.study.config import load_config
     from siimcovid.study.predict import load_fold_model
 
@@ -59,7 +59,7 @@ def test_study_fold_is_rebuilt_without_its_backbone_file(tmp_path, monkeypatch):
         def load_weights(self, path):
             seen.append(path)
 
-    monkeypatch.setattr(study_model, "build_model", lambda cfg: seen.append(cfg) or Built())
+    monkeypatch.setattr(backbones, "build_model", lambda cfg, *task: seen.append(cfg) or Built())
     cfg = load_config("tiny_cpu", {"model": "keras", "backbone_weights": "/nowhere/effb0_notop.h5",
                                    "sm_encoder_weights": "imagenet"})
     (tmp_path / runs.BEST_WEIGHTS).write_bytes(b"")
