@@ -55,15 +55,18 @@ REQUIREMENT_GROUPS = {
               "dicomsdl"),
     "classify": ("setuptools", "segmentation-models", "efficientnet", "image-classifiers", "keras-applications",
                  "tensorflow-hub", "tf-keras"),
-    "detect": ("ensemble-boxes", "mmengine", "mmdet", "pycocotools", "addict", "yapf", "terminaltables", "mmcv"),
+    # the detection stack without its compiled part: a CPU kernel that only reads mmdet's files
+    # (configs, model-zoo metafiles) can take these without mmcv
+    "detect": ("ensemble-boxes", "mmengine", "mmdet", "pycocotools", "addict", "yapf", "terminaltables"),
+    "mmcv": ("mmcv",),
 }
 # notebook name -> the groups it imports (inference preprocesses the test DICOMs, then runs both kinds)
 KERNEL_NEEDS = {
     "preprocess": ("dicom",),
     "train-study": ("classify",),
     "train-binary": ("classify",),
-    "train-det": ("detect",),
-    "inference": ("dicom", "classify", "detect"),
+    "train-det": ("detect", "mmcv"),
+    "inference": ("dicom", "classify", "detect", "mmcv"),
 }
 # Compiled against the image's torch and CUDA: only these need the wheels kernel's exact torch build
 # (pure-Python wheels and the codecs' own C extensions do not link torch).
