@@ -19,11 +19,11 @@ tf = pytest.importorskip("tensorflow")
 
 def test_study_fold_twice_with_one_seed_gives_the_same_oof(study_preprocess, tmp_path):
     from siimcovid.classify import runtime
+    from siimcovid.classify.backbones import export_tiny_savedmodel
     from siimcovid.study import config as C
-    from siimcovid.study import model as M
     from siimcovid.study import train as T
 
-    hub = str(M.export_tiny_savedmodel(tmp_path / "hub", endpoints=True))
+    hub = str(export_tiny_savedmodel(tmp_path / "hub", endpoints=True))
     oofs = []
     for run in ("a", "b"):
         cfg = replace(C.load_config("tiny_cpu", sets=["mixed_precision=off"]), hub_handle=hub,
