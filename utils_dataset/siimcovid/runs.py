@@ -257,15 +257,15 @@ def claim(fold_dir: str | os.PathLike):
     """Hold ``fold_dir/train.lock`` while training into ``fold_dir`` (created if needed): a second
     process that claims the same folder raises :class:`FoldBusy` naming the holder, instead of both
     writing the same checkpoints. A lock left by a dead process of this host is taken over with a
-    warning; one from another host cannot be checked and refuses. Released (and a folder this call
-    created, if still empty, removed) on exit, also on an error."""
+    warning; one from another host cannot be checked and refuses. Released (and the folders this
+    call created, if still empty, removed) on exit, also on an error."""
     import socket
     import time
 
     from .log import get_logger
 
     d = Path(fold_dir)
-    created = not d.exists()
+    made = [p for p in (d, *d.parents) if not p.exists()]  # removed again if still empty at the end
     d.mkdir(parents=True, exist_ok=True)
     path = d / LOCK_FILE
     me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -296,5 +296,6 @@ def claim(fold_dir: str | os.PathLike):
     finally:
         if _json(path).get("pid") == me["pid"]:
             path.unlink(missing_ok=True)
-        if created and d.is_dir() and not any(d.iterdir()):
-            d.rmdir()
+        for p in made:  # deepest first: a check that failed before training leaves no folder behind
+            if p.is_dir() and not any(p.iterdir()):
+                p.rmdir()
