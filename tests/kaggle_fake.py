@@ -7,7 +7,9 @@ Scenario keys (``world["scenario"]``):
   stale_polls: the first N polls of a new version still answer the previous version's last status;
   existing: {slug: n}: versions that exist (COMPLETE) before the test;
   refuse: [slug]: push prints a server refusal with exit status 0;
-  dataset_exists: bool; echo_secret: print $KAGGLE_KEY in status output and logs.
+  dataset_exists: bool; echo_secret: print $KAGGLE_KEY in status output and logs;
+  drop: {slug: {key: [source]}}: the server stores the push without those sources (what
+    `kernels pull -m` then serves), as it does for a handle it cannot resolve.
 """
 import json
 import os
@@ -92,6 +94,22 @@ def main(argv):
                                    "data": f"Traceback (most recent call last):\nValueError: boom {secret}\n"})
                 (dest / f"{kid.split('/')[1]}.log").write_text(json.dumps(events))
                 out.append(f"Output file downloaded to {dest}/result.txt")
+    elif group == "kernels" and cmd == "pull":
+        kid = argv[2]
+        dest = Path(argv[argv.index("-p") + 1])
+        stored = [p["meta"] for p in world.get("pushes", []) if p["id"] == kid]
+        if not stored:
+            out.append("404 Client Error: Not Found")
+            rc = 1
+        else:
+            meta = dict(stored[-1])
+            for key, gone in sc.get("drop", {}).get(kid.split("/")[1], {}).items():
+                meta[key] = [s for s in meta.get(key) or [] if s not in gone]
+            dest.mkdir(parents=True, exist_ok=True)
+            (dest / meta["code_file"]).write_text("{}")
+            if "-m" in argv:
+                (dest / "kernel-metadata.json").write_text(json.dumps(meta, indent=2))
+            out.append(f"Source code and metadata downloaded to {dest}")
     elif group == "datasets" and cmd == "status":
         if sc.get("dataset_exists"):
             out.append("ready")

@@ -419,6 +419,22 @@ def test_train_det_notebook_runs_under_papermill(det_run, tmp_path, monkeypatch)
     assert any("image/png" in o.get("data", {}) for c in nb["cells"] for o in c.get("outputs", []))
 
 
+def test_det_fold_twice_with_one_seed_gives_the_same_oof(det_run, tmp_path):
+    """Fold 1 trained again (same config, seed and threads, fresh folder) predicts byte-identical
+    oof.csv: the CPU detector is repeatable (torch deterministic algorithms, no loader workers)."""
+    import torch
+
+    from siimcovid.__main__ import main
+
+    work = tmp_path / "again"
+    assert main(["det-train", "--config", "tiny_cpu", "--preprocess", str(det_run["pre"]), "--workdir", str(work),
+                 "--no-progress", "--set", "train_dataloader.batch_size=4", "--set", "default_hooks.logger.interval=1",
+                 "--fold", "1", "--set", "train_cfg.max_epochs=1"]) == 0
+    first = (det_run["work"] / "tiny_cpu" / "fold1" / "oof.csv").read_text()
+    assert (work / "tiny_cpu" / "fold1" / "oof.csv").read_text() == first
+    assert torch.are_deterministic_algorithms_enabled()
+
+
 def test_round_two_without_pseudo_labels_stops_before_writing(tmp_path):
     from siimcovid.__main__ import main
 

@@ -286,6 +286,39 @@ def test_a_refused_push_is_an_error_even_with_exit_status_0(fake, capsys):
     assert _pushed(fake.calls()) == ["xtest-w", "xtest-p"]
 
 
+def test_dropped_sources_compares_every_source_kind():
+    from siimcovid.kaggle.client import dropped_sources
+
+    pushed = {"dataset_sources": ["a/utils"], "competition_sources": ["siim-covid19-detection"],
+              "kernel_sources": ["a/pre", "a/fold-0"], "model_sources": ["google/effnet/tensorFlow2/l/2"]}
+    assert dropped_sources(pushed, {**pushed, "model_sources": ["Google/EffNet/tensorFlow2/l/2"]}) == []
+    assert dropped_sources(pushed, {**pushed, "model_sources": [], "kernel_sources": ["a/pre"]}) == [
+        "kernel_sources a/fold-0", "model_sources google/effnet/tensorFlow2/l/2"]
+
+
+def test_a_source_the_server_dropped_stops_the_run_naming_kernel_and_source(fake, capsys, tmp_path):
+    """kernels push prints no refusal for a model handle: the read-back (kernels pull -m) catches it."""
+    model = "google/efficientnet-v2/tensorFlow2/imagenet21k-ft1k-l-feature-vector/2"
+    small = {**SMALL, "i": {**SMALL["i"], "model_sources": [model]}}
+    (tmp_path / "t").mkdir()
+    fake.templates = str(_templates(tmp_path / "t", small))
+    fake.scenario(drop={"xtest-i": {"model_sources": [model]}})
+    assert fake.push() == 1
+    out = capsys.readouterr().out
+    assert "stopped: xtest-i was not pushed: alice/xtest-i: Kaggle dropped 1 source(s)" in out
+    assert f"model_sources {model}" in out
+    pulls = [c for c in fake.calls() if c[:2] == ["kernels", "pull"]]
+    assert all("-m" in c for c in pulls) and {c[2] for c in pulls} == {
+        "alice/xtest-w", "alice/xtest-p", "alice/xtest-f-0", "alice/xtest-f-1", "alice/xtest-i"}
+    state = json.loads((fake.out / "state.json").read_text())
+    assert state["kernels"]["xtest-i"]["status"] == "error" and "model_sources" in state["kernels"]["xtest-i"]["message"]
+    # a dropped kernel source (an upstream fold) is caught the same way, naming the kernel that reads it
+    fake.scenario(drop={"xtest-i": {"kernel_sources": ["alice/xtest-f-1"]}})
+    assert fake.push() == 1
+    assert "alice/xtest-i: Kaggle dropped 1 source(s) of the pushed metadata: kernel_sources alice/xtest-f-1" in \
+        capsys.readouterr().out
+
+
 def test_dry_run_calls_nothing(fake, capsys):
     assert fake.push("--dry-run") == 0
     assert fake.calls() == []

@@ -140,7 +140,7 @@ def test_prepare_kernel(tmp_path, monkeypatch):
 
     with pytest.raises(W.WheelsError, match="offline install from .* failed.*siimfake-top"):
         W.prepare_kernel(runner=runner)
-    assert "--no-index" in calls[0] and str(out / W.WHEELS_MARKER) in calls[0]
+    assert "--no-index" in calls[0] and "siimfake-top==1.0" in calls[0]
     ok = W.prepare_kernel(runner=lambda cmd, **kw: subprocess.CompletedProcess(cmd, 0, "", ""))
     assert ok is True
 
@@ -157,3 +157,60 @@ def test_prepare_kernel_refuses_an_unsupported_image(tmp_path, monkeypatch):
     with pytest.raises(W.WheelsError, match="outside the supported range.*SIIMCOVID_ALLOW_UNSUPPORTED"):
         W.prepare_kernel(runner=ok)
     assert W.prepare_kernel(runner=ok, allow_unsupported=True) is True
+
+
+# the build strings of today's two images (kaggle-runtime.md, "December 2026")
+GPU_IMAGE = {"python": "3.12.13", "tensorflow": "2.20.0", "tf-keras": "2.20.0", "torch": "2.10.0+cu128"}
+CPU_IMAGE = {**GPU_IMAGE, "torch": "2.10.0+cpu"}
+
+
+def test_every_requirement_is_in_one_group_and_every_notebook_names_its_kernel():
+    listed = {W.requirement_name(r) for r in (*W.KERNEL_REQUIREMENTS, W.MMCV, "tf-keras~=2.20.0")}
+    grouped = [W._norm(n) for names in W.REQUIREMENT_GROUPS.values() for n in names]
+    assert sorted(grouped) == sorted(listed)  # each once, none forgotten
+    assert set(W.TORCH_BUILT) <= set(grouped)
+    import re
+
+    called = {}
+    for nb in kaggle.repo_root().joinpath("notebooks").glob("*.py"):
+        called.update({nb.stem: m for m in re.findall(r'^prepare_kernel\("([\w-]+)"\)', nb.read_text(), re.M)})
+    assert called == {k: k for k in W.KERNEL_NEEDS}
+
+
+def test_cpu_kernel_takes_the_gpu_images_wheels_but_not_their_mmcv():
+    marker = [*W.KERNEL_REQUIREMENTS, "tf-keras~=2.20.0", W.MMCV]
+    pre = W.kernel_requirements(marker, "preprocess")
+    assert "pydicom==3.0.2" in pre and W.MMCV not in pre and not any(r.startswith("mmdet") for r in pre)
+    assert W.image_mismatch(GPU_IMAGE, CPU_IMAGE, pre) == []  # the CPU image's preprocess runs
+    for kernel in ("train-det", "inference"):  # mmcv's ops link the GPU image's torch build
+        (msg,) = W.image_mismatch(GPU_IMAGE, CPU_IMAGE, W.kernel_requirements(marker, kernel))
+        assert msg == "torch 2.10.0+cu128 (wheels kernel) vs 2.10.0+cpu (this kernel)"
+        assert W.image_mismatch(GPU_IMAGE, GPU_IMAGE, W.kernel_requirements(marker, kernel)) == []
+    assert W.image_mismatch(GPU_IMAGE, CPU_IMAGE, W.kernel_requirements(marker, "train-study")) == []
+    assert W.image_mismatch(GPU_IMAGE, {**CPU_IMAGE, "python": "3.11.9"}, pre) == [
+        "python 3.12.13 (wheels kernel) vs 3.11.9 (this kernel)"]  # every wheel is cp312
+    assert W.kernel_requirements(marker) == marker
+    with pytest.raises(W.WheelsError, match="unknown kernel 'train'"):
+        W.kernel_requirements(marker, "train")
+
+
+def test_prepare_kernel_on_the_cpu_image_installs_only_what_preprocess_needs(tmp_path, monkeypatch):
+    from siimcovid import paths
+
+    monkeypatch.setattr(paths, "on_kaggle", lambda: True)
+    monkeypatch.setattr(paths, "KAGGLE_INPUT", tmp_path)
+    monkeypatch.delenv("SIIM_INPUT", raising=False)
+    (tmp_path / W.WHEELS_MARKER).write_text("\n".join([*W.KERNEL_REQUIREMENTS, "tf-keras~=2.20.0", W.MMCV]) + "\n")
+    (tmp_path / W.WHEELS_INFO).write_text(json.dumps({"versions": GPU_IMAGE}))
+    monkeypatch.setattr(W, "installed_versions", lambda: dict(CPU_IMAGE))
+    calls = []
+
+    def runner(cmd, **kw):
+        calls.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    assert W.prepare_kernel("preprocess", runner=runner) is True
+    (cmd,) = calls
+    assert "dicomsdl==0.109.4" in cmd and W.MMCV not in cmd and "mmdet==3.3.0" not in cmd
+    with pytest.raises(W.WheelsError, match=r"torch 2.10.0\+cu128 \(wheels kernel\) vs 2.10.0\+cpu.*train-det"):
+        W.prepare_kernel("train-det", runner=runner)

@@ -17,9 +17,11 @@ from __future__ import annotations
 import json
 import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from .errors import UserError
 from .layout import META_CSV
 
 CONFIG_JSON = "config.json"
@@ -242,3 +244,83 @@ class FoldReport:
         get_logger().warning("%s fold skipped: %s: %s: %s", self.kind, fold_dir, type(exc).__name__, exc)
         self.info["folds"][str(fold_dir)] = {"status": "skipped", "reason": f"{type(exc).__name__}: {exc}"}
         self.info["skipped"].append(str(fold_dir))
+
+
+# ---------------------------------------------------------------------------------------
+# One writer per fold folder
+# ---------------------------------------------------------------------------------------
+
+LOCK_FILE = "train.lock"  # {pid, host, started}: the process training into this fold folder
+
+
+class FoldBusy(UserError):
+    """Another live process is training into this fold folder (the CLI prints it as one line)."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def _take_lock(path: Path, me: dict) -> bool:
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(me))
+    return True
+
+
+@contextmanager
+def claim(fold_dir: str | os.PathLike):
+    """Hold ``fold_dir/train.lock`` while training into ``fold_dir`` (created if needed): a second
+    process that claims the same folder raises :class:`FoldBusy` naming the holder, instead of both
+    writing the same checkpoints. A lock left by a dead process of this host is taken over with a
+    warning; one from another host cannot be checked and refuses. Released (and the folders this
+    call created, if still empty, removed) on exit, also on an error."""
+    import socket
+    import time
+
+    from .log import get_logger
+
+    d = Path(fold_dir)
+    made = [p for p in (d, *d.parents) if not p.exists()]  # removed again if still empty at the end
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / LOCK_FILE
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    for _attempt in range(3):
+        if _take_lock(path, me):
+            break
+        holder = _json(path)
+        pid, host = holder.get("pid"), holder.get("host")
+        if not holder and path.exists():  # being written this instant, or garbage: look again
+            time.sleep(0.2)
+            holder = _json(path)
+            pid, host = holder.get("pid"), holder.get("host")
+        if host == me["host"] and isinstance(pid, int) and not _pid_alive(pid):
+            get_logger().warning("%s: taking over a stale lock of pid %s (no longer running, started %s)",
+                                 path, pid, holder.get("started"))
+            path.unlink(missing_ok=True)
+            continue
+        if not path.exists():  # released meanwhile
+            continue
+        where = "this host" if host == me["host"] else f"host {host}"
+        raise FoldBusy(f"{d}: another process is training into this fold (pid {pid} on {where}, since "
+                       f"{holder.get('started', '?')}; lock {path}): wait for it, train another fold or folder, "
+                       f"or delete {path} if that run is dead")
+    else:
+        raise FoldBusy(f"{d}: could not take {path} (another process keeps taking it)")
+    try:
+        yield path
+    finally:
+        if _json(path).get("pid") == me["pid"]:
+            path.unlink(missing_ok=True)
+        for p in made:  # deepest first: a check that failed before training leaves no folder behind
+            if p.is_dir() and not any(p.iterdir()):
+                p.rmdir()

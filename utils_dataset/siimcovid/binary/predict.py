@@ -28,21 +28,21 @@ def predict_folds(fold_dirs: Sequence[Path], pre_test: Path, *, hub: str | None 
     p_none, p_none_tta; info with each fold's status, ``used`` and ``skipped``)."""
     import tf_keras
 
-    from ..classify.backbones import build_model
+    from ..classify.backbones import build_model, for_trained_weights
     from ..classify.predict import predict_frame
-    from ..classify.runtime import set_policy, set_threads
+    from ..classify.runtime import prepare, set_policy
     from ..layout import read_meta
     from ..runs import BEST_WEIGHTS, CONFIG_JSON
     from ..runs import src_size as run_src_size
     from .config import from_json
     from .task import BINARY
 
-    set_threads(int(threads or 0))
+    prepare(int(threads or 0))
     tables, report = [], FoldReport("binary")
     for d in fold_dirs:
         t0 = time.time()
         try:
-            cfg = from_json(Path(d) / CONFIG_JSON)
+            cfg = for_trained_weights(from_json(Path(d) / CONFIG_JSON))
             if batch_size:
                 cfg = dataclasses.replace(cfg, batch_size=int(batch_size))
             if getattr(cfg, "model", None) == "hub":

@@ -265,6 +265,16 @@ def resolve_local_weights(weights: str | None, what: str) -> Path | None:
         raise FileNotFoundError(f"{what} {weights!r}: not a file and {exc}") from exc
 
 
+def for_trained_weights(cfg: ClassifierConfig) -> ClassifierConfig:
+    """``cfg`` for rebuilding a trained fold whose weights file is loaded next: that file holds
+    every weight, the backbone's too, so the pretrained backbone file the fold STARTED from (an
+    ImageNet .h5 the inference kernel does not attach) is neither searched nor read. A hub
+    SavedModel is the architecture itself and stays."""
+    import dataclasses
+
+    return dataclasses.replace(cfg, backbone_weights=None, sm_encoder_weights=None)
+
+
 def build_keras_model(cfg: ClassifierConfig, n_outputs: int, activation: str):
     """A keras.applications / efficientnet body, global-average pooled; the aux mask decoder is
     the FPN over its last feature maps at strides 8, 16 and 32."""

@@ -117,7 +117,15 @@ def plot_history(history: pd.DataFrame, path: Path, metric: str = "val_map", tit
 
 # --------------------------------------------------------------------------- the fold
 def train_fold(cfg: "ClassifierConfig", task: "Task") -> dict:
-    """Train (or resume) one fold of ``task``, then write its OOF and test predictions. -> fold summary."""
+    """Train (or resume) one fold of ``task``, then write its OOF and test predictions. -> fold summary.
+    The fold folder is claimed first (:func:`siimcovid.runs.claim`): a second process refuses."""
+    from ..runs import claim
+
+    with claim(cfg.out_dir()):
+        return _train_fold(cfg, task)
+
+
+def _train_fold(cfg: "ClassifierConfig", task: "Task") -> dict:
     import tensorflow as tf
 
     from ..paths import find_input

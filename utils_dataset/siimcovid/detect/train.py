@@ -25,7 +25,7 @@ from ..accelerator import torch_device
 from ..errors import UserError
 from ..layout import find_preprocess
 from ..log import get_logger, run_header
-from ..runs import HISTORY_CSV, LOSS_PNG, MODEL_PTH, OOF_CSV, SCORES_JSON, TEST_CSV, fold_dir, write_config
+from ..runs import HISTORY_CSV, LOSS_PNG, MODEL_PTH, OOF_CSV, SCORES_JSON, TEST_CSV, claim, fold_dir, write_config
 from . import coco
 from . import config as C
 from ..tables import write_detector
@@ -138,7 +138,15 @@ def plot_loss(hist: pd.DataFrame, path: Path) -> Path | None:
 
 def train_fold(cfg, *, preprocess=None, workdir="work/det", launcher: str = "none", predict: bool = True,
                progress: bool = True) -> dict:
-    """Train (or resume) one fold, then predict its held-out and the test images. Returns fold_score."""
+    """Train (or resume) one fold, then predict its held-out and the test images. Returns fold_score.
+    Rank 0 claims the fold folder first (:func:`siimcovid.runs.claim`): a second run refuses (the
+    other ranks of one torchrun launch are the same run)."""
+    with claim(run_dir(cfg, workdir)) if rank() == 0 else contextlib.nullcontext():
+        return _train_fold(cfg, preprocess=preprocess, workdir=workdir, launcher=launcher, predict=predict,
+                           progress=progress)
+
+
+def _train_fold(cfg, *, preprocess, workdir, launcher: str, predict: bool, progress: bool) -> dict:
     from mmdet.utils import register_all_modules
     from mmengine.runner import Runner
 
@@ -146,6 +154,10 @@ def train_fold(cfg, *, preprocess=None, workdir="work/det", launcher: str = "non
     s = cfg.siim
     size, fold = int(s["size"]), int(s["fold"])
     device = torch_device()  # a GPU session whose torch sees no CUDA stops here, loudly, before any write
+    if device == "cpu":  # repeatable for a seed (demo, tests); a GPU keeps its fast nondeterministic kernels
+        import torch
+
+        torch.use_deterministic_algorithms(True, warn_only=True)
     pre = find_preprocess(preprocess or s.get("preprocess"))
     meta = coco.load_meta(pre, size)
     pseudo = _read_pseudo(cfg)

@@ -22,7 +22,22 @@ ACTIVE = ("QUEUED", "RUNNING", "NEW_SCRIPT")
 FAILED = ("ERROR", "CANCEL_REQUESTED", "CANCEL_ACKNOWLEDGED")
 TERMINAL = ("COMPLETE",) + FAILED
 
-__all__ = ["ACTIVE", "FAILED", "TERMINAL", "Client", "KaggleError", "parse_push", "parse_status", "log_text", "tail"]
+# The sources a kernel's metadata lists; the server drops one it cannot resolve (a wrong handle, a
+# dataset not shared) and the client prints the refusal of only the first three (never a model's).
+SOURCE_KEYS = ("dataset_sources", "competition_sources", "kernel_sources", "model_sources")
+
+__all__ = ["ACTIVE", "FAILED", "TERMINAL", "SOURCE_KEYS", "Client", "KaggleError", "dropped_sources", "parse_push",
+           "parse_status", "log_text", "tail"]
+
+
+def dropped_sources(pushed: dict, stored: dict) -> list[str]:
+    """``key handle`` of every source ``pushed`` lists that the server's ``stored`` metadata lacks
+    (compared without case: the server may store a handle in its own spelling)."""
+    out = []
+    for key in SOURCE_KEYS:
+        kept = {str(x).strip().lower() for x in stored.get(key) or []}
+        out += [f"{key} {src}" for src in pushed.get(key) or [] if str(src).strip().lower() not in kept]
+    return out
 
 
 def parse_status(text: str) -> tuple[str, str]:
@@ -91,6 +106,19 @@ class Client:
         self.run(*args)
         log = dest / f"{kernel_id.split('/')[1]}.log"
         return log if log.exists() else None
+
+    def stored_metadata(self, kernel_id: str) -> dict:
+        """The kernel-metadata.json the server stored for the kernel's latest version
+        (``kernels pull -m`` into a temporary folder)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            self.run("kernels", "pull", kernel_id, "-p", tmp, "-m")
+            path = Path(tmp) / "kernel-metadata.json"
+            if not path.is_file():
+                raise KaggleError(f"kernels pull -m {kernel_id} wrote no kernel-metadata.json")
+            try:
+                return json.loads(path.read_text())
+            except ValueError as exc:
+                raise KaggleError(f"kernels pull -m {kernel_id}: kernel-metadata.json is not JSON ({exc})") from None
 
     def log_tail(self, kernel_id: str, version: int | None, n: int = 30) -> str:
         with tempfile.TemporaryDirectory() as tmp:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import UserError
-from .client import ACTIVE, FAILED, Client, KaggleError, log_text, tail
+from .client import ACTIVE, FAILED, Client, KaggleError, dropped_sources, log_text, tail
 from .graph import Graph, Node
 from .state import DONE, IN_FLIGHT, State, folder_hash
 
@@ -238,6 +238,7 @@ class Pusher:
             digest, inputs = self._hash(n), self._inputs(n)
             try:
                 version = self.client.push(self.kernels_dir / n.slug)
+                self._check_stored(n)
             except KaggleError as exc:
                 self.state.update(n.slug, id=n.id, status="error", message=str(exc), hash=digest, upstream=inputs)
                 self._say(f"stopped: {n.slug} was not pushed: {exc}")
@@ -249,6 +250,19 @@ class Pusher:
             pending.remove(n)
             self._say(f"{n.slug}: pushed v{version} [{n.session_class}]")
         return False
+
+    def _check_stored(self, n: Node) -> None:
+        """Read back what the server stored for the version just pushed: a source it dropped (a
+        model handle it could not resolve is dropped without a word) would fail the kernel at run
+        time, hours later. -> KaggleError naming the kernel and every dropped source."""
+        import json
+
+        pushed = json.loads((self.kernels_dir / n.slug / "kernel-metadata.json").read_text())
+        dropped = dropped_sources(pushed, self.client.stored_metadata(n.id))
+        if dropped:
+            raise KaggleError(f"{n.id}: Kaggle dropped {len(dropped)} source(s) of the pushed metadata: "
+                              f"{'; '.join(dropped)} (a wrong handle, or an input this account cannot read): "
+                              "fix it in kernel-metadata/ and push again")
 
     def _poll_all(self, flights: dict[str, _Flight]) -> tuple[bool, bool]:
         changed = False

@@ -45,6 +45,32 @@ KERNEL_REQUIREMENTS = (
     "addict==2.4.0", "yapf==0.43.0", "terminaltables==3.1.10",
 )
 MMCV = "mmcv==2.1.0"
+
+# What each kernel installs from the wheel set, by distribution name: a kernel gets only its
+# groups, so a CPU kernel (the CPU image, torch +cpu) never meets the mmcv the wheels kernel
+# compiled on the GPU image (torch +cu128). Every name of the list, mmcv and tf-keras included,
+# is in one group (a test checks), so a new requirement cannot be forgotten by every kernel.
+REQUIREMENT_GROUPS = {
+    "dicom": ("pydicom", "pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg", "pylibjpeg-rle", "pyjpegls",
+              "dicomsdl"),
+    "classify": ("setuptools", "segmentation-models", "efficientnet", "image-classifiers", "keras-applications",
+                 "tensorflow-hub", "tf-keras"),
+    # the detection stack without its compiled part: a CPU kernel that only reads mmdet's files
+    # (configs, model-zoo metafiles) can take these without mmcv
+    "detect": ("ensemble-boxes", "mmengine", "mmdet", "pycocotools", "addict", "yapf", "terminaltables"),
+    "mmcv": ("mmcv",),
+}
+# notebook name -> the groups it imports (inference preprocesses the test DICOMs, then runs both kinds)
+KERNEL_NEEDS = {
+    "preprocess": ("dicom",),
+    "train-study": ("classify",),
+    "train-binary": ("classify",),
+    "train-det": ("detect", "mmcv"),
+    "inference": ("dicom", "classify", "detect", "mmcv"),
+}
+# Compiled against the image's torch and CUDA: only these need the wheels kernel's exact torch build
+# (pure-Python wheels and the codecs' own C extensions do not link torch).
+TORCH_BUILT = ("mmcv",)
 MMCV_CXX_STD = 17  # mmcv 2.1.0's setup.py passes -std=c++17 to every compile
 T4_ARCH = "7.5"
 
@@ -269,22 +295,49 @@ def build_wheels(out_dir: str | os.PathLike, requirements: Iterable[str] = KERNE
 
 
 # --------------------------------------------------------------------------- the bootstrap
-def image_mismatch(built: Mapping[str, str], here: Mapping[str, str]) -> list[str]:
-    """Differences between the image the wheels were made on and this one that break them: a
-    compiled mmcv needs the same torch, tf-keras the same TF minor, every wheel the same Python."""
+def requirement_name(line: str) -> str:
+    """The normalised distribution name of a requirement line (``mmcv==2.1.0`` -> ``mmcv``)."""
+    m = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", line)
+    if not m:
+        raise ValueError(f"not a requirement: {line!r}")
+    return _norm(m.group(1))
+
+
+def kernel_requirements(lines: Iterable[str], kernel: str | None = None) -> list[str]:
+    """The lines of the wheel set's list that ``kernel`` installs (all of them for None)."""
+    reqs = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
+    if kernel is None:
+        return reqs
+    if kernel not in KERNEL_NEEDS:
+        raise WheelsError(f"unknown kernel {kernel!r} for prepare_kernel: one of {', '.join(KERNEL_NEEDS)}")
+    names = {_norm(n) for g in KERNEL_NEEDS[kernel] for n in REQUIREMENT_GROUPS[g]}
+    return [r for r in reqs if requirement_name(r) in names]
+
+
+def image_mismatch(built: Mapping[str, str], here: Mapping[str, str],
+                   installs: Iterable[str] | None = None) -> list[str]:
+    """Differences between the image the wheels were made on and this one that break what this
+    kernel installs (``installs``: requirement lines, None = the whole set): every wheel needs the
+    same Python minor, tf-keras the same TF minor, and only a package compiled against torch
+    (:data:`TORCH_BUILT`) the exact torch build (``2.10.0+cu128`` is not ``2.10.0+cpu``)."""
+    names = None if installs is None else {requirement_name(r) for r in installs}
+    checks = {"python": True,
+              "tensorflow": names is None or "tf-keras" in names,
+              "torch": names is None or bool(names & set(TORCH_BUILT))}
     problems = []
-    for name in ("python", "torch", "tensorflow"):
+    for name, needed in checks.items():
         a, b = built.get(name), here.get(name)
-        if a and b and (a != b if name == "torch" else minor(a) != minor(b)):
+        if needed and a and b and (a != b if name == "torch" else minor(a) != minor(b)):
             problems.append(f"{name} {a} (wheels kernel) vs {b} (this kernel)")
     return problems
 
 
-def prepare_kernel(marker: str = WHEELS_MARKER, allow_unsupported: bool | None = None,
+def prepare_kernel(kernel: str | None = None, marker: str = WHEELS_MARKER, allow_unsupported: bool | None = None,
                    runner: Callable[..., subprocess.CompletedProcess] = subprocess.run) -> bool:
     """The notebooks' bootstrap. Locally a no-op (-> False: the venv is the set-up). On Kaggle:
-    find the wheels kernel's output, check that it was made on this image and that this image's
-    TF / torch / Python are in :data:`SUPPORTED`, then install exactly its list offline.
+    find the wheels kernel's output, check that what ``kernel`` (a :data:`KERNEL_NEEDS` name;
+    None = everything) installs from it fits this image and that this image's TF / torch / Python
+    are in :data:`SUPPORTED`, then install exactly those lines offline.
     ``SIIMCOVID_ALLOW_UNSUPPORTED=1`` turns the range check into a warning (nothing else)."""
     from ..paths import KAGGLE_INPUT, find_input, on_kaggle
 
@@ -300,10 +353,11 @@ def prepare_kernel(marker: str = WHEELS_MARKER, allow_unsupported: bool | None =
     here = installed_versions()
     info_path = folder / WHEELS_INFO
     built = json.loads(info_path.read_text()).get("versions", {}) if info_path.is_file() else {}
-    problems = image_mismatch(built, here)
+    installs = kernel_requirements((folder / marker).read_text().splitlines(), kernel)
+    problems = image_mismatch(built, here, None if kernel is None else installs)
     if problems:
-        raise WheelsError(f"the wheels in {folder} were made on another image ({'; '.join(problems)}): pin one "
-                          "docker_image for the wheels kernel and this one (kaggle render|push --docker-image) and re-run it")
+        raise WheelsError(f"the wheels in {folder} were made on another image ({'; '.join(problems)}), which breaks "
+                          f"what {kernel or 'this kernel'} installs: pin one docker_image for the wheels kernel and this one (kaggle render|push --docker-image) and re-run it")
     problems = check_versions(here)
     if problems:
         msg = f"this image is outside the supported range ({'; '.join(problems)})"
@@ -311,7 +365,9 @@ def prepare_kernel(marker: str = WHEELS_MARKER, allow_unsupported: bool | None =
             raise WheelsError(f"{msg}: pin a supported image (kaggle render|push --docker-image), or set "
                               "SIIMCOVID_ALLOW_UNSUPPORTED=1 to try anyway")
         print(f"siimcovid: WARNING {msg}", file=sys.stderr)
-    cmd = _pip("install", "--no-index", "--find-links", str(folder), "-r", str(folder / marker), "--quiet")
+    if not installs:
+        return True
+    cmd = _pip("install", "--no-index", "--find-links", str(folder), *installs, "--quiet")
     proc = runner(cmd, capture_output=True, text=True)
     if proc.returncode:
         out = (proc.stdout or "") + (proc.stderr or "")

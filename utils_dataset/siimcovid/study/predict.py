@@ -98,9 +98,10 @@ def fold_config(fold_dir: Path):
 
 def load_fold_model(fold_dir: Path, cfg, hub: str | None = None):
     """Build the fold's model and load its best weights; FoldError naming the cause otherwise."""
-    from ..classify.backbones import build_model
+    from ..classify.backbones import build_model, for_trained_weights
     from .task import STUDY
 
+    cfg = for_trained_weights(cfg)
     weights = fold_dir / WEIGHTS
     if not weights.is_file():
         raise FoldError(f"{fold_dir}: no {WEIGHTS} (fold unfinished or not mounted)")
@@ -151,9 +152,9 @@ def predict_folds(fold_dirs: Sequence[Path], pre_test: Path, *, train_pre: Path 
     if fold_dirs:
         import tf_keras
 
-        from ..classify.runtime import set_threads
+        from ..classify.runtime import prepare
 
-        set_threads(threads)
+        prepare(threads)
     for d in tqdm(list(fold_dirs), desc="study folds", disable=not progress or None):
         t0 = time.time()
         try:
