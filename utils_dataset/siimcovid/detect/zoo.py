@@ -26,11 +26,16 @@ def det_base(variant: str | Path) -> str | None:
 
 def zoo_url(base: str) -> str:
     """The model-zoo checkpoint URL of an mmdet config (``mmdet::dcn/x.py``), from mmdet's metafile."""
-    import mmdet
+    import importlib.util
+
     import yaml
 
+    # found, not imported: mmdet's __init__ imports mmcv, which the CPU weights kernel does not install
+    spec = importlib.util.find_spec("mmdet")
+    if spec is None or not spec.origin:
+        raise WeightsError("mmdet is not installed: its model-zoo metafiles name the COCO checkpoints")
     rel = base.split("::", 1)[-1]
-    meta = Path(mmdet.__file__).parent / ".mim" / "configs" / Path(rel).parent / "metafile.yml"
+    meta = Path(spec.origin).parent / ".mim" / "configs" / Path(rel).parent / "metafile.yml"
     if not meta.is_file():
         raise WeightsError(f"mmdet ships no {meta}: no model-zoo checkpoint known for {base}")
     for e in (yaml.safe_load(meta.read_text()) or {}).get("Models") or []:

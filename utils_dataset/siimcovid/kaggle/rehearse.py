@@ -6,10 +6,12 @@ cannot see the breaks that only a pushed graph meets. The rehearsal differs in e
 1. The kernels are rendered as ``kaggle push`` renders them (``graph.render``, the utils dataset
    staged as it is uploaded), and the rendered notebook is what runs.
 2. Every input only Kaggle has gets a stand-in named by its real handle: each Kaggle Model at
-   ``/kaggle/input/models/<owner>/<model>/<framework>/<variation>/<version>`` (a tiny SavedModel),
-   and the two online kernels, which cannot fetch here: the weights kernel's output (every file
-   under its real name, holding no weights: :func:`siimcovid.kaggle.weights.stand_ins`) and the
-   wheels kernel's (the stack is this venv's; its record says it was made on the GPU image).
+   ``/kaggle/input/models/<owner>/<model>/<framework>/<variation>/<version>`` (a tiny SavedModel).
+   The two online kernels run too, without network, with the profile's plan-only settings: the
+   wheels kernel records the GPU image and the requirement list (every later kernel then runs its
+   real offline ``pip install --no-index`` of its lines, which this venv already satisfies), and the
+   weights kernel's plan is overlaid with every file under its real name, holding no weights
+   (:func:`siimcovid.kaggle.weights.stand_ins`).
 3. Each kernel runs in its own Linux namespaces (``unshare -n -m``): no network at all (only a
    loopback for the notebook's own kernel), a private ``/kaggle`` with ``/kaggle/input`` holding
    ONLY the sources its kernel-metadata.json lists, each bind-mounted read-only, and
@@ -42,7 +44,6 @@ from . import graph as G
 
 REPORT = "rehearsal.json"
 UTILS_SLUG = "siimcovid-utils"
-WHEELS_SLUG = "siimcovid-wheels"
 WEIGHTS_SLUG = "siimcovid-weights"
 # torch's build strings on today's images (the GPU image: +cu128; the CPU image: +cpu)
 IMAGE_BUILD = {"gpu": "cu128", "tpu": "cpu", "cpu": "cpu"}
@@ -118,18 +119,6 @@ def make_model_stand_in(folder: Path) -> None:
         export_tiny_savedmodel(folder, width=8)
 
 
-def make_wheels_stand_in(folder: Path) -> None:
-    """The wheels kernel's output as it looks after a run on the GPU image; its list is empty because
-    the stack is this venv's (installing the wheels offline is covered by `make test-kaggle`, not here)."""
-    from .wheels import WHEELS_INFO, WHEELS_MARKER, installed_versions
-
-    folder.mkdir(parents=True, exist_ok=True)
-    versions = installed_versions()
-    versions["torch"] = f"{versions['torch'].split('+')[0]}+{IMAGE_BUILD['gpu']}"
-    (folder / WHEELS_MARKER).write_text("# rehearsal stand-in: the stack is the rehearsing venv's\n")
-    (folder / WHEELS_INFO).write_text(json.dumps({"versions": versions, "stand_in": True}, indent=1) + "\n")
-
-
 def _mount_script(mounts: list[tuple[Path, str]], working: Path, cmd: list[str]) -> str:
     lines = ["set -e", "ip link set lo up", "mount -t tmpfs -o size=64m siim-kaggle /kaggle",
              "mkdir -p /kaggle/input /kaggle/working"]
@@ -189,14 +178,6 @@ class Rehearsal:
         for handle in models:
             make_model_stand_in(self.stand_in_dir / "models" / handle)
             self.report["stand_ins"].append({"input": f"models/{handle}", "what": "tiny SavedModel (Kaggle Model)"})
-        if WEIGHTS_SLUG in self.graph.nodes:
-            stand_ins(self._kernel_output(WEIGHTS_SLUG) / "weights")
-            self.report["stand_ins"].append({"input": f"notebooks/{self.graph.user}/{WEIGHTS_SLUG}",
-                                             "what": "every pretrained file under its real name, no weights in it"})
-        if WHEELS_SLUG in self.graph.nodes:
-            make_wheels_stand_in(self._kernel_output(WHEELS_SLUG) / "wheels")
-            self.report["stand_ins"].append({"input": f"notebooks/{self.graph.user}/{WHEELS_SLUG}",
-                                             "what": "wheels record of the GPU image; the stack is this venv's"})
 
     def resolve(self, kind: str, handle: str) -> Path | None:
         """The local folder standing for one source, None when it has none here."""
@@ -208,7 +189,7 @@ class Rehearsal:
             slug = handle.split("/")[-1]
             out = self._kernel_output(slug)
             ok = out.is_dir() and any(r["slug"] == slug and r["status"] == "ok" for r in self.report["kernels"])
-            return out if ok or slug in (WHEELS_SLUG, WEIGHTS_SLUG) else None
+            return out if ok else None
         folder = self.stand_in_dir / "models" / handle
         return folder if folder.is_dir() else None
 
@@ -274,11 +255,6 @@ class Rehearsal:
     def run(self) -> int:
         self.prepare()
         for node in self.graph.order():
-            if node.slug in (WHEELS_SLUG, WEIGHTS_SLUG):  # online: stood in (no network here)
-                self.report["kernels"].append({"slug": node.slug, "status": "ok", "stand_in": True,
-                                               "inputs": [], "wall_s": 0.0})
-                self.echo(f"{node.slug}: online kernel, stood in (see stand_ins)")
-                continue
             self.echo(f"{node.slug}: running (image: torch +{IMAGE_BUILD[node.session_class]}) ...")
             row = self.run_kernel(node)
             self.report["kernels"].append(row)
@@ -288,6 +264,12 @@ class Rehearsal:
             if row["status"] != "ok":
                 self.report["problems"].append(f"{node.slug}: {row['reason']}")
                 break
+            if node.slug == WEIGHTS_SLUG:  # it could only plan without network: its files stood in
+                from .weights import stand_ins
+
+                stand_ins(self._kernel_output(WEIGHTS_SLUG) / "weights")
+                self.report["stand_ins"].append({"input": f"notebooks/{self.graph.user}/{WEIGHTS_SLUG}",
+                                                 "what": "every pretrained file under its real name, no weights in it"})
         self._members()
         self._write()
         return 1 if self.report["problems"] else 0

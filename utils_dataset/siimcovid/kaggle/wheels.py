@@ -66,6 +66,7 @@ KERNEL_NEEDS = {
     "train-study": ("classify",),
     "train-binary": ("classify",),
     "train-det": ("detect", "mmcv"),
+    "weights": ("detect",),  # reads mmdet's model-zoo metafiles, never imports mmcv (CPU image)
     "inference": ("dicom", "classify", "detect", "mmcv"),
 }
 # Compiled against the image's torch and CUDA: only these need the wheels kernel's exact torch build
