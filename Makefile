@@ -4,6 +4,7 @@
 SHELL := /bin/bash
 WHEELS ?=
 VENV ?= .venv
+VENV_KAGGLE ?= .venv-kaggle
 PY := $(VENV)/bin/python
 SIIM := $(PY) -m siimcovid
 DEMO ?= demo
@@ -16,13 +17,21 @@ PYTEST_ARGS ?=
 REHEARSE ?= build/rehearse
 REHEARSE_PROFILE ?= tiny
 
-.PHONY: setup test test-tf-old demo notebooks kernels bench clean-demo rehearse
+.PHONY: setup test setup-kaggle test-kaggle test-tf-old demo notebooks kernels bench clean-demo rehearse
 
 setup:
 	scripts/setup.sh $(if $(WHEELS),--wheels $(WHEELS))
 
 test: setup
 	$(PY) -m pytest tests -q $(PYTEST_ARGS)
+
+# The whole suite in .venv-kaggle: the Kaggle image's versions (utils_dataset/siimcovid/configs/kaggle/image.yaml)
+# + what the kernels install on top; see docs/kaggle-image.md. CI runs it after `make test`.
+setup-kaggle:
+	VENV_KAGGLE=$(VENV_KAGGLE) scripts/setup-kaggle.sh $(if $(WHEELS),--wheels $(WHEELS))
+
+test-kaggle: setup-kaggle
+	$(VENV_KAGGLE)/bin/python -m pytest tests -q $(PYTEST_ARGS)
 
 # The classifier tests on an older TensorFlow (TF_OLD=2.19) in its own .venv-tf-old; not part of `make test`.
 test-tf-old:

@@ -5,27 +5,17 @@
 #                                     holds a prebuilt mmcv; without it mmcv builds from source.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-WHEELS="${WHEELS:-}"
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --wheels) WHEELS="$2"; shift 2 ;;
-    *) echo "setup.sh: unknown argument $1" >&2; exit 2 ;;
-  esac
-done
+. scripts/setup-common.sh
+setup_args setup.sh "$@"
 VENV="${VENV:-.venv}"
 PY="${PYTHON:-python3}"
-key=$(cat requirements.txt scripts/setup.sh utils_dataset/pyproject.toml | sha256sum | cut -c1-16)
+key=$(cat requirements.txt scripts/setup.sh scripts/setup-common.sh utils_dataset/pyproject.toml | sha256sum | cut -c1-16)
 stamp="$VENV/.setup-$key"
 if [ -f "$stamp" ]; then
   echo "setup: $VENV is up to date ($stamp)"; exit 0
 fi
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 pip="$VENV/bin/python -m pip --disable-pip-version-check"
-findlinks=()
-if [ -n "$WHEELS" ]; then
-  [ -d "$WHEELS" ] || { echo "setup: wheel folder $WHEELS does not exist" >&2; exit 2; }
-  findlinks=(--find-links "$(cd "$WHEELS" && pwd)")
-fi
 # Build prerequisites for mmcv (no build isolation: it compiles against the installed torch).
 $pip install "setuptools<81" wheel ninja psutil torch==2.13.0
 # mmcv with compiled CPU ops; a matching wheel in --wheels skips the 20-30 minute build.

@@ -1,17 +1,34 @@
-"""The pinned stack installs into one environment and imports together (set-up regressions)."""
+"""The pinned stack installs into one environment and imports together (set-up regressions).
+
+The pins are those of the venv the tests run in: requirements.txt in .venv (scripts/setup.sh), the
+Kaggle image's (configs/kaggle/image.yaml, then requirements.txt for what the image lacks) in a venv
+that scripts/setup-kaggle.sh built and marked."""
+import platform
 import subprocess
 import sys
 from importlib.metadata import version
 
 import pytest
 
+from siimcovid.kaggle import image
 from siimcovid.kaggle.render import requirement_pins
 
 
-@pytest.mark.parametrize("name", sorted(requirement_pins()))
+def expected_pins() -> dict[str, str]:
+    """name -> the version this venv must have."""
+    pins = requirement_pins()
+    lines = image.lane_requirements(pins) if image.venv_matches_image() else pins.values()
+    return {line.split("==")[0]: line.split("==")[1] for line in lines}
+
+
+@pytest.mark.parametrize("name", sorted(expected_pins()))
 def test_installed_versions_match_pins(name):
-    pinned = requirement_pins()[name].split("==")[1]
-    assert version(name).split("+")[0] == pinned.split("+")[0]
+    assert version(name).split("+")[0] == expected_pins()[name].split("+")[0]
+
+
+@pytest.mark.skipif(not image.venv_matches_image(), reason="only in the venv built to match the Kaggle image")
+def test_image_venv_runs_the_image_python_minor():
+    assert platform.python_version_tuple()[:2] == tuple(image.load().python.split(".")[:2])
 
 
 PROBE = """

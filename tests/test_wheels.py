@@ -111,6 +111,31 @@ def test_closure_never_replaces_the_image_frameworks(tmp_path):
         W.resolve_closure(["segmentation-models==1.0.1"], tmp_path, runner)
 
 
+def test_closure_never_replaces_a_package_of_the_pinned_image(tmp_path):
+    """pandas is no framework, but the image pins it (configs/kaggle/image.yaml) and `make test-kaggle`
+    ran on that version: a closure that would swap it stops the wheels kernel; a package the kernels'
+    own list names (pycocotools) may be installed at the list's version."""
+    def runner(cmd, **kw):
+        Path(cmd[cmd.index("--report") + 1]).write_text(json.dumps({"install": [
+            {"metadata": {"name": name, "version": version}, "download_info": {"url": "https://x"}}
+            for name, version in installs]}))
+        return SimpleNamespace(returncode=0, stdout="", stderr="")
+
+    installs = [("pycocotools", "2.0.10")]
+    assert W.resolve_closure(["pycocotools==2.0.10"], tmp_path, runner)[0]["metadata"]["name"] == "pycocotools"
+    installs = [("pandas", "3.0.0")]
+    with pytest.raises(W.WheelsError, match="replace the image's own pandas 3.0.0"):
+        W.resolve_closure(["segmentation-models==1.0.1"], tmp_path, runner)
+    assert "pandas" in W.protected() and "pycocotools" not in W.protected(["pycocotools==2.0.10"])
+
+
+def test_build_wheels_reports_an_image_that_moved_from_the_pins(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(W, "image_drift", lambda: ["numpy 2.1.0 here, 2.0.2 pinned"])
+    W.build_wheels(tmp_path, build_mmcv=False, dry_run=True)
+    assert json.loads((tmp_path / W.WHEELS_INFO).read_text())["image_drift"] == ["numpy 2.1.0 here, 2.0.2 pinned"]
+    assert "not the one pinned in image.yaml (numpy 2.1.0 here" in capsys.readouterr().err
+
+
 def test_prepare_kernel(tmp_path, monkeypatch):
     monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
     assert W.prepare_kernel() is False  # locally the venv is the set-up

@@ -1,5 +1,11 @@
 """K folds stratified on the study class and grouped by patient (or study), and the one split of a
-preprocess table into a fold's training and validation rows (:func:`split_fold`)."""
+preprocess table into a fold's training and validation rows (:func:`split_fold`).
+
+The assignment is computed here (:func:`assign_folds`), not by scikit-learn: its
+StratifiedGroupKFold splits differently from one release to the next (1.6.1 on Kaggle's image
+and 1.9.1 locally give other folds, 1.6.1's badly balanced), and folds.csv must be the same
+wherever it is computed.
+"""
 from __future__ import annotations
 
 import os
@@ -74,21 +80,35 @@ def make_folds(
             return df.sort_values("study_id", ignore_index=True)
         get_logger().warning("folds: only %d patient groups; %d folds instead of %d", n_groups, n_groups, n_folds)
         n_folds = n_groups
-    # shuffle=True permutes the groups before sklearn's stable sort by class-count spread, so
-    # the seed only reorders groups of equal spread; that is still enough to change the folds.
-    from sklearn.model_selection import StratifiedGroupKFold  # here: stages import split_fold without sklearn
-
-    skf = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    if allow_fewer and df["label"].value_counts().max() < n_folds:
-        # no class fills every fold (sklearn refuses to stratify): a tiny subset, group only
-        from sklearn.model_selection import GroupKFold
-
-        skf = GroupKFold(n_splits=n_folds)
-    fold = np.full(len(df), -1, dtype=int)
-    for k, (_, idx) in enumerate(skf.split(df, df["label"], df["group"])):
-        fold[idx] = k
-    df["fold"] = fold
+    df["fold"] = assign_folds(df["label"].to_numpy(), df["group"].to_numpy(), n_folds, seed)
     return df.sort_values("study_id", ignore_index=True)
+
+
+def assign_folds(labels: np.ndarray, groups: np.ndarray, n_folds: int, seed: int = 42) -> np.ndarray:
+    """Fold of each row (0..n_folds-1): every row of a group in one fold, each class spread evenly.
+
+    Greedy and deterministic: groups go largest first (equal sizes in an order drawn from
+    ``seed``: numpy's legacy RandomState, whose stream numpy keeps fixed across releases), each to
+    the fold where it least raises the per-class imbalance, i.e. the fold holding the fewest
+    studies of the group's classes (the squared distance of every fold's class counts to an even
+    share grows least there); ties go to the fold with fewer studies, then the lower index. An
+    empty fold always ties for best, so with at least ``n_folds`` groups no fold stays empty."""
+    labels = np.asarray(labels)
+    names, inverse = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+    classes, label_idx = np.unique(labels, return_inverse=True)
+    per_group = np.zeros((len(names), len(classes)), dtype=np.int64)  # studies of each class per group
+    np.add.at(per_group, (inverse, label_idx), 1)
+    shuffled = np.random.RandomState(seed).permutation(len(names))
+    # largest first; among equal sizes, the seeded order (a stable sort keeps it)
+    order = shuffled[np.argsort(-per_group[shuffled].sum(axis=1), kind="stable")]
+    counts = np.zeros((n_folds, len(classes)), dtype=np.int64)
+    group_fold = np.empty(len(names), dtype=int)
+    for g in order:
+        cost = counts @ per_group[g]  # studies of this group's classes already in each fold
+        k = min(range(n_folds), key=lambda f: (cost[f], counts[f].sum(), f))
+        counts[k] += per_group[g]
+        group_fold[g] = k
+    return group_fold[inverse]
 
 
 def save_folds(folds: pd.DataFrame, path: str | os.PathLike) -> Path:

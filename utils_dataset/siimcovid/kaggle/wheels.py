@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
 from ..errors import UserError
+from .image import drift as image_drift
+from .image import load as image_pins
 
 WHEELS_MARKER = "siimcovid-wheels.txt"  # exactly what a kernel installs, one requirement a line
 WHEELS_INFO = "siimcovid-wheels.json"  # the image the wheels were resolved / built on
@@ -75,18 +77,14 @@ TORCH_BUILT = ("mmcv",)
 MMCV_CXX_STD = 17  # mmcv 2.1.0's setup.py passes -std=c++17 to every compile
 T4_ARCH = "7.5"
 
-# The supported range, inclusive, by major.minor. TensorFlow: 2.21 is pinned locally, 2.19 is the
-# second version the classifier tests run on (`make test-tf-old`); Kaggle's GPU image ships an
-# older TF than 2.21 (its protobuf pin), its TPU image tensorflow-cpu 2.20. tf-keras must have the
-# SAME major.minor as TensorFlow. torch: 2.13 is the newest whose headers build with mmcv 2.1.0's
-# C++17 flag; below 2.1 mmengine / mmdet 3 do not run.
-SUPPORTED = {
-    "python": ("3.10", "3.12"),
-    "tensorflow": ("2.18", "2.21"),
-    "torch": ("2.1", "2.13"),
-}
+# The supported range, inclusive, by major.minor: read from the image pins file
+# (configs/kaggle/image.yaml, whose comment says where each bound comes from), so the target
+# image and the range it must lie in move together.
+SUPPORTED = dict(image_pins().supported)
 # Never replaced by the closure: replacing them would change the image's frameworks under the
-# kernels (and a second TF or a CPU torch would hide the accelerator).
+# kernels (and a second TF or a CPU torch would hide the accelerator). Every other package the
+# pins file lists for the image is protected too (:func:`protected`), unless the kernels' own list
+# names it: `make test-kaggle` runs on exactly those versions.
 PROTECTED = ("tensorflow", "tensorflow-cpu", "tensorflow-tpu", "tf-nightly", "keras", "torch", "torchvision",
              "numpy", "jax", "jaxlib", "protobuf")
 TF_DISTS = ("tensorflow", "tensorflow-cpu", "tensorflow-tpu")
@@ -195,6 +193,13 @@ def _torch_facts() -> tuple[str, str | None, bool]:
 
 
 # --------------------------------------------------------------------------- pip
+def protected(requirements: Iterable[str] = ()) -> set[str]:
+    """Distributions the closure must not replace: :data:`PROTECTED` and the image's packages of
+    the pins file, less those that ``requirements`` (what the kernels install) name themselves."""
+    named = {_norm(re.split(r"[<>=!~; \[]", r, maxsplit=1)[0]) for r in requirements}
+    return {_norm(n) for n in PROTECTED} | (set(image_pins().packages) - named)
+
+
 def _pip(*args: str) -> list[str]:
     return [sys.executable, "-m", "pip", "--disable-pip-version-check", *args]
 
@@ -225,6 +230,7 @@ def resolve_closure(requirements: Iterable[str], find_links: str | os.PathLike,
                     report_path: str | os.PathLike | None = None) -> list[dict]:
     """What ``pip install`` would add to THIS environment for ``requirements`` (online, with
     dependencies; already-satisfied packages of the image are not in it). -> report items."""
+    requirements = list(requirements)
     report = Path(report_path or Path(find_links) / "pip-report.json")
     cmd = _pip("install", "--dry-run", "--quiet", "--report", str(report), "--find-links", str(find_links),
                *requirements)
@@ -233,8 +239,9 @@ def resolve_closure(requirements: Iterable[str], find_links: str | os.PathLike,
         raise WheelsError(f"pip cannot resolve the kernel requirements on this image: "
                           f"{((proc.stdout or '') + (proc.stderr or '')).strip()[-600:]}")
     items = json.loads(report.read_text())["install"]
+    keep = protected(requirements)
     replaced = [f"{i['metadata']['name']} {i['metadata']['version']}" for i in items
-                if _norm(i["metadata"]["name"]) in PROTECTED]
+                if _norm(i["metadata"]["name"]) in keep]
     if replaced:
         raise WheelsError(f"the kernel requirements would replace the image's own {', '.join(replaced)}: "
                           "relax the pin that pulls it in (pip-report.json in the output says which)")
@@ -252,6 +259,11 @@ def build_wheels(out_dir: str | os.PathLike, requirements: Iterable[str] = KERNE
     out.mkdir(parents=True, exist_ok=True)
     versions = installed_versions()
     problems = check_versions(versions)
+    # not an error: an image inside SUPPORTED still runs, but not on the versions the tests ran on
+    drift = image_drift()
+    if drift:
+        print(f"siimcovid: WARNING this image is not the one pinned in {image_pins().path.name} "
+              f"({'; '.join(drift)}): `make test-kaggle` did not run on it", file=sys.stderr)
     reqs = list(requirements)
     if not build_mmcv:  # mmdet needs mmcv: without the built one, the closure would compile a CPU-only mmcv
         reqs = [r for r in reqs if not r.startswith("mmdet")]
@@ -287,7 +299,8 @@ def build_wheels(out_dir: str | os.PathLike, requirements: Iterable[str] = KERNE
             subprocess.run(cmd, check=True)
     (out / WHEELS_MARKER).write_text("\n".join(reqs) + "\n")
     info = {"versions": versions, "requirements": reqs, "mmcv_cuda": bool(build_mmcv and require_cuda),
-            "cuda_arch": T4_ARCH if build_mmcv and require_cuda else None, "problems": problems}
+            "cuda_arch": T4_ARCH if build_mmcv and require_cuda else None, "problems": problems,
+            "image_drift": drift}
     (out / WHEELS_INFO).write_text(json.dumps(info, indent=2) + "\n")
     cmds.append(_pip("install", "--dry-run", "--no-index", "--find-links", str(out), *reqs))
     if not dry_run:
