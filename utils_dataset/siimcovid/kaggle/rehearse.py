@@ -169,7 +169,6 @@ class Rehearsal:
 
     def prepare(self) -> None:
         from .render import dataset_dir
-        from .weights import stand_ins
 
         self.kernels_dir.mkdir(parents=True, exist_ok=True)
         G.render(self.graph, self.kernels_dir)  # exactly what `kaggle push` uploads
