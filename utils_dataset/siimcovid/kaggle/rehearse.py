@@ -290,6 +290,23 @@ class Rehearsal:
                 self.report["problems"].append(f"{inf[0].slug}: member {m['member']} {m['fold']} skipped: {m['reason']}")
         if not self.report["members"]:
             self.report["problems"].append(f"{inf[0].slug}: no member predicted")
+        # every fold a kernel of the graph trained must be one the inference kernel used: a fold kernel
+        # missing from its kernel_sources would otherwise just shrink the ensemble, silently
+        from ..runs import find_runs
+
+        used = [m["path"] for m in self.report["members"] if m["used"]]
+        for node in self.graph.order():
+            out = self._kernel_output(node.slug)
+            if node.stage == "inference" or not out.is_dir():
+                continue
+            # its folds reach inference directly, or copied by a collect kernel that reads it
+            via = [node.slug] + [c.slug for c in self.graph.order() if c.generated and node.slug in c.upstream]
+            mounted = tuple(f"/kaggle/input/{input_rel('kernel', f'{self.graph.user}/{v}')}/" for v in via)
+            folds = find_runs([out], problems=[])
+            if folds and not any(u.startswith(mounted) for u in used):
+                self.report["problems"].append(
+                    f"{inf[0].slug}: used none of the {len(folds)} fold(s) {node.slug} trained (is it in the "
+                    "inference kernel's kernel_sources?)")
 
     def _write(self) -> None:
         tmp = self.out / f".{REPORT}.tmp"
