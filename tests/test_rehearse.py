@@ -122,3 +122,29 @@ def test_reaching_for_the_network_fails_even_when_the_notebook_swallows_it(tmp_p
     report = _rehearse(tmp_path, _templates(tmp_path, []), {"net"})
     assert report["rc"] == 1
     assert report["problems"] == ["xr-net: reached for the network: 127.0.0.2:9"]
+
+
+def test_a_fold_kernel_inference_did_not_use_fails_naming_inference(tmp_path):
+    meta = _templates(tmp_path, [])
+    tpl = json.loads((meta / "b.json").read_text())
+    (meta / "b.json").unlink()
+    tpl.update(id="{user}/xr-inference", title="xr inference")
+    (meta / "inference.json").write_text(json.dumps(tpl))
+    graph = G.build("u", meta_dir=meta)
+    del graph.nodes["xr-net"]
+    rh = R.Rehearsal(graph, tmp_path, tmp_path / "out", {"name": "t", "params": {}, "repeat": {}})
+    fold = rh.run_dir / "xr-a" / "working" / "exp" / "fold0"
+    fold.mkdir(parents=True)
+    (fold / "config.json").write_text("{}")
+    summary = rh.run_dir / "xr-inference" / "working" / "inference.json"
+    summary.parent.mkdir(parents=True)
+
+    def members(path: str) -> list[str]:
+        summary.write_text(json.dumps({"study": {"folds": {path: {"status": "used"}}}}))
+        rh.report["problems"] = []
+        rh._members()
+        return rh.report["problems"]
+
+    assert members("/kaggle/input/notebooks/u/xr-a/exp/fold0") == []
+    (problem,) = members("/kaggle/input/notebooks/u/xr-other/exp/fold0")
+    assert problem.startswith("xr-inference: used none of the 1 fold(s) xr-a trained")
