@@ -55,7 +55,7 @@ def test_fast_aps_equal_the_metric(oofset):
 
 # ------------------------------------------------------------------------------------ fusion + pixels
 def test_detector_fusion_goes_through_detect_wbf_in_original_pixels():
-    from siimcovid.detect.wbf import fuse_two_level
+    from siimcovid.wbf import fuse_two_level
 
     h, w = 2000, 3000
     box = np.array([[1500.0, 1000.0, 2500.0, 1800.0, 0.9]])

@@ -27,7 +27,7 @@ from ..layout import META_CSV, find_preprocess
 from ..log import get_logger
 from .predict import PRED_COLUMNS, figures, read_predictions, write_predictions
 from ..runs import CONFIG_JSON, OOF_CSV, TEST_CSV
-from .wbf import WBFParams, fuse_two_level
+from ..wbf import WBFParams, fuse_two_level
 
 OOF_BOXES = "oof_boxes.csv"
 TEST_BOXES = "test_boxes.csv"

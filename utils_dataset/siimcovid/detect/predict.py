@@ -17,7 +17,7 @@ import pandas as pd
 from ..boxes import Resize
 from ..metric import average_precision
 from ..submission import FULL_BOX, parse_pred_boxes as parse_boxes
-from .wbf import as_pred, flip_boxes, fuse
+from ..wbf import as_pred, flip_boxes, fuse
 
 PRED_COLUMNS = ["image_id", "orig_h", "orig_w", "boxes", "boxes_notta"]
 NONE_RULES = ("max", "prod")

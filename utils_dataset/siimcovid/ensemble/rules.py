@@ -11,7 +11,7 @@ weighted mean of the members; optionally ``negative = (1 - a) negative + a * mea
 over the study's images (the 11th place's image evidence). Only ``negative`` moves: each class
 is ranked on its own, so the others keep their AP.
 
-Image rows: detector members fused through detect/wbf (two levels: each model's folds, then the
+Image rows: detector members fused through siimcovid/wbf (two levels: each model's folds, then the
 models), then a RULE gives every image its ``none`` and re-scores its boxes as
 ``conf ** a * m[image]`` (so a box never changes rank inside its image). Presets:
 
@@ -160,7 +160,7 @@ def fuse_detectors(members: Mapping[str, Sequence[pd.DataFrame]], *, tta: bool =
                    score_scale: Mapping[str, float] | None = None,
                    model_weights: Mapping[str, float] | None = None) -> pd.DataFrame:
     """Detector members (name -> fold prediction tables) -> image_id, orig_h, orig_w, boxes, fused in
-    two levels through ``detect.merge.fuse_tables`` (detect/wbf.py). OOF tables hold each image in
+    two levels through ``detect.merge.fuse_tables`` (siimcovid/wbf.py). OOF tables hold each image in
     ONE fold, so a member's folds are one list there (a fold that never saw the image is no
     evidence against its boxes); on test every fold is its own list."""
     from ..detect.merge import fuse_tables
