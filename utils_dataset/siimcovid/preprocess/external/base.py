@@ -25,12 +25,12 @@ from ...errors import UserError
 from ...layout import (
     ERROR_COLUMNS,
     ERRORS_CSV,
-    EXTERNAL_COLUMNS,
     META_CSV,
     SUMMARY_JSON,
     available_sizes,
     format_boxes,
     image_path,
+    meta_columns,
     read_meta,
 )
 from ...log import get_logger, run_header
@@ -220,13 +220,6 @@ def _error(item: Item, stage: str, reason: str) -> dict:
     return {"dicom": item.rel, "image_id": item.image_id, "stage": stage, "reason": reason}
 
 
-def meta_columns(sizes: Iterable[int]) -> list[str]:
-    """meta.csv's columns: the competition's (preprocess's order) then the external ones."""
-    return ["image_id", "study_id", "series_id", "split", "dicom", "orig_h", "orig_w", "photometric",
-            "transfer_syntax", "bits_stored", "keep_aspect", "boxes", *[f"boxes_{s}" for s in sizes],
-            "study_label", "fold", "voi", "decoder", "reduce", *EXTERNAL_COLUMNS]
-
-
 def run(source: str, cfg: ExternalConfig, items: list[Item], errors: list[dict], fuse=None,
         src_dir: Path | None = None) -> dict:
     """Convert ``items`` into the preprocess layout under ``cfg.out``; returns the summary
@@ -289,7 +282,7 @@ def run(source: str, cfg: ExternalConfig, items: list[Item], errors: list[dict],
                         "labels": json.dumps(it.labels, sort_keys=True)})
             rows.append(row)
             counts["converted"] += 1
-        meta = pd.DataFrame(rows, columns=meta_columns(sizes))
+        meta = pd.DataFrame(rows, columns=meta_columns(sizes, external=True))
         write_csv(meta, out / META_CSV, index=False)
         write_csv(pd.DataFrame(errors, columns=ERROR_COLUMNS), out / ERRORS_CSV, index=False)
         counts["opacity"] = {str(k): int(v) for k, v in meta["opacity"].value_counts().items()} if len(meta) else {}
