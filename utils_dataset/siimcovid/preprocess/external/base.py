@@ -47,17 +47,17 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 class ExternalConfig:
     """Settings every source shares (schema base of configs/external/<source>.yaml):
 
-    src: the source folder as published (default: found under SIIM_INPUT / /kaggle/input by the source's marker file, first under the handle's slug)
+    src: the source folder as published (empty: found under SIIM_INPUT / /kaggle/input by the source's marker file, first under the handle's slug)
     out: output folder (preprocess layout)
     sizes: output sizes in px (--size 256 --size 512)
     keep_aspect: letterbox instead of stretching to a square
     handle: the source's Kaggle handle (competition slug or owner/dataset)
-    keep_lateral: keep lateral views (default: left out and listed in errors.csv)
+    keep_lateral: keep lateral views (off: they are left out and listed in errors.csv)
     exclude_like: a competition preprocess output: images whose perceptual hash is within hash_distance of one of its images are duplicates
-    keep_duplicates: convert duplicates too (default: left out and listed in errors.csv)
+    keep_duplicates: convert duplicates too (off: they are left out and listed in errors.csv)
     hash_distance: largest Hamming distance (of 64 bits) between pHashes that counts as the same picture
     n_folds: folds, assigned by a hash of the source's patient id
-    decoder: DICOM decoder (pydicom by default: images decode in this process, and pydicom raises where dicomsdl can crash it)
+    decoder: DICOM decoder, auto | dicomsdl | pydicom | pillow (pydicom: images decode in this process, and pydicom raises where dicomsdl can crash it)
     limit: convert at most N images (smoke runs; 0 = all)
     """
 
@@ -81,6 +81,10 @@ class ExternalConfig:
             raise UserError(f"--hash-distance {self.hash_distance}: use 0..31 (of 64 bits)")
         if int(self.n_folds) < 1:
             raise UserError(f"--n-folds {self.n_folds}: at least 1")
+        from ..dicom import DECODERS
+
+        if self.decoder not in DECODERS:
+            raise UserError(f"--decoder {self.decoder!r}: one of {list(DECODERS)}")
 
 
 @dataclass
