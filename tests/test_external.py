@@ -142,3 +142,12 @@ def test_the_source_is_found_under_the_kaggle_slug(sets, tmp_path, monkeypatch):
     monkeypatch.setenv("SIIM_INPUT", str(root))
     assert base.locate(vinbigdata.MARKER, "", vinbigdata.Config().handle) == \
         root / "vinbigdata-chest-xray-abnormalities-detection"
+
+
+def test_an_output_folder_of_another_set_is_refused(sets, tmp_path, capsys):
+    _run(sets, "rsna", tmp_path, like=False)
+    argv = ["external", "nih", "--src", str(sets["nih"]), "--out", str(tmp_path / "out_rsna"), "--size", "64"]
+    assert main(argv) == 2 and "external rsna" in capsys.readouterr().err
+    assert main(["external", "nih", "--src", str(sets["nih"]), "--out", str(sets["like"])]) == 2
+    assert not (sets["like"] / ".external.lock").exists()
+    assert _run(sets, "rsna", tmp_path, like=False)[0] == 1  # the same source is redone

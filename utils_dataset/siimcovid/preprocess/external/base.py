@@ -32,6 +32,7 @@ from ...layout import (
     image_path,
     meta_columns,
     read_meta,
+    read_summary,
 )
 from ...log import get_logger, run_header
 from ...paths import find_input, search_roots
@@ -224,6 +225,18 @@ def _error(item: Item, stage: str, reason: str) -> dict:
     return {"dicom": item.rel, "image_id": item.image_id, "stage": stage, "reason": reason}
 
 
+def check_out(out: Path, source: str) -> None:
+    """Refuse (UserError) an output folder holding another set: a competition preprocess output or
+    another source's (their images would mix in one images/ tree). The same source is redone."""
+    held = read_summary(out)
+    if held is None and not (out / META_CSV).is_file():
+        return
+    if not isinstance(held, dict) or held.get("stage") != "external" or held.get("source") != source:
+        what = f"external {held.get('source')}" if isinstance(held, dict) and held.get("stage") == "external" \
+            else "another preprocess output"
+        raise UserError(f"--out {out}: holds {what}; pass an empty folder (one per source)")
+
+
 def run(source: str, cfg: ExternalConfig, items: list[Item], errors: list[dict], fuse=None,
         src_dir: Path | None = None) -> dict:
     """Convert ``items`` into the preprocess layout under ``cfg.out``; returns the summary
@@ -233,6 +246,7 @@ def run(source: str, cfg: ExternalConfig, items: list[Item], errors: list[dict],
 
     log = get_logger()
     out = Path(cfg.out)
+    check_out(out, source)  # before the lock file: a refused folder gets nothing written into it
     check_writable(out)
     sizes = sorted({int(s) for s in cfg.sizes})
     t0 = time.time()
