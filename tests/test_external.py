@@ -66,7 +66,7 @@ def test_vinbigdata_fuses_readers_and_counts_only_opacity_findings(sets, tmp_pat
     assert list(errors.index) == ["vin-dup"]
     # two of three readers found it: min_readers=3 drops it, union keeps both readers' boxes
     rc, meta3, _, _ = _run(sets, "vinbigdata", tmp_path / "r3", "--min-readers", "3")
-    assert meta3.loc["vin-op", "boxes"] == []
+    assert meta3.loc["vin-op", "boxes"] == [] and meta3.loc["vin-op", "opacity"] == 0
     _, meta_u, _, _ = _run(sets, "vinbigdata", tmp_path / "u", "--fusion", "union")
     assert len(meta_u.loc["vin-op", "boxes"]) == 2
 

@@ -243,6 +243,7 @@ def run(source: str, cfg: ExternalConfig, items: list[Item], errors: list[dict],
     (preprocess.json). ``fuse(item, h, w) -> boxes`` fuses several readers' boxes once the
     image's size is known. Bad files go to errors.csv and the run goes on."""
     from ..convert import _write_png
+    from ..dicom import one_line
 
     log = get_logger()
     out = Path(cfg.out)
@@ -255,11 +256,17 @@ def run(source: str, cfg: ExternalConfig, items: list[Item], errors: list[dict],
     rows = []
     with folder_lock(out, ".external.lock", what="external"):
         run_header(f"external-{source}", cfg, out)
-        todo = [it for it in items if cfg.keep_lateral or not is_lateral(it.view)]
+        todo, seen = [], set()
         for it in items:
+            if it.image_id in seen:  # two files map to one PNG name: the first one wins
+                errors.append(_error(it, "index", "image id seen twice (another file with the same name); skipped"))
+                continue
+            seen.add(it.image_id)
             if not cfg.keep_lateral and is_lateral(it.view):
                 errors.append(_error(it, LATERAL_STAGE, f"lateral view ({it.view}) left out (keep_lateral off)"))
                 counts[LATERAL_STAGE] += 1
+            else:
+                todo.append(it)
         if cfg.limit:
             todo = todo[: int(cfg.limit)]
         for it in todo:
@@ -270,7 +277,7 @@ def run(source: str, cfg: ExternalConfig, items: list[Item], errors: list[dict],
             try:
                 conv = convert_item(it, cfg)
             except Exception as exc:  # one bad file is that file's problem, not the run's
-                errors.append(_error(it, "convert", f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"))
+                errors.append(_error(it, "convert", f"{type(exc).__name__}: {one_line(exc)}"))
                 counts["failed"] += 1
                 continue
             if len(like_hashes):
@@ -284,7 +291,10 @@ def run(source: str, cfg: ExternalConfig, items: list[Item], errors: list[dict],
                     if not cfg.keep_duplicates:
                         continue
             h, w = conv["orig_h"], conv["orig_w"]
-            boxes = fuse(it, h, w) if (fuse is not None and it.reader_boxes is not None) else it.boxes
+            boxes = it.boxes
+            if fuse is not None and it.reader_boxes is not None:
+                boxes = fuse(it, h, w)
+                it.opacity = int(bool(boxes))  # what the readers agreed on (min_readers), not any one reader
             for s, img in conv["images"].items():
                 _write_png(image_path(out, s, "train", it.image_id), img, None)
             row = {"image_id": it.image_id, "study_id": it.study_id, "series_id": "", "split": "train",
