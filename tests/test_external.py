@@ -25,7 +25,8 @@ def sets(tmp_path_factory):
 
 def _run(sets, source, tmp_path, *extra, like=True):
     out = tmp_path / f"out_{source}"
-    argv = ["external", source, "--src", str(sets[source]), "--out", str(out), "--size", str(SIZE), *extra]
+    workers = [] if "--workers" in extra else ["--workers", "1"]
+    argv = ["external", source, "--src", str(sets[source]), "--out", str(out), "--size", str(SIZE), *workers, *extra]
     if like:
         argv += ["--exclude-like", str(sets["like"])]
     rc = main(argv)
@@ -151,3 +152,13 @@ def test_an_output_folder_of_another_set_is_refused(sets, tmp_path, capsys):
     assert main(["external", "nih", "--src", str(sets["nih"]), "--out", str(sets["like"])]) == 2
     assert not (sets["like"] / ".external.lock").exists()
     assert _run(sets, "rsna", tmp_path, like=False)[0] == 1  # the same source is redone
+
+
+def test_a_worker_pool_writes_the_same_output(sets, tmp_path):
+    _, one, err1, out1 = _run(sets, "vinbigdata", tmp_path / "one")
+    _, two, err2, out2 = _run(sets, "vinbigdata", tmp_path / "two", "--workers", "2")
+    cols = ["image_id", "boxes", "opacity", "labels", "fold", "orig_h", "orig_w"]
+    assert one[cols].equals(two[cols]) and err1.equals(err2)
+    for image_id in one.index:
+        a, b = (layout.image_path(o, SIZE, "train", image_id).read_bytes() for o in (out1, out2))
+        assert a == b

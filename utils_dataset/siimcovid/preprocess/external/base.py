@@ -60,6 +60,7 @@ class ExternalConfig:
     n_folds: folds, assigned by a hash of the source's patient id
     decoder: DICOM decoder, auto | dicomsdl | pydicom | pillow (pydicom: images decode in this process, and pydicom raises where dicomsdl can crash it)
     limit: convert at most N images (smoke runs; 0 = all)
+    workers: worker processes (0 = one per core, 1 = in this process)
     """
 
     src: str = ""
@@ -74,6 +75,7 @@ class ExternalConfig:
     n_folds: int = 5
     decoder: str = "pydicom"
     limit: int = 0
+    workers: int = 0
 
     def validate(self) -> None:
         if not self.sizes or min(int(s) for s in self.sizes) < 8 or max(int(s) for s in self.sizes) > 4096:
@@ -237,14 +239,72 @@ def check_out(out: Path, source: str) -> None:
         raise UserError(f"--out {out}: holds {what}; pass an empty folder (one per source)")
 
 
+_WORKER: dict = {}  # a pool worker's settings and competition hashes (set once, not sent per image)
+
+
+def _init_worker(cfg: ExternalConfig, like_ids: list[str], like_hashes: np.ndarray) -> None:
+    _WORKER.update(cfg=cfg, like_ids=like_ids, like_hashes=like_hashes)
+
+
+def process_item(it: Item, cfg: ExternalConfig, like_ids: list[str], like_hashes: np.ndarray) -> dict:
+    """Convert one item, check it against the competition hashes and write its PNGs. Never raises:
+    ``{"conv": what meta.csv records}``, ``{"error": row}`` (missing / did not decode) and / or
+    ``{"dup": row}`` (a duplicate: without ``conv`` when left out)."""
+    from ..convert import _write_png
+    from ..dicom import one_line
+
+    if not it.file.is_file():
+        return {"error": _error(it, "missing", f"{it.rel}: listed in the labels but not there")}
+    try:
+        conv = convert_item(it, cfg)
+    except Exception as exc:  # one bad file is that file's problem, not the run's
+        return {"error": _error(it, "convert", f"{type(exc).__name__}: {one_line(exc)}")}
+    out: dict = {}
+    if len(like_hashes):
+        d = hamming(np.array([phash(conv["images"][min(conv["images"])])], np.uint64), like_hashes)[0]
+        j = int(np.argmin(d))
+        if d[j] <= cfg.hash_distance:
+            out["dup"] = _error(it, DUPLICATE_STAGE, f"looks like competition image {like_ids[j]} (pHash distance "
+                                f"{int(d[j])} <= {cfg.hash_distance})"
+                                + ("; kept (keep_duplicates)" if cfg.keep_duplicates else "; left out"))
+            if not cfg.keep_duplicates:
+                return out
+    try:
+        for size, img in conv.pop("images").items():
+            _write_png(image_path(cfg.out, size, "train", it.image_id), img, None)
+    except OSError as exc:
+        return {**out, "error": _error(it, "write", f"{type(exc).__name__}: {one_line(exc)}")}
+    return {**out, "conv": conv}
+
+
+def _pooled(it: Item) -> dict:
+    return process_item(it, _WORKER["cfg"], _WORKER["like_ids"], _WORKER["like_hashes"])
+
+
+def _results(todo: list[Item], cfg: ExternalConfig, like_ids: list[str], like_hashes: np.ndarray):
+    """(item, :func:`process_item` result) in ``todo``'s order: in this process for one worker, else
+    in a pool of ``cfg.workers`` processes (0 = one per core)."""
+    import os
+
+    n = int(cfg.workers) or (os.cpu_count() or 1)
+    if n <= 1 or len(todo) < 2:
+        for it in todo:
+            yield it, process_item(it, cfg, like_ids, like_hashes)
+        return
+    from concurrent.futures import ProcessPoolExecutor
+
+    from ..convert import _mp_context
+
+    with ProcessPoolExecutor(n, mp_context=_mp_context(), initializer=_init_worker,
+                             initargs=(cfg, like_ids, like_hashes)) as pool:
+        yield from zip(todo, pool.map(_pooled, todo, chunksize=8))
+
+
 def run(source: str, cfg: ExternalConfig, items: list[Item], errors: list[dict], fuse=None,
         src_dir: Path | None = None) -> dict:
     """Convert ``items`` into the preprocess layout under ``cfg.out``; returns the summary
     (preprocess.json). ``fuse(item, h, w) -> boxes`` fuses several readers' boxes once the
     image's size is known. Bad files go to errors.csv and the run goes on."""
-    from ..convert import _write_png
-    from ..dicom import one_line
-
     log = get_logger()
     out = Path(cfg.out)
     check_out(out, source)  # before the lock file: a refused folder gets nothing written into it
@@ -269,34 +329,21 @@ def run(source: str, cfg: ExternalConfig, items: list[Item], errors: list[dict],
                 todo.append(it)
         if cfg.limit:
             todo = todo[: int(cfg.limit)]
-        for it in todo:
-            if not it.file.is_file():
-                errors.append(_error(it, "missing", f"{it.rel}: listed in the labels but not there"))
+        for it, res in _results(todo, cfg, like_ids, like_hashes):
+            if "dup" in res:
+                counts[DUPLICATE_STAGE] += 1
+                errors.append(res["dup"])
+            if "error" in res:
+                errors.append(res["error"])
                 counts["failed"] += 1
+            if "conv" not in res:
                 continue
-            try:
-                conv = convert_item(it, cfg)
-            except Exception as exc:  # one bad file is that file's problem, not the run's
-                errors.append(_error(it, "convert", f"{type(exc).__name__}: {one_line(exc)}"))
-                counts["failed"] += 1
-                continue
-            if len(like_hashes):
-                d = hamming(np.array([phash(conv["images"][sizes[0]])], np.uint64), like_hashes)[0]
-                j = int(np.argmin(d))
-                if d[j] <= cfg.hash_distance:
-                    counts[DUPLICATE_STAGE] += 1
-                    errors.append(_error(it, DUPLICATE_STAGE, f"looks like competition image {like_ids[j]} "
-                                         f"(pHash distance {int(d[j])} <= {cfg.hash_distance})"
-                                         + ("; kept (keep_duplicates)" if cfg.keep_duplicates else "; left out")))
-                    if not cfg.keep_duplicates:
-                        continue
+            conv = res["conv"]
             h, w = conv["orig_h"], conv["orig_w"]
             boxes = it.boxes
             if fuse is not None and it.reader_boxes is not None:
                 boxes = fuse(it, h, w)
                 it.opacity = int(bool(boxes))  # what the readers agreed on (min_readers), not any one reader
-            for s, img in conv["images"].items():
-                _write_png(image_path(out, s, "train", it.image_id), img, None)
             row = {"image_id": it.image_id, "study_id": it.study_id, "series_id": "", "split": "train",
                    "dicom": it.rel, "orig_h": h, "orig_w": w, "photometric": conv["photometric"],
                    "transfer_syntax": conv["transfer_syntax"], "bits_stored": conv["bits_stored"],
