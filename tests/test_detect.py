@@ -186,7 +186,7 @@ def test_coco_conversion_excludes_empties_by_default(tmp_path):
 
 
 def test_box_round_trip_through_resize_and_flip():
-    from siimcovid.detect.wbf import flip_boxes
+    from siimcovid.wbf import flip_boxes
 
     orig = np.array([[100.0, 300.0, 900.0, 1500.0, 0.7]])
     plan = Resize.plan(2000, 1000, 128)
@@ -204,7 +204,7 @@ def test_box_round_trip_through_resize_and_flip():
 
 # ----------------------------------------------------------------------------- WBF
 def test_wbf_fuses_in_original_pixels_with_each_images_own_size():
-    from siimcovid.detect.wbf import fuse
+    from siimcovid.wbf import fuse
 
     a = np.array([[100, 200, 300, 600, 0.9]])
     b = np.array([[110, 210, 310, 610, 0.7]])
@@ -223,7 +223,7 @@ def test_wbf_fuses_in_original_pixels_with_each_images_own_size():
 
 
 def test_wbf_raises_where_the_library_would_exit():
-    from siimcovid.detect.wbf import fuse
+    from siimcovid.wbf import fuse
 
     a = np.array([[0, 0, 10, 10, 0.5]])
     with pytest.raises(UserError, match="conf_type"):
@@ -237,7 +237,7 @@ def test_wbf_raises_where_the_library_would_exit():
 
 
 def test_wbf_two_levels_folds_then_models_with_score_scaling():
-    from siimcovid.detect.wbf import fuse, fuse_two_level
+    from siimcovid.wbf import fuse, fuse_two_level
 
     box = [10, 10, 50, 50]
     m1 = [np.array([box + [0.8]]), np.array([box + [0.6]])]  # two folds

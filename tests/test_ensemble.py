@@ -1,4 +1,4 @@
-"""The ensembling stage (issue 10): exact fast APs, the fusion through detect/wbf, each preset rule,
+"""The ensembling stage (issue 10): exact fast APs, the fusion through siimcovid/wbf, each preset rule,
 the fitting, the fallbacks, the submission it writes, cv-report and the budget."""
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def test_fast_aps_equal_the_metric(oofset):
 
 # ------------------------------------------------------------------------------------ fusion + pixels
 def test_detector_fusion_goes_through_detect_wbf_in_original_pixels():
-    from siimcovid.detect.wbf import fuse_two_level
+    from siimcovid.wbf import fuse_two_level
 
     h, w = 2000, 3000
     box = np.array([[1500.0, 1000.0, 2500.0, 1800.0, 0.9]])

@@ -157,3 +157,23 @@ def test_train_binary_notebook_trains_two_folds_and_merges(preprocessed, tmp_pat
     assert set(test["image_id"]) == set(meta.loc[meta["split"] == "test", "image_id"])
     scores = json.loads((work / "scores.json").read_text())
     assert 0.0 <= scores["none_ap"]["tiny_cpu"] <= 1.0 and scores["method"] == "single" and not scores["problems"]
+
+
+def test_preprocess_external_notebook_converts_every_source(tmp_path):
+    """The preprocess-external kernel: every source of the fixture sets in its own folder, the
+    duplicates of the competition pictures left out, the settings of one source overridden."""
+    import pandas as pd
+
+    from siimcovid.dev.external_sets import write_all
+
+    sets = write_all(tmp_path / "sets")
+    out = tmp_path / "ext"
+    _papermill("preprocess-external", tmp_path, out_dir=str(out), sizes=[64], exclude_like=str(sets["like"]),
+               src_dirs={s: str(sets[s]) for s in ("rsna", "vinbigdata", "nih", "chexpert")},
+               overrides={"chexpert": {"uncertain": "ignore"}})
+    for source in ("rsna", "vinbigdata", "nih", "chexpert"):
+        meta = pd.read_csv(out / source / "meta.csv")
+        errors = pd.read_csv(out / source / "errors.csv")
+        assert set(meta["source"]) == {source} and "duplicate" in set(errors["stage"])
+    chex = pd.read_csv(out / "chexpert" / "meta.csv").set_index("image_id")
+    assert chex.loc["patient00003_study1_view1_frontal", "opacity"] == -1

@@ -415,3 +415,16 @@ def test_status_and_pull_only_completed_versions(fake, capsys):
     assert "line 49" in (dest / "logs" / "xtest-p.log").read_text()
     assert not (base / "xtest-f-1").exists() and (base / "xtest-f-0").is_dir()
     assert "not pulled" in capsys.readouterr().out
+
+
+def test_optional_stages_join_the_graph_only_when_included():
+    """preprocess-external reads other competitions' data: out of the default graph (plan, push,
+    run-local, the rehearsal), in it with --include, after the preprocess kernel it dedupes against."""
+    assert "preprocess-external" not in G.build("alice").stages()
+    g = G.build("alice", include=["preprocess-external"])
+    (node,) = g.by_stage("preprocess-external")
+    assert node.kernel.metadata["kernel_sources"] == ["alice/siimcovid-wheels", "alice/siimcovid-preprocess"]
+    assert "rsna-pneumonia-detection-challenge" in node.kernel.metadata["competition_sources"]
+    assert "optional" not in node.kernel.metadata.get("_render", {})
+    with pytest.raises(UserError, match="not optional"):
+        G.build("alice", include=["preprocess"])

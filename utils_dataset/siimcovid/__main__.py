@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "learner": ("siimcovid.baseline", "cli_learner", "fit the small scikit-learn learner and write its submission"),
     "check-data": ("siimcovid.checkdata", "cli", "check a competition folder's CSVs and DICOM tree, every problem at once"),
     "preprocess": ("siimcovid.preprocess.convert", "cli", "DICOM -> 8-bit images + meta.csv"),
+    "external": ("siimcovid.preprocess.external.cli", "cli",
+                 "an external X-ray set (rsna | vinbigdata | nih | chexpert) -> the preprocess layout"),
     "bench": ("siimcovid.dev.bench", "cli", "benchmarks (e.g. `bench preprocess`)"),
     "study-train": ("siimcovid.study.train", "cli", "train one fold of the study classifier"),
     "study-merge": ("siimcovid.ensemble.study_merge", "cli", "merge fold outputs: OOF mAP, TTA on/off, test predictions"),

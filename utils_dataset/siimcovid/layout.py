@@ -33,6 +33,17 @@ RUN_JSON = "run.json"  # siimcovid.log.run_header
 IMAGES_DIR = "images"
 TFRECORDS_DIR = "tfrecords"
 ERROR_COLUMNS = ["dicom", "image_id", "stage", "reason"]
+# meta.csv columns an external set (``python -m siimcovid external``) adds after the competition's:
+# source name, opacity 1/0/-1 (unknown), view, box_labelled 1/0 (the source gives this image's boxes),
+# labels (JSON: the source's own labels as it spells them). docs/contracts.md, "External sets".
+EXTERNAL_COLUMNS = ("source", "opacity", "view", "box_labelled", "labels")
+
+
+def meta_columns(sizes: Iterable[int], external: bool = False) -> list[str]:
+    """meta.csv's columns in their order for a run of ``sizes`` (``external``: plus EXTERNAL_COLUMNS)."""
+    return ["image_id", "study_id", "series_id", "split", "dicom", "orig_h", "orig_w", "photometric",
+            "transfer_syntax", "bits_stored", "keep_aspect", "boxes", *[f"boxes_{int(s)}" for s in sizes],
+            "study_label", "fold", "voi", "decoder", "reduce", *(EXTERNAL_COLUMNS if external else ())]
 # The preprocess settings that change pixels: a test set is converted with the train set's values.
 PIXEL_KEYS = ("keep_aspect", "decoder", "reduce_j2k", "no_voi_range", "percentiles", "exact")
 # Every name preprocess writes at the top of P (what --overwrite removes, nothing else).

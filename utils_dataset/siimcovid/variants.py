@@ -406,12 +406,16 @@ def flag(name: str) -> str:
 
 
 def field_help(schema: type, name: str) -> str:
-    """The field's metadata help, else its line in the class docstring table (``name: help``)."""
+    """The field's metadata help, else its line in the docstring table (``name: help``) of the class
+    or of the first base class that has one (a subclass documents only the fields it adds)."""
     f = schema_fields(schema)[name]
     if f.metadata.get("help"):
         return f.metadata["help"]
-    m = re.search(rf"^\s*{re.escape(name)}\s*:\s*(.+)$", schema.__doc__ or "", re.M)
-    return m.group(1).strip() if m else ""
+    for cls in getattr(schema, "__mro__", (schema,)):
+        m = re.search(rf"^\s*{re.escape(name)}\s*:\s*(.+)$", cls.__doc__ or "", re.M)
+        if m:
+            return m.group(1).strip()
+    return ""
 
 
 def _show(value: Any) -> str:

@@ -15,7 +15,7 @@ import pandas as pd
 from ..boxes import Resize
 from .. import scoring
 from ..tables import DET_COLUMNS
-from .wbf import as_pred, flip_boxes, fuse
+from ..wbf import as_pred, flip_boxes, fuse
 
 NONE_RULES = ("max", "prod")
 

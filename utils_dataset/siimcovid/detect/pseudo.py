@@ -22,7 +22,7 @@ from .. import variants
 from ..data import STUDY_CLASSES
 from ..errors import UserError
 from ..tables import boxes_json, read_detector
-from .wbf import as_pred
+from ..wbf import as_pred
 
 PSEUDO_CSV = "pseudo_labels.csv"
 

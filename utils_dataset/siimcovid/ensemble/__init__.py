@@ -1,7 +1,7 @@
 """The ensembling stage: every trained member into one merge fitted on out-of-fold predictions.
 
 - rules.py   the merge itself (study rows from study members, image rows from detector members
-             fused through detect/wbf plus binary / study evidence), with named presets
+             fused through siimcovid/wbf plus binary / study evidence), with named presets
 - fit.py     rule parameters and member weights fitted on OOF predictions, saved as JSON
 - members.py finding and reading the members' fold outputs (study, binary, detector)
 - config.py  which members take part and with which weights: one config variant

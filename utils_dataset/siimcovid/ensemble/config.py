@@ -82,7 +82,7 @@ class EnsembleConfig:
             raise UserError(f"ensemble study_how {self.study_how!r}: use mean or max")
         if self.image_evidence is not None and not 0.0 <= float(self.image_evidence) <= 1.0:
             raise UserError(f"ensemble image_evidence={self.image_evidence}: use a value in [0, 1] or null (fit)")
-        from ..detect.wbf import WBFParams
+        from ..wbf import WBFParams
 
         for key in ("wbf_folds", "wbf_models"):
             WBFParams.from_dict(getattr(self, key))

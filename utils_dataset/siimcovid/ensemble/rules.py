@@ -11,7 +11,7 @@ weighted mean of the members; optionally ``negative = (1 - a) negative + a * mea
 over the study's images (the 11th place's image evidence). Only ``negative`` moves: each class
 is ranked on its own, so the others keep their AP.
 
-Image rows: detector members fused through detect/wbf (two levels: each model's folds, then the
+Image rows: detector members fused through siimcovid/wbf (two levels: each model's folds, then the
 models), then a RULE gives every image its ``none`` and re-scores its boxes as
 ``conf ** a * m[image]`` (so a box never changes rank inside its image). Presets:
 
@@ -38,8 +38,8 @@ import numpy as np
 import pandas as pd
 
 from ..data import STUDY_CLASSES
-from ..detect.wbf import WBFParams, fuse_two_level
 from ..tables import DET_BOX_COLS, DET_COLUMNS, PROB_COLS, TTA_COLS
+from ..wbf import WBFParams, fuse_two_level
 
 STUDY_COLS = list(STUDY_CLASSES)
 
@@ -159,7 +159,7 @@ def fuse_tables(members: Mapping[str, Sequence[pd.DataFrame]], *, columns=DET_BO
                 score_scale: Mapping[str, float] | None = None, model_weights: Mapping[str, float] | None = None,
                 folds: Mapping | WBFParams | None = None, models: Mapping | WBFParams | None = None) -> pd.DataFrame:
     """Detector tables of several members (name -> its fold tables) -> one table, fused per image in
-    two levels through detect/wbf.py (each member's folds, then the members). An image missing
+    two levels through siimcovid/wbf.py (each member's folds, then the members). An image missing
     from a table counts as "no box" in that list."""
     sizes: dict[str, tuple[int, int]] = {}
     for tables in members.values():

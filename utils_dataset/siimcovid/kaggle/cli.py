@@ -37,6 +37,9 @@ def _common(p: argparse.ArgumentParser, placeholder: bool = False) -> None:
     p.add_argument("--max-fan-in", type=int, default=G.MAX_FAN_IN,
                    help="a kernel reading more kernels than this reads collect-<stage> kernels instead")
     p.add_argument("--templates", default=None, help=argparse.SUPPRESS)  # another kernel-metadata/ (tests)
+    p.add_argument("--include", nargs="+", default=(), metavar="STAGE",
+                   help="optional stages to add to the graph (templates with `_render.optional`, e.g. "
+                        "preprocess-external)")
 
 
 def _choices(p: argparse.ArgumentParser) -> None:
@@ -96,7 +99,7 @@ def _user_name(a) -> str:
 def _graph(a) -> G.Graph:
     from .render import choose
 
-    graph = G.build(_user_name(a), meta_dir=a.templates, max_fan_in=a.max_fan_in)
+    graph = G.build(_user_name(a), meta_dir=a.templates, max_fan_in=a.max_fan_in, include=a.include)
     # the user's accelerator / image, each only where the templates allow it (kaggle.choose)
     choose([n.kernel for n in graph.order()], getattr(a, "accelerator", None), getattr(a, "docker_image", None))
     return graph

@@ -24,6 +24,10 @@ from . import render as kaggle
 from ..errors import UserError
 
 NEEDS_KEY = "needs"
+# `"_render": {"optional": true}`: the template joins the graph only when a run names it (`--include
+# STAGE`): a kernel such as preprocess-external reads inputs (other competitions' data) the default
+# pipeline neither attaches nor rehearses.
+OPTIONAL_KEY = "optional"
 UTILS_DATASET = "{user}/siimcovid-utils"
 COLLECT_NOTEBOOK = "notebooks/collect.ipynb"
 # No limit is written in the kaggle client (2.2.5); the server's is not documented. Past this many
@@ -134,6 +138,7 @@ def _clean_template(tpl: dict, repeat: dict | None) -> dict:
     tpl.pop(NEEDS_KEY, None)
     render = tpl.setdefault("_render", {})
     render.pop(NEEDS_KEY, None)
+    render.pop(OPTIONAL_KEY, None)
     if repeat:
         render["repeat"] = {**render.get("repeat", {}), **repeat}
     return tpl
@@ -210,15 +215,22 @@ def _limit_fan_in(nodes: dict[str, Node], max_fan_in: int, user: str) -> None:
 
 
 def build(user: str, meta_dir: str | Path | None = None, max_fan_in: int = MAX_FAN_IN,
-          repeat: dict[str, dict[str, list]] | None = None, root: Path | None = None) -> Graph:
+          repeat: dict[str, dict[str, list]] | None = None, root: Path | None = None,
+          include: tuple[str, ...] | list[str] = ()) -> Graph:
     """The kernel graph for ``user``. ``repeat`` overrides templates' repeat values (e.g. a local
-    profile's ``{"train-study-fold": {"fold": [0, 1]}}``)."""
+    profile's ``{"train-study-fold": {"fold": [0, 1]}}``); ``include`` names the optional templates
+    (:data:`OPTIONAL_KEY`) that join it."""
     if not user or "/" in user or not _OWNER.match(user):
         raise UserError(f"--user {user!r} is not a Kaggle user name (letters, digits, - and _)")
     try:
         templates = kaggle.load_templates(meta_dir)
     except (ValueError, FileNotFoundError) as exc:
         raise UserError(str(exc)) from exc
+    optional = {n for n, t in templates.items() if t.get("_render", {}).get(OPTIONAL_KEY)}
+    asked = set(include or ())
+    if asked - optional:
+        raise UserError(f"--include {sorted(asked - optional)}: not optional stages; optional: {sorted(optional)}")
+    templates = {n: t for n, t in templates.items() if n not in optional or n in asked}
     repeat = repeat or {}
     unknown = set(repeat) - set(templates)
     if unknown:

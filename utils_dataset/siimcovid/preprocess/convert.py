@@ -68,6 +68,7 @@ from ..layout import (
     format_boxes,
     holds_output,
     image_path,
+    meta_columns,
     read_meta,
     read_source,
 )
@@ -458,10 +459,7 @@ def build_meta(index: pd.DataFrame, records: dict[str, dict], folds: pd.DataFram
         row["fold"] = int(fold_of.get(r.study_id, -1)) if r.split == "train" else -1
         row.update({"voi": rec["voi"], "decoder": rec["decoder"], "reduce": rec["reduce"]})
         rows.append(row)
-    cols = ["image_id", "study_id", "series_id", "split", "dicom", "orig_h", "orig_w", "photometric",
-            "transfer_syntax", "bits_stored", "keep_aspect", "boxes", *[f"boxes_{s}" for s in cfg.sizes],
-            "study_label", "fold", "voi", "decoder", "reduce"]
-    return pd.DataFrame(rows, columns=cols)
+    return pd.DataFrame(rows, columns=meta_columns(cfg.sizes))
 
 
 MAX_SIZE = 4096  # px; the competition's largest films are ~4k, a bigger output is a typo

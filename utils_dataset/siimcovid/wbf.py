@@ -20,8 +20,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..errors import UserError
-from ..submission import as_pred_boxes as as_pred  # noqa: F401  (the one (N, 5) check; re-exported)
+from .errors import UserError
+from .submission import as_pred_boxes as as_pred  # noqa: F401  (the one (N, 5) check; re-exported)
 
 CONF_TYPES = ("avg", "max", "box_and_model_avg", "absent_model_aware_avg")
 
