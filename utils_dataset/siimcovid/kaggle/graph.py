@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import render as kaggle
-from ..costs import HIDDEN_TEST_IMAGES, INFERENCE_LIMIT_H
+from ..costs import HIDDEN_TEST_IMAGES, INFERENCE_LIMIT_H, INFERENCE_MARGIN
 from ..errors import UserError
 
 NEEDS_KEY = "needs"
@@ -350,7 +350,7 @@ def check(graph: Graph, out_dir: Path | None = None) -> tuple[list[str], list[st
 
 def budget_warnings(graph: Graph, seconds_per_image: dict[str, float] | None,
                     n_images: int = HIDDEN_TEST_IMAGES, limit_s: float = INFERENCE_LIMIT_S,
-                    overhead_s: float = 0.0, margin: float = 0.8) -> list[str]:
+                    overhead_s: float = 0.0, margin: float = 1.0 - INFERENCE_MARGIN) -> list[str]:
     """Warnings when a final kernel's estimated run time passes ``margin`` of the limit.
 
     ``seconds_per_image``: upstream stage name -> seconds one of that stage's kernels (a fold, a
