@@ -295,5 +295,8 @@ def run_cli(args: argparse.Namespace) -> int:
     summary = bench_models(args.out, args.recipe, tiny=args.tiny, steps=args.steps, only=args.only,
                            threads=args.threads, resume=args.resume)
     print(format_table(summary))
+    from ..costs import format_rows
+
+    print("\nprojected (siimcovid.costs, uncalibrated, docs/costs.md):\n" + "\n".join(format_rows(summary["members"])))
     print(f"wrote {Path(args.out) / 'models.json'}")
     return 1 if summary["errors"] else 0
