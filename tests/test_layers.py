@@ -16,7 +16,7 @@ ROOT = Path(siimcovid.__file__).parent
 # package's modules) not listed here is only checked for cycles.
 LAYERS = {
     0: {"errors", "log", "paths", "boxes", "clihelp", "simplex", "accelerator", "variants", "atomic"},
-    1: {"data", "folds", "submission", "metric", "scoring", "layout", "runs", "tables", "checkdata", "wbf"},
+    1: {"data", "folds", "submission", "metric", "scoring", "layout", "runs", "tables", "checkdata", "wbf", "costs"},
     2: {"preprocess", "baseline"},
     3: {"classify"},
     4: {"study", "binary", "detect"},

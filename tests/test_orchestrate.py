@@ -223,7 +223,9 @@ def fake(tmp_path, monkeypatch):
 
         def push(self, *extra):
             t = FakeTime()
-            return cli_kaggle(self.args("push", *extra), sleep=t.sleep, clock=t.clock)
+            # a quota no graph reaches: these tests are about order and state (the quota's own test
+            # passes --quota-hours again; argparse keeps the last)
+            return cli_kaggle(self.args("push", "--quota-hours", "100000", *extra), sleep=t.sleep, clock=t.clock)
 
     return Fake()
 
@@ -324,6 +326,20 @@ def test_dry_run_calls_nothing(fake, capsys):
     assert fake.calls() == []
     out = capsys.readouterr().out
     assert "would upload" in out and out.count("] push") == len(G.build("alice").nodes)
+
+
+def test_push_over_the_weekly_quota_stops_before_anything_with_what_to_cut(fake, capsys):
+    from siimcovid import costs
+
+    total = costs.plan([(n.slug, n.stage, n.session_class) for n in G.build("alice").order()],
+                       costs.read_measured()).gpu_hours
+    assert fake.push("--quota-hours", f"{total / 2:.1f}") == 1
+    assert fake.calls() == []  # no upload, no push, not even the credentials' check against Kaggle
+    out = capsys.readouterr().out
+    assert "stopped: the graph is projected at" in out and "To fit:" in out and "drop " in out
+    assert not (fake.out / "state.json").exists() or not json.loads((fake.out / "state.json").read_text()).get("kernels")
+    # a stage alone fits: the week's push goes through
+    assert fake.push("--quota-hours", f"{total / 2:.1f}", "--only", "siimcovid-wheels") == 0
 
 
 def test_resume_waits_for_a_version_pushed_before_an_interrupt(fake):

@@ -1,4 +1,5 @@
-"""Benchmarks: ``python -m siimcovid bench preprocess`` and ``bench study-input``.
+"""Benchmarks: ``python -m siimcovid bench preprocess``, ``bench study-input`` and ``bench models``
+(:mod:`siimcovid.dev.bench_models`).
 
 Writes (or reuses) a synthetic set of full-size DICOMs, ``--per-syntax`` of each transfer
 syntax, then in one run measures:
@@ -578,7 +579,12 @@ def cli(argv: list[str]) -> int:
     q.add_argument("--batch-size", type=int, default=16)
     q.add_argument("--batches", type=int, default=8, help="timed pipeline batches per setting")
     q.add_argument("--steps", type=int, default=3, help="timed training steps")
+    from . import bench_models
+
+    bench_models.add_parser(sub)
     a = ap.parse_args(argv)
+    if a.what == "models":
+        return bench_models.run_cli(a)
     if a.what == "study-input":
         s = bench_study_input(a.out, a.pre, a.size, a.images, a.pipeline_config, a.config, a.batch_size, a.batches,
                               a.steps, a.hub, a.scale)

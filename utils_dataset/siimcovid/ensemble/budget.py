@@ -4,7 +4,9 @@ The inference kernel times each member on a few test images (after a warm-up cal
 for building the model) BEFORE predicting the whole set, and prints the projection for the
 hidden test set (about the size of train: 6334 images in 6054 studies) against the limit.
 ``kaggle plan --budget FILE`` (siimcovid.kaggle) reads the same figures per stage
-(:func:`stage_budget`) to warn before anything is pushed.
+(:func:`stage_budget`) to warn before anything is pushed. Beside each timing it prints what the
+cost model (:mod:`siimcovid.costs`, the one ``kaggle plan`` projects with) expects of that member on
+a T4, so a run on Kaggle's GPU calibrates the model (docs/costs.md).
 """
 from __future__ import annotations
 
@@ -14,10 +16,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-HIDDEN_TEST_IMAGES = 6334
-HIDDEN_TEST_STUDIES = 6054
-LIMIT_S = 9 * 3600.0
-MARGIN = 0.8  # plan for 80 % of the limit: Kaggle's machines vary and a timed-out kernel scores nothing
+from ..costs import (HIDDEN_TEST_IMAGES, HIDDEN_TEST_STUDIES, INFERENCE_LIMIT_H, INFERENCE_MARGIN,
+                     variant_seconds_per_image)
+
+LIMIT_S = INFERENCE_LIMIT_H * 3600.0
+MARGIN = 1.0 - INFERENCE_MARGIN  # plan for 70 % of the limit, as kaggle plan does (siimcovid.costs)
 
 
 @dataclass
@@ -74,8 +77,10 @@ class Projection:
                f"(limit {self.limit_s / 3600:.0f} h, planning margin {self.margin:.0%}: "
                f"{'fits' if self.fits else 'DOES NOT FIT'})"]
         for m in sorted(self.members, key=lambda m: -m["total_s"]):
+            model = m.get("model_s_per_image")
             out.append(f"  {m['kind']:<10} {m['name']:<28} {m['seconds_per_image']:8.3f} s/image "
-                       f"+ {m['load_s']:5.1f} s load, x {m['units']} fold(s) -> {m['total_s'] / 3600:6.2f} h")
+                       f"+ {m['load_s']:5.1f} s load, x {m['units']} fold(s) -> {m['total_s'] / 3600:6.2f} h"
+                       + (f"  (cost model, T4: {model:.3f} s/image)" if model is not None else ""))
         if self.overhead_s:
             out.append(f"  {'overhead':<10} {'(preprocess, merge, write)':<28} -> {self.overhead_s / 3600:6.2f} h")
         return out
@@ -89,7 +94,8 @@ def project(timings: Sequence[Timing], *, n_images: int = HIDDEN_TEST_IMAGES, ov
     for t in timings:
         total = t.total(n_images)
         p.members.append({"name": t.name, "kind": t.kind, "seconds_per_image": t.seconds_per_image,
-                          "load_s": t.load_s, "units": t.units, "n_timed": t.n_timed, "total_s": total})
+                          "load_s": t.load_s, "units": t.units, "n_timed": t.n_timed, "total_s": total,
+                          "model_s_per_image": variant_seconds_per_image(t.name)})
         p.total_s += total
     p.total_s += p.overhead_s
     return p

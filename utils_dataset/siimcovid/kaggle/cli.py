@@ -63,6 +63,7 @@ def parser() -> argparse.ArgumentParser:
     _choices(p)
     p.add_argument("--budget", default=None,
                    help="JSON {stage: seconds per test image per kernel}: warn when inference may pass 9 h")
+    _costs_args(p)
     p = sub.add_parser("push", help="upload the utils dataset, push kernels in graph order, wait for each")
     _common(p)
     p.add_argument("--only", nargs="+", default=None, help="stages, slugs or slug prefixes to push")
@@ -73,6 +74,7 @@ def parser() -> argparse.ArgumentParser:
                    help="concurrent sessions, e.g. cpu=5,gpu=2,tpu=1 (the defaults)")
     _choices(p)
     p.add_argument("--poll", type=float, default=20.0, help="first poll interval in seconds (backs off to 300)")
+    _costs_args(p)
     p = sub.add_parser("status", help="the graph with each kernel's pushed version and state")
     _common(p)
     p.add_argument("--offline", action="store_true", help="only the state file, no kaggle call")
@@ -85,6 +87,24 @@ def parser() -> argparse.ArgumentParser:
                                        "`kaggle datasets create|version -r zip` (push uploads it itself)")
     _user(p, placeholder=True)
     return ap
+
+
+def _costs_args(p: argparse.ArgumentParser) -> None:
+    from ..costs import RECIPES, WEEKLY_QUOTA_H
+
+    p.add_argument("--recipe", default="default", choices=sorted(RECIPES), help="whose members the costs count")
+    p.add_argument("--quota-hours", type=float, default=WEEKLY_QUOTA_H,
+                   help="weekly GPU quota the graph's projected hours are held against (push refuses above it)")
+    p.add_argument("--costs", default=None, help="a `bench models` models.json (default: the committed "
+                                                  "configs/costs/measured.json)")
+
+
+def _cost_plan(a, nodes: list[G.Node]):
+    """The cost model (siimcovid.costs) over ``nodes``: hours per kernel, the total, the 9-hour check."""
+    from .. import costs
+
+    kernels = [(n.slug, n.stage, n.session_class) for n in nodes]
+    return costs.plan(kernels, costs.read_measured(a.costs), a.recipe, a.quota_hours)
 
 
 def _user_name(a) -> str:
@@ -148,6 +168,7 @@ def cli_kaggle(argv: list[str], sleep: Callable[[float], None] = time.sleep,
                       f"internet={n.kernel.metadata['enable_internet']})")
             return 0
         print(G.text(g))
+        print("\n".join(_cost_plan(a, g.order()).lines()))
         for w in warnings + G.budget_warnings(g, budget):
             print(f"warning: {w}")
         print(f"\n{len(g.nodes)} kernels rendered in {out / 'kernels'} (kaggle kernels push -p {out / 'kernels'}/<slug>)")
@@ -175,6 +196,13 @@ def cli_kaggle(argv: list[str], sleep: Callable[[float], None] = time.sleep,
     g.select(a.only)  # unknown names fail before anything is written
     if a.from_stage:
         g.select([a.from_stage])
+    cost = _cost_plan(a, g.select(a.only))  # what this push would start, against the week's quota
+    print("\n".join(cost.lines()))
+    if not a.dry_run and not cost.fits_quota:  # before credentials or any upload: nothing half-pushed
+        from ..costs import quota_error
+
+        print(f"stopped: {quota_error(cost)}")
+        return 1
     client = None if a.dry_run else _client()
     for w in _render(g, out / "kernels"):
         print(f"warning: {w}")
