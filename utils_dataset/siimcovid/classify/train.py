@@ -142,7 +142,7 @@ def _train_fold(cfg: "ClassifierConfig", task: "Task") -> dict:
     src = pick_size(pre, cfg.image_size, cfg.src_size, cfg.input_format)
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
-    tf.random.set_seed(cfg.seed)
+    keras().utils.set_random_seed(cfg.seed)  # Python, NumPy, TF and Keras's own seed generator (TF's recipe)
     strategy, device, policy = setup(cfg)
     header = run_header(f"{task.name}-train", cfg, out)
     log.info("%s fold %d -> %s (device %s, %d replica(s), precision %s, git %s)", task.name, cfg.fold, out, device,
