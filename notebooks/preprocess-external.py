@@ -41,7 +41,7 @@ except ImportError:  # on Kaggle: the utils dataset is mounted 1-4 folders below
     sys.path.insert(0, hits[0].rsplit("/siimcovid/", 1)[0])
     import siimcovid
 from siimcovid.kaggle.wheels import prepare_kernel
-prepare_kernel()  # no-op locally; on Kaggle: checks the image's TF / torch, installs the wheels kernel's output offline
+prepare_kernel("preprocess-external")  # no-op locally; on Kaggle: checks the image, installs what this kernel needs from the wheels offline
 
 # %%
 import pandas as pd

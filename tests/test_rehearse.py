@@ -36,6 +36,8 @@ Path("/kaggle/working/a.txt").write_text(md.version("torch") + " " + os.getcwd()
     "b": BOOT + """
 from siimcovid.paths import find_input
 print((find_input("a.txt") / "a.txt").read_text())""",
+    "hid": BOOT + """
+import mmdet  # in no wheel group of a kernel named "hid", and not in the Kaggle image""",
     "net": BOOT + """
 import socket
 try:
@@ -148,3 +150,12 @@ def test_a_fold_kernel_inference_did_not_use_fails_naming_inference(tmp_path):
     assert members("/kaggle/input/notebooks/u/xr-a/exp/fold0") == []
     (problem,) = members("/kaggle/input/notebooks/u/xr-other/exp/fold0")
     assert problem.startswith("xr-inference: used none of the 1 fold(s) xr-a trained")
+
+
+@needs_namespaces
+def test_a_package_the_kernels_wheel_groups_do_not_install_is_not_found(tmp_path):
+    assert "mmdet" in R.hidden_modules("hid") and "mmdet" not in R.hidden_modules("train-det")
+    assert "pydicom" in R.hidden_modules("train-study") and "pydicom" not in R.hidden_modules("preprocess")
+    report = _rehearse(tmp_path, _templates(tmp_path, []), {"hid"})
+    assert report["rc"] == 1
+    assert "No module named 'mmdet'" in report["problems"][0] and report["problems"][0].startswith("xr-hid: ")

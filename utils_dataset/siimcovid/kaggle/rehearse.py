@@ -55,11 +55,20 @@ _SITECUSTOMIZE = r'''
 import json, os, sys
 # settings beside this file, not in the environment: every process of the kernel reads them
 _cfg = json.load(open(os.path.join(os.path.dirname(__file__), "rehearsal_site.json")))
-_image, _netlog = _cfg["torch_build"], _cfg["netlog"]
+_image, _netlog, _hidden = _cfg["torch_build"], _cfg["netlog"], set(_cfg.get("hidden", ()))
 # the package comes from the mounted utils dataset, as on Kaggle: hide the venv's editable install
 sys.meta_path[:] = [f for f in sys.meta_path if "__editable__" not in getattr(f, "__module__", "")
                     and "__editable__" not in type(f).__module__]
 sys.path[:] = [p for p in sys.path if not p.rstrip("/").endswith("utils_dataset")]
+if _hidden:  # what the Kaggle image lacks and this kernel's wheel groups do not install
+    import importlib.abc as _abc
+    class _Hidden(_abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.partition(".")[0] in _hidden:
+                raise ModuleNotFoundError(f"No module named {name!r} (not in the Kaggle image, and not in the "
+                                          "wheel groups this kernel installs)", name=name)
+            return None
+    sys.meta_path.insert(0, _Hidden())
 if _image:
     import importlib.metadata as _md
     _version = _md.version
@@ -109,6 +118,22 @@ def sources(meta: dict) -> list[tuple[str, str]]:
     out += [("kernel", k) for k in meta.get("kernel_sources") or []]
     out += [("model", m) for m in meta.get("model_sources") or []]
     return out
+
+
+def hidden_modules(kernel: str) -> list[str]:
+    """Top-level modules a kernel would not find on Kaggle: those of the wheel set's packages that the
+    image lacks and that the kernel's groups (``wheels.KERNEL_NEEDS``, by notebook name) do not install.
+    This venv has every package, so without hiding them a missing group would pass here and fail there."""
+    from importlib.metadata import packages_distributions
+
+    from .image import load
+    from .wheels import KERNEL_NEEDS, REQUIREMENT_GROUPS, _norm
+
+    image = {_norm(n) for n in load().packages} | {"setuptools"}  # the image has its own setuptools
+    installs = {_norm(n) for g in KERNEL_NEEDS.get(kernel, ()) for n in REQUIREMENT_GROUPS[g]}
+    absent = {_norm(n) for names in REQUIREMENT_GROUPS.values() for n in names} - installs - image
+    return sorted(mod for mod, dists in packages_distributions().items()
+                  if not mod.startswith("_") and dists and all(_norm(d) in absent for d in dists))
 
 
 def make_model_stand_in(folder: Path) -> None:
@@ -214,7 +239,9 @@ class Rehearsal:
         site.mkdir(parents=True, exist_ok=True)
         netlog = kdir / "network.log"
         (site / "sitecustomize.py").write_text(_SITECUSTOMIZE)
-        (site / "rehearsal_site.json").write_text(json.dumps({"torch_build": row["image"], "netlog": str(netlog)}))
+        row["hidden"] = hidden_modules(node.kernel.notebook.stem)
+        (site / "rehearsal_site.json").write_text(json.dumps({"torch_build": row["image"], "netlog": str(netlog),
+                                                              "hidden": row["hidden"]}))
         netlog.unlink(missing_ok=True)
         nb_in = self.kernels_dir / node.slug / meta["code_file"]
         nb_out = kdir / meta["code_file"]

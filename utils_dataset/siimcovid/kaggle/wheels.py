@@ -57,19 +57,22 @@ REQUIREMENT_GROUPS = {
               "dicomsdl"),
     "classify": ("setuptools", "segmentation-models", "efficientnet", "image-classifiers", "keras-applications",
                  "tensorflow-hub", "tf-keras"),
+    # the one config loader (siimcovid.variants reads every stage's variants with mmengine's Config)
+    "config": ("mmengine", "addict", "yapf"),
     # the detection stack without its compiled part: a CPU kernel that only reads mmdet's files
     # (configs, model-zoo metafiles) can take these without mmcv
-    "detect": ("ensemble-boxes", "mmengine", "mmdet", "pycocotools", "addict", "yapf", "terminaltables"),
+    "detect": ("ensemble-boxes", "mmdet", "pycocotools", "terminaltables"),
     "mmcv": ("mmcv",),
 }
 # notebook name -> the groups it imports (inference preprocesses the test DICOMs, then runs both kinds)
 KERNEL_NEEDS = {
     "preprocess": ("dicom",),
-    "train-study": ("classify",),
-    "train-binary": ("classify",),
-    "train-det": ("detect", "mmcv"),
-    "weights": ("detect",),  # reads mmdet's model-zoo metafiles, never imports mmcv (CPU image)
-    "inference": ("dicom", "classify", "detect", "mmcv"),
+    "train-study": ("config", "classify"),
+    "train-binary": ("config", "classify"),
+    "train-det": ("config", "detect", "mmcv"),
+    "weights": ("config", "detect"),  # reads mmdet's model-zoo metafiles, never imports mmcv (CPU image)
+    "inference": ("dicom", "config", "classify", "detect", "mmcv"),
+    "preprocess-external": ("dicom", "config", "detect"),  # variants, and WBF (ensemble-boxes) of the readers
 }
 # Compiled against the image's torch and CUDA: only these need the wheels kernel's exact torch build
 # (pure-Python wheels and the codecs' own C extensions do not link torch).
