@@ -340,6 +340,12 @@ def test_push_over_the_weekly_quota_stops_before_anything_with_what_to_cut(fake,
     assert not (fake.out / "state.json").exists() or not json.loads((fake.out / "state.json").read_text()).get("kernels")
     # a stage alone fits: the week's push goes through
     assert fake.push("--quota-hours", f"{total / 2:.1f}", "--only", "siimcovid-wheels") == 0
+    # next week: what completed is not counted again, so the rest fits a quota the whole graph does not
+    wheels = costs.plan([("siimcovid-wheels", "wheels", "gpu")], costs.read_measured()).gpu_hours
+    assert wheels > 0
+    capsys.readouterr()
+    assert fake.push("--quota-hours", f"{total - wheels / 2:.2f}") == 0
+    assert "stopped:" not in capsys.readouterr().out
 
 
 def test_resume_waits_for_a_version_pushed_before_an_interrupt(fake):

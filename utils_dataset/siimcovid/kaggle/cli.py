@@ -196,20 +196,24 @@ def cli_kaggle(argv: list[str], sleep: Callable[[float], None] = time.sleep,
     g.select(a.only)  # unknown names fail before anything is written
     if a.from_stage:
         g.select([a.from_stage])
-    cost = _cost_plan(a, g.select(a.only))  # what this push would start, against the week's quota
-    print("\n".join(cost.lines()))
-    if not a.dry_run and not cost.fits_quota:  # before credentials or any upload: nothing half-pushed
-        from ..costs import quota_error
-
-        print(f"stopped: {quota_error(cost)}")
-        return 1
-    client = None if a.dry_run else _client()
+    client = None if a.dry_run else _client()  # a local check of the credentials, before anything is written
     for w in _render(g, out / "kernels"):
         print(f"warning: {w}")
     from .render import dataset_dir
 
     pusher = Pusher(g, client, state, out / "kernels", dataset_dir(out, g.user), limits=limits,
                     poll=Poll(first_s=a.poll), sleep=sleep, clock=clock)
+    # what this push would start (a kernel that completed this rendering, or is running it, is not
+    # pushed again), against the week's quota
+    selected, forced = pusher.targets(a.only, a.from_stage)
+    cost = _cost_plan(a, [n for n in selected if n.slug in forced
+                          or not (pusher._up_to_date(n) or pusher._in_flight(n))])
+    print("\n".join(cost.lines()))
+    if not a.dry_run and not cost.fits_quota:  # before any upload or push: nothing half-pushed
+        from ..costs import quota_error
+
+        print(f"stopped: {quota_error(cost)}")
+        return 1
     print(G.text(g))
     try:
         return pusher.run(a.only, a.from_stage, a.dry_run)
