@@ -94,6 +94,8 @@ def unshare_available() -> str | None:
     """None when namespaces can be made here, else why not."""
     if not shutil.which("unshare"):
         return "no `unshare` on PATH (util-linux)"
+    if not shutil.which("ip"):
+        return "no `ip` on PATH (iproute2: it brings up the namespace's loopback for the notebook's kernel)"
     probe = subprocess.run(["unshare", "-n", "-m", "--propagation", "private", "true"], capture_output=True, text=True)
     if probe.returncode:
         return f"`unshare -n -m` refused: {probe.stderr.strip()[:200]} (needs root or user namespaces)"
@@ -145,7 +147,8 @@ def make_model_stand_in(folder: Path) -> None:
 
 
 def _mount_script(mounts: list[tuple[Path, str]], working: Path, cmd: list[str]) -> str:
-    lines = ["set -e", "ip link set lo up", "mount -t tmpfs -o size=64m siim-kaggle /kaggle",
+    # /kaggle (empty) is the mount point on the host; the namespace's tmpfs over it holds input/ and working/
+    lines = ["set -e", "ip link set lo up", "mkdir -p /kaggle", "mount -t tmpfs -o size=64m siim-kaggle /kaggle",
              "mkdir -p /kaggle/input /kaggle/working"]
     for src, rel in mounts:
         dst = shlex.quote(f"/kaggle/input/{rel}")
@@ -358,7 +361,6 @@ def cli(argv: list[str]) -> int:
     why = unshare_available()
     if why:
         raise UserError(f"rehearse: cannot cut the network and mount inputs read-only here: {why}")
-    Path("/kaggle").mkdir(exist_ok=True)  # the mount point of each kernel's private /kaggle
     out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     profile = load_profile(a.profile)
