@@ -48,20 +48,11 @@ import pandas as pd
 
 from siimcovid.layout import find_preprocess, read_errors
 from siimcovid.paths import working_dir
-from siimcovid.preprocess.external.cli import adapter, convert
-from siimcovid.variants import load
+from siimcovid.preprocess.external.cli import convert_sources
 
 out = out_dir or str(working_dir("work/external"))
-like = exclude_like or str(find_preprocess(None))
-counts, skipped = {}, {}
-for source in sources:
-    settings = {**overrides.get(source, {}), "src": src_dirs.get(source) or "", "out": f"{out}/{source}",
-                "sizes": list(sizes), "exclude_like": like, "limit": limit}
-    cfg = load("external", source, settings, adapter(source).Config)
-    try:
-        counts[source] = convert(source, cfg)["counts"]
-    except FileNotFoundError as exc:  # the source is not attached to this kernel
-        skipped[source] = str(exc)
+counts, skipped = convert_sources(sources, out, src_dirs=src_dirs, sizes=sizes, limit=limit, overrides=overrides,
+                                  exclude_like=exclude_like or str(find_preprocess(None)))
 print(pd.DataFrame(counts).T.drop(columns=["opacity", "errors_by_stage"], errors="ignore").to_string())
 for source, why in skipped.items():
     print(f"{source}: skipped ({why})")

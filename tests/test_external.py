@@ -162,3 +162,13 @@ def test_a_worker_pool_writes_the_same_output(sets, tmp_path):
     for image_id in one.index:
         a, b = (layout.image_path(o, SIZE, "train", image_id).read_bytes() for o in (out1, out2))
         assert a == b
+
+
+def test_a_kernel_that_finds_no_source_fails_instead_of_looking_complete(tmp_path, monkeypatch):
+    from siimcovid.errors import UserError
+    from siimcovid.preprocess.external.cli import convert_sources
+
+    monkeypatch.setenv("SIIM_INPUT", str(tmp_path / "empty"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no external source found: rsna: .*chexpert: "):
+        convert_sources(["rsna", "chexpert"], tmp_path / "out", sizes=[64])

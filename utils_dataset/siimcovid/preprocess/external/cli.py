@@ -27,6 +27,31 @@ def convert(source: str, cfg) -> dict:
     return base.run(source, cfg, items, errors, fuse=fuse, src_dir=src)
 
 
+def convert_sources(sources, out: str | Path, *, src_dirs=None, sizes=(512,), exclude_like=None, limit: int = 0,
+                    overrides=None) -> tuple[dict[str, dict], dict[str, str]]:
+    """The preprocess-external kernel: every source of ``sources`` found (under ``src_dirs`` or the
+    inputs) written to ``out/<source>``. -> (counts per converted source, why each other one was
+    skipped: not attached). Nothing found at all is an error: a kernel that converted nothing must
+    not look complete."""
+    from ...errors import UserError
+    from ...variants import load
+
+    src_dirs, overrides = src_dirs or {}, overrides or {}
+    counts: dict[str, dict] = {}
+    skipped: dict[str, str] = {}
+    for source in sources:
+        settings = {**overrides.get(source, {}), "src": src_dirs.get(source) or "", "out": f"{out}/{source}",
+                    "sizes": list(sizes), "limit": limit, **({"exclude_like": exclude_like} if exclude_like else {})}
+        cfg = load("external", source, settings, adapter(source).Config)
+        try:
+            counts[source] = convert(source, cfg)["counts"]
+        except FileNotFoundError as exc:  # the source is not attached to this kernel
+            skipped[source] = str(exc)
+    if not counts:
+        raise UserError("no external source found: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+    return counts, skipped
+
+
 def cli(argv: list[str]) -> int:
     """External chest X-ray set -> the preprocess layout (exit 0 when every listed image converted
     or was left out on purpose, 1 when some failed or are missing, 2 for a user error)."""
