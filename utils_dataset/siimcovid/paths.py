@@ -92,6 +92,16 @@ def find_input(marker: str, hint: str | os.PathLike | None = None, max_depth: in
     raise InputNotFoundError(f"no folder holding {marker!r} under {where}: pass the folder that holds it")
 
 
+def find_all(marker: str, max_depth: int = 6) -> list[Path]:
+    """Every folder holding ``marker`` under the search roots (SIIM_INPUT, then /kaggle/input), for
+    inputs that may be mounted more than once (one pre-training output per variant); [] when none."""
+    out: list[Path] = []
+    for root in search_roots(None):
+        if root.is_dir():
+            out += [p for p in _holders(root, marker, max_depth) if p not in out]
+    return out
+
+
 def _one(found: list[Path], marker: str, root: Path) -> Path:
     if not found:
         raise InputNotFoundError(f"{root}: no folder holding {marker!r} at or below it: pass the folder that holds it")

@@ -5,6 +5,10 @@ is accepted too and stripped before rendering). An entry is a template name (eve
 template) or ``{"stage": NAME, "match": {"fold": "{fold}"}}`` (only the kernels whose ``repeat``
 values match, placeholders filled from this kernel's own values). ``kernel_sources`` of every
 kernel is generated from these edges; a hand-written list in a template is replaced (and reported).
+An entry may add ``"if_present": true`` (the edge exists only when that stage is in the graph: an
+optional stage such as pretrain-det) and ``"params": {...}`` (notebook parameters the kernel gets with
+the edge, e.g. ``{"init_from": "pretrain-det"}``), so a kernel source and the setting that reads it
+are never one without the other.
 
 Fan-in: when a kernel would read more kernels than ``max_fan_in``, the largest upstream stages are
 collected through one ``siimcovid-collect-<stage>`` kernel each (``notebooks/collect``), which copies
@@ -151,6 +155,8 @@ def _resolve(entry: Any, node: Node, by_stage: dict[str, list[Node]], template: 
     else:
         raise UserError(f"kernel-metadata/{template}.json: bad `needs` entry {entry!r}: "
                         "use a stage name or {\"stage\": NAME, \"match\": {...}}")
+    if stage not in by_stage and isinstance(entry, dict) and entry.get("if_present"):
+        return []
     if stage not in by_stage:
         raise UserError(f"kernel-metadata/{template}.json: needs unknown stage {stage!r}; "
                         f"stages: {', '.join(sorted(by_stage))}")
@@ -258,14 +264,19 @@ def build(user: str, meta_dir: str | Path | None = None, max_fan_in: int = MAX_F
         for node in by_stage[name]:
             ups: list[str] = []
             for entry in needs[name]:
-                ups += [u.slug for u in _resolve(entry, node, by_stage, name) if u.slug not in ups]
+                hits = _resolve(entry, node, by_stage, name)
+                ups += [u.slug for u in hits if u.slug not in ups]
+                if hits and isinstance(entry, dict) and entry.get("params"):
+                    node.kernel.params.update(copy.deepcopy(entry["params"]))
             if node.slug in ups:
                 raise UserError(f"kernel-metadata/{name}.json: {node.slug} needs itself")
             node.upstream = ups
     differ = set()  # templates still holding a hand-written list that disagrees with `needs`
     for n in nodes.values():
         hand = templates[n.stage].get("kernel_sources")
-        if hand and {h.replace("{user}", user) for h in hand} != {nodes[u].id for u in n.upstream}:
+        # an optional stage's edge (if_present) is not in the hand-written list: compare the rest
+        fixed = {nodes[u].id for u in n.upstream if nodes[u].stage not in optional}
+        if hand and {h.replace("{user}", user) for h in hand} != fixed:
             differ.add(n.stage)
     notes += [f"kernel-metadata/{s}.json: its hand-written kernel_sources differ from the graph's and are "
               "replaced (declare the stages it reads in `_render.needs`)" for s in sorted(differ)]
