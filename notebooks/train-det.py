@@ -26,6 +26,8 @@ folds = None  # list of folds to train in this run (local runs), None: only `fol
 size = None  # input px (the preprocess output must hold it), None: the config's siim.size
 train_round = 1  # 2+: train + pseudo-labelled test images (needs `pseudo`)
 pseudo = None  # pseudo_labels.csv of det-pseudo; None: searched under /kaggle/input in round 2+
+init_from = None  # "pretrain-det": start from the pretrain-det kernel's weights (the graph sets it when that
+                  # kernel is in the plan); a .pth path; None: the config's siim.weights (COCO on Kaggle)
 overrides = {}  # any config key, e.g. {"train_cfg.max_epochs": 2, "siim.weights": "/kaggle/input/.../coco.pth"}
 preprocess = None  # folder holding meta.csv, None: find it under /kaggle/input
 workdir = None  # None: /kaggle/working (Kaggle) or ./work/det
@@ -57,7 +59,7 @@ from siimcovid.ensemble.det_merge import format_scores, merge as merge_folds
 from siimcovid.detect.train import run
 
 scores = run(config, folds if folds is not None else [fold], size=size, train_round=train_round, pseudo=pseudo,
-             overrides=overrides, preprocess=preprocess, workdir=workdir, gpus=gpus)
+             init_from=init_from, overrides=overrides, preprocess=preprocess, workdir=workdir, gpus=gpus)
 pd.DataFrame(scores)
 
 # %% [markdown]

@@ -28,11 +28,17 @@ else
   siim synth --out "$D/data" --studies "$STUDIES" --seed "$SEED" --scale "$SCALE"
 fi
 [ -f "$D/data/folds.csv" ] || siim folds --data "$D/data" --k 5 --seed 42
+# External data: an RSNA-Pneumonia-layout set drawn like the competition's (DEMO_RSNA images), plus the
+# hand-made CheXpert / VinBigData / NIH sets, laid out as Kaggle mounts them (run-local --inputs).
+siim synth-external --out "$D/inputs" --rsna "${DEMO_RSNA:-600}" --chexpert 0 --seed "$SEED"
 # The kernel graph, locally: every notebook under papermill in graph order (run-local; the same
 # notebooks the Kaggle kernels run). The study folds use the demo_cpu variant on a tiny, randomly
 # initialised stand-in for EfficientNetV2 (configs/local/demo.yaml; no downloads here).
 # DEMO_JOBS kernels at once (default 2: the fold kernels in pairs, one core each).
+# With the optional stages preprocess-external and pretrain-det: the detector folds start from a
+# detector pre-trained on the RSNA-layout set (init_from="pretrain-det", wired by the graph).
 siim run-local --data "$D/data" --out "$D/run" --profile "$PROFILE" --param "preprocess.sizes=[$SIZE]" \
+  --param "preprocess-external.sizes=[$SIZE]" --include preprocess-external pretrain-det --inputs "$D/inputs" \
   --jobs "${DEMO_JOBS:-2}"
 found() { find "$1" -maxdepth 4 -name "$2" -print -quit | xargs -r dirname; }
 PRE=$(found "$D/run/siimcovid-preprocess/work" meta.csv)
@@ -83,6 +89,20 @@ for f in "$D"/run/siimcovid-train-det-r1-fold-*/work/det/*/fold*; do
   [ -d "$f" ] && ln -sfn "$(cd "$f" && pwd)" "$D/det/$(basename "$f")"
 done
 siim det-merge --work "$D/det" --truth "$D/data" || echo "det-merge: a fold was skipped, see $D/det/scores.json" >&2
+# Pre-trained against scratch: folds 0 and 1 of the same detector trained again from random init (two
+# at once, a core each), merged beside the same two pre-trained folds (folds 2-4 left out to fit the time).
+SCRATCH_FOLDS="0 1"
+mkdir -p "$D/det-pretrained"
+for k in $SCRATCH_FOLDS; do
+  [ -d "$D/det/fold$k" ] && ln -sfn "$(cd "$D/det/fold$k" && pwd)" "$D/det-pretrained/fold$k"
+  [ -f "$D/det-scratch/demo_cpu/fold$k/fold_score.json" ] || \
+    OMP_NUM_THREADS=1 siim det-train --config demo_cpu --size "$SIZE" --fold "$k" --preprocess "$PRE" \
+      --workdir "$D/det-scratch" --no-progress > "$D/det-scratch-fold$k.log" 2>&1 &
+done
+wait
+siim det-compare --truth "$D/data" --out "$D/det_start.json" \
+  "scratch=$D/det-scratch/demo_cpu" "pretrain-det=$D/det-pretrained" > "$D/det_start.txt" \
+  || echo "det-compare: see $D/det_start.json" >&2
 # The CV report: the inference kernel's merge (fitted on the members' out-of-fold predictions) scored on
 # them, per member and per merge rule, with and without TTA ($D/cv_report/cv_report.html: PR curves,
 # confusion matrix, calibration of `none`, example images).
@@ -109,4 +129,7 @@ PY
 echo
 echo "CV report (out-of-fold, train split; * = the merge the inference kernel used):"
 cat "$D/cv_report.txt"
+echo
+echo "Detector start, same folds ($SCRATCH_FOLDS): from random init vs from pretrain-det (RSNA-layout set):"
+cat "$D/det_start.txt"
 echo "submission: $D/submission.csv"

@@ -11,6 +11,7 @@ import sys
 # name -> (module, function, one-line help). The function takes argv (list[str]) -> int.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "synth": ("siimcovid.dev.synthetic", "cli", "write a synthetic, competition-shaped data set"),
+    "synth-external": ("siimcovid.dev.external_sets", "cli", "synthetic external sets (RSNA, CheXpert layouts)"),
     "folds": ("siimcovid.folds", "cli", "write the patient-grouped, class-stratified fold CSV"),
     "score": ("siimcovid.metric", "cli", "score a submission with the competition metric"),
     "validate-submission": ("siimcovid.submission", "cli_validate", "check a submission.csv"),
@@ -29,7 +30,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "binary-merge": ("siimcovid.ensemble.binary_merge", "cli", "merge binary none members x folds: fitted weights, OOF none AP"),
     "det-train": ("siimcovid.detect.train", "cli", "train one fold of a detector (mmdet), predict OOF + test boxes"),
     "det-merge": ("siimcovid.ensemble.det_merge", "cli", "merge detector folds: OOF/test boxes, opacity + none AP"),
+    "det-compare": ("siimcovid.ensemble.det_merge", "cli_compare", "detector folds from other starts, side by side"),
     "det-pseudo": ("siimcovid.detect.pseudo", "cli", "pseudo-labels for the next detector round"),
+    "pretrain-det": ("siimcovid.pretrain.det", "cli", "pre-train a detector on external boxes; it starts the folds"),
     "infer": ("siimcovid.inference", "cli", "inference kernel: test DICOMs -> study folds + learner -> submission.csv"),
     "cv-report": ("siimcovid.ensemble.report", "cli", "OOF score of every member and merge rule; fits the merge (HTML + PNGs)"),
     "kaggle": ("siimcovid.kaggle.cli", "cli_kaggle",

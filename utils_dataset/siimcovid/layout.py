@@ -67,6 +67,25 @@ def find_preprocess(hint: str | os.PathLike | None = None) -> Path:
         raise MissingPreprocess(f"{exc}; pass --preprocess (the preprocess output folder)") from None
 
 
+EXTERNAL_STAGE = "external"  # preprocess.json's `stage` in an external set's folder
+
+
+def find_external(source: str, hint: str | os.PathLike | None = None) -> Path:
+    """The external set of ``source`` (``python -m siimcovid external``'s output, or the
+    preprocess-external kernel's ``<source>/`` folder) under ``hint`` or the inputs."""
+    from .errors import UserError
+    from .paths import find_all
+
+    hits = [p for p in find_all(META_CSV, hint)
+            if (read_summary(p) or {}).get("stage") == EXTERNAL_STAGE and read_summary(p).get("source") == source]
+    if not hits:
+        where = hint or "the inputs (attach the preprocess-external kernel)"
+        raise UserError(f"no external {source} set (a {META_CSV} whose {SUMMARY_JSON} says source {source}) under {where}")
+    if len(hits) > 1:
+        raise UserError(f"{len(hits)} external {source} sets: {', '.join(map(str, hits))}; pass the one you mean")
+    return hits[0]
+
+
 def image_path(pre_dir: str | os.PathLike, size: int, split: str, image_id: str) -> Path:
     """``P/images/<size>/<split>/<image_id>.png``."""
     return Path(pre_dir) / IMAGES_DIR / str(int(size)) / split / f"{image_id}.png"

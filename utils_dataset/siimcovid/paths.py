@@ -92,11 +92,12 @@ def find_input(marker: str, hint: str | os.PathLike | None = None, max_depth: in
     raise InputNotFoundError(f"no folder holding {marker!r} under {where}: pass the folder that holds it")
 
 
-def find_all(marker: str, max_depth: int = 6) -> list[Path]:
-    """Every folder holding ``marker`` under the search roots (SIIM_INPUT, then /kaggle/input), for
-    inputs that may be mounted more than once (one pre-training output per variant); [] when none."""
+def find_all(marker: str, hint: str | os.PathLike | None = None, max_depth: int = 6) -> list[Path]:
+    """Every folder holding ``marker`` under ``hint`` or else the search roots (SIIM_INPUT, then
+    /kaggle/input), for inputs mounted more than once (one pre-training output per variant, one
+    external set per source); [] when none."""
     out: list[Path] = []
-    for root in search_roots(None):
+    for root in search_roots(hint):
         if root.is_dir():
             out += [p for p in _holders(root, marker, max_depth) if p not in out]
     return out
@@ -120,6 +121,7 @@ def working_dir(default: str | os.PathLike = "work") -> Path:
 
 # A competition folder's DICOM tree (train/<study>/<series>/*.dcm: thousands of folders) sits
 # within six levels of /kaggle/input; no input the package looks for is inside it.
+COMPETITION = "siim-covid19-detection"  # the competition's slug (/kaggle/input/competitions/<slug>)
 COMPETITION_FILES = ("train_study_level.csv", "train_image_level.csv", "sample_submission.csv")
 DICOM_SPLITS = ("train", "test")
 

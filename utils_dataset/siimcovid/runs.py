@@ -37,6 +37,9 @@ SCORES_JSON = "fold_score.json"
 # A detector fold (detect/) writes its weights and loss curve under these names instead of
 # best.weights.h5 / history.png; the rest of its folder is the names above.
 MODEL_PTH = "model.pth"
+# config.json key: the weights file a run started from (init_from / the weights kernel), null = random init;
+# the rehearsal checks it to see that a fold the graph wired to a pre-training really started from it
+INIT_WEIGHTS = "init_weights"
 LOSS_PNG = "loss.png"
 FOLD_RE = re.compile(r"^fold\d+$")
 # A folder is a fold when it is named fold<k> and holds one of these (a fold still training has

@@ -152,11 +152,17 @@ def prepare(cfg, run_dir: str | Path, train_json: str | Path | None = None):
         backbone["init_cfg"] = dict(type="Pretrained", checkpoint=str(s["backbone_weights"]))
     else:
         backbone["init_cfg"] = None
+    from ..pretrain.outputs import find_init
     from .zoo import resolve_weights
 
     s["weights"] = resolve_weights(s.get("weights"), s.get("variant_file") or s.get("variant"))
-    cfg.load_from = s["weights"]
-    if not s["weights"] and not s.get("backbone_weights"):
+    init = find_init(s.get("init_from"), "pretrain-det", match={"variant": s.get("variant")},
+                     what=f"detector {s.get('variant')}")
+    cfg.load_from = str(init.path) if init else s["weights"]
+    s["init_weights"] = cfg.load_from
+    # from random init (or from weights a from-scratch pre-training wrote) every stage trains and BN learns
+    # (a bare .pth given as init_from is taken as trained weights)
+    if (init.from_scratch if init else not (s["weights"] or s.get("backbone_weights"))):
         train_from_scratch(backbone)
     return cfg
 

@@ -25,7 +25,8 @@ from ..accelerator import torch_device
 from ..errors import UserError
 from ..layout import find_preprocess
 from ..log import get_logger, run_header
-from ..runs import HISTORY_CSV, LOSS_PNG, MODEL_PTH, OOF_CSV, SCORES_JSON, TEST_CSV, claim, fold_dir, write_config
+from ..runs import (HISTORY_CSV, INIT_WEIGHTS, LOSS_PNG, MODEL_PTH, OOF_CSV, SCORES_JSON, TEST_CSV, claim, fold_dir,
+                    write_config)
 from . import coco
 from . import config as C
 from ..tables import write_detector
@@ -137,16 +138,20 @@ def plot_loss(hist: pd.DataFrame, path: Path) -> Path | None:
 
 
 def train_fold(cfg, *, preprocess=None, workdir="work/det", launcher: str = "none", predict: bool = True,
-               progress: bool = True) -> dict:
+               progress: bool = True, table: tuple[pd.DataFrame, str, Path] | None = None) -> dict:
     """Train (or resume) one fold, then predict its held-out and the test images. Returns fold_score.
     Rank 0 claims the fold folder first (:func:`siimcovid.runs.claim`): a second run refuses (the
-    other ranks of one torchrun launch are the same run)."""
-    with claim(run_dir(cfg, workdir)) if rank() == 0 else contextlib.nullcontext():
-        return _train_fold(cfg, preprocess=preprocess, workdir=workdir, launcher=launcher, predict=predict,
-                           progress=progress)
+    other ranks of one torchrun launch are the same run).
+
+    ``table``: (rows as :func:`coco.load_meta` returns them, what they are, the run folder) instead of
+    the competition's preprocess output and the fold folder (pre-training on external sets)."""
+    out = table[2] if table else run_dir(cfg, workdir)
+    with claim(out) if rank() == 0 else contextlib.nullcontext():
+        return _train_fold(cfg, preprocess=preprocess, out=out, launcher=launcher, predict=predict,
+                           progress=progress, table=table)
 
 
-def _train_fold(cfg, *, preprocess, workdir, launcher: str, predict: bool, progress: bool) -> dict:
+def _train_fold(cfg, *, preprocess, out: Path, launcher: str, predict: bool, progress: bool, table) -> dict:
     from mmdet.utils import register_all_modules
     from mmengine.runner import Runner
 
@@ -158,10 +163,12 @@ def _train_fold(cfg, *, preprocess, workdir, launcher: str, predict: bool, progr
         import torch
 
         torch.use_deterministic_algorithms(True, warn_only=True)
-    pre = find_preprocess(preprocess or s.get("preprocess"))
-    meta = coco.load_meta(pre, size)
+    if table is None:
+        pre = find_preprocess(preprocess or s.get("preprocess"))
+        meta = coco.load_meta(pre, size)
+    else:
+        meta, pre = table[0], table[1]
     pseudo = _read_pseudo(cfg)
-    out = run_dir(cfg, workdir)
     # every check above raises before anything is written
     out.mkdir(parents=True, exist_ok=True)
     train_json, train_rows, held = coco.write_fold(meta, fold, size, out / "coco", empty_rate=float(s["empty_rate"]),
@@ -172,15 +179,15 @@ def _train_fold(cfg, *, preprocess, workdir, launcher: str, predict: bool, progr
     # resume=True with load_from set would "resume" from the COCO weights: resume only from our own epochs
     if resume_from is not None:
         cfg.resume, cfg.load_from = True, str(resume_from)
-    resolved = {"siim": dict(s), "preprocess": str(pre), "src_size": size, "exp": exp_name(cfg), "fold": fold,
+    resolved = {"siim": dict(s), "preprocess": str(pre), INIT_WEIGHTS: s.get("init_weights"), "src_size": size, "exp": exp_name(cfg), "fold": fold,
                 "n_train_images": int(len(train_rows)), "n_oof_images": int(len(held)),
                 "mmdet_config": cfg.to_dict()}
     if rank() == 0:
         write_config(out, resolved)
         run_header("det-train", {**dict(s), "resume_from": str(resume_from) if resume_from else None}, out)
-    log.info("det-train %s fold %d: %d training images (%d boxes), %d held out, resume from %s",
+    log.info("det-train %s fold %d: %d training images (%d boxes), %d held out, weights from %s, resume from %s",
              exp_name(cfg), fold, len(train_rows), int(train_rows["boxes_frame"].map(len).sum()), len(held),
-             resume_from)
+             s.get("init_weights") or "random init", resume_from)
     register_all_modules()
     t0 = time.time()
     runner = Runner.from_cfg(cfg)
@@ -248,14 +255,15 @@ def gpu_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def torchrun_command(argv: list[str], gpus: int) -> list[str]:
-    """det-train under torchrun on ``gpus`` GPUs (mmdet's distributed launcher, one process per GPU)."""
+def torchrun_command(argv: list[str], gpus: int, command: str = "det-train") -> list[str]:
+    """``command`` (det-train, pretrain-det) under torchrun on ``gpus`` GPUs (mmdet's distributed
+    launcher, one process per GPU)."""
     return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={int(gpus)}", "--master_port=29517",
-            "-m", "siimcovid", "det-train", *argv, "--launcher", "pytorch"]
+            "-m", "siimcovid", command, *argv, "--launcher", "pytorch"]
 
 
 def run(config=None, folds=(0,), *, size=None, train_round=None, pseudo=None, overrides=None, preprocess=None,
-        workdir=None, gpus=None, progress=True) -> list[dict]:
+        workdir=None, gpus=None, progress=True, init_from=None) -> list[dict]:
     """The notebook's one call: train + predict ``folds``; on several GPUs through torchrun
     (a child process per GPU), else in this process. Returns each fold's fold_score."""
     import subprocess
@@ -263,7 +271,8 @@ def run(config=None, folds=(0,), *, size=None, train_round=None, pseudo=None, ov
     from ..paths import working_dir
 
     sets = [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in (overrides or {}).items()]
-    for key, value in (("siim.size", size), ("siim.round", train_round), ("siim.pseudo", pseudo)):
+    for key, value in (("siim.size", size), ("siim.round", train_round), ("siim.pseudo", pseudo),
+                       ("siim.init_from", init_from)):
         if value is not None:
             sets.append(f"{key}={value}")
     workdir = Path(workdir) if workdir else working_dir("work/det")

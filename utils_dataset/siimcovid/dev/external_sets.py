@@ -171,3 +171,128 @@ def write_all(root: str | Path, like_seed: int = 100) -> dict[str, Path]:
     out["like"] = write_like(root / "like", seed=like_seed)
     (root / "external_sets.json").write_text(json.dumps({k: str(v) for k, v in out.items()}))
     return out
+
+
+# ------------------------------------------------------------------------- demo-sized sets
+# The demo's external sets: many images in the RSNA and CheXpert layouts, drawn like the synthetic
+# competition set (same anatomy and opacity renderer), so pre-training on them is related to the
+# task as RSNA Pneumonia is to SIIM. RSNA's share of Target 1 images is about 31 %.
+RSNA_POSITIVE = 0.31
+
+
+def _labelled_picture(rng: np.random.Generator, orig: int, positive: bool) -> tuple[np.ndarray, list]:
+    from .synthetic import Anatomy, _n_boxes, sample_boxes
+
+    anatomy = Anatomy.sample(rng)
+    rel = sample_boxes(rng, "typical", anatomy, _n_boxes(rng, "typical")) if positive else []
+    boxes = [(x0 * orig, y0 * orig, x1 * orig, y1 * orig) for x0, y0, x1, y1 in rel]
+    img = render_study_image(rng, orig, orig, "typical" if positive else "negative", boxes, anatomy=anatomy)
+    return np.rint(img * 255).astype(np.uint8), boxes
+
+
+def write_rsna_like(src: str | Path, n: int, seed: int = 0, orig: int = 256) -> Path:
+    """``n`` 8-bit DICOMs (``orig`` px square, as RSNA's 1024 px ones) with ``stage_2_train_labels.csv``
+    and ``stage_2_detailed_class_info.csv`` as published; box-less images are Normal or Not Normal."""
+    src = Path(src)
+    rng = np.random.default_rng(seed)
+    labels, classes = [], []
+    for i in range(n):
+        pid = f"rsna{seed:02d}-{i:05d}"
+        img, boxes = _labelled_picture(rng, orig, rng.random() < RSNA_POSITIVE)
+        _dicom(src / "stage_2_train_images" / f"{pid}.dcm", img, pid)
+        for x0, y0, x1, y1 in boxes:
+            labels.append(f"{pid},{x0:.1f},{y0:.1f},{x1 - x0:.1f},{y1 - y0:.1f},1")
+            classes.append(f"{pid},Lung Opacity")
+        if not boxes:
+            labels.append(f"{pid},,,,,0")
+            classes.append(f"{pid},{'Normal' if rng.random() < 0.45 else 'No Lung Opacity / Not Normal'}")
+    _csv(src / "stage_2_train_labels.csv", "patientId,x,y,width,height,Target", labels)
+    _csv(src / "stage_2_detailed_class_info.csv", "patientId,class", classes)
+    return src
+
+
+def write_chexpert_like(src: str | Path, n: int, seed: int = 0, orig: int = 256) -> Path:
+    """``n`` frontal JPEGs (one study per patient) plus one lateral view in ten, and ``train.csv`` as
+    published: Lung Opacity 1.0 where the picture has opacities, some of them uncertain (-1.0)."""
+    import cv2
+
+    src = Path(src)
+    rng = np.random.default_rng(seed + 1)
+    rows = []
+    for i in range(n):
+        patient = f"patient{seed:02d}{i:05d}"
+        positive = rng.random() < 0.4
+        img, _boxes = _labelled_picture(rng, orig, positive)
+        views = [("view1_frontal", "Frontal", img)]
+        if i % 10 == 9:
+            views.append(("view2_lateral", "Lateral", _labelled_picture(rng, orig, positive)[0]))
+        opacity = ("-1.0" if rng.random() < 0.15 else "1.0") if positive else ""
+        finding = "" if positive else "1.0"
+        for view, fl, pic in views:
+            rel = f"CheXpert-v1.0-small/train/{patient}/study1/{view}.jpg"
+            (src / rel).parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(src / rel), pic, [cv2.IMWRITE_JPEG_QUALITY, 90])
+            ap = "AP" if fl == "Frontal" else ""
+            rows.append(f"{rel},Female,60,{fl},{ap},{finding},,,{opacity},,,,,,,,,,")
+    _csv(src / "CheXpert-v1.0-small" / "train.csv", CHEXPERT_HEADER, rows)
+    return src
+
+
+DEMO_WRITERS = {"rsna": write_rsna_like, "chexpert": write_chexpert_like}
+
+
+def mount_rel(source: str) -> str:
+    """Where Kaggle mounts ``source``'s default handle under /kaggle/input (competitions/<slug> or
+    datasets/<owner>/<slug>): the stand-in is laid out by the real handle."""
+    from ..preprocess.external.cli import adapter
+    from ..variants import load
+
+    handle = load("external", source, {}, adapter(source).Config).handle
+    return f"datasets/{handle}" if "/" in handle else f"competitions/{handle}"
+
+
+def write_inputs(root: str | Path, counts: dict[str, int], seed: int = 0, orig: int = 256,
+                 fixtures: bool = True) -> dict[str, Path]:
+    """Stand-ins for the external sources, in a folder laid out as /kaggle/input (``--inputs`` of
+    run-local and rehearse): ``root/<mount_rel(source)>/`` per source of ``counts`` (demo-sized), and
+    with ``fixtures`` the hand-made set of every other source (the preprocess-external kernel lists
+    all four, and the rehearsal mounts only what is there)."""
+    root = Path(root)
+    unknown = set(counts) - set(DEMO_WRITERS)
+    if unknown:
+        raise ValueError(f"no demo writer for {sorted(unknown)}; have {sorted(DEMO_WRITERS)}")
+    out = {s: DEMO_WRITERS[s](root / mount_rel(s), int(n), seed, orig) for s, n in counts.items() if n}
+    if fixtures:
+        out.update({s: fn(root / mount_rel(s)) for s, fn in WRITERS.items() if s not in out})
+    (root / "external_inputs.json").write_text(json.dumps({"counts": counts, "seed": seed, "orig": orig,
+                                                          "paths": {k: str(v) for k, v in out.items()}}))
+    return out
+
+
+def cli(argv: list[str]) -> int:
+    """``python -m siimcovid synth-external --out DIR [--rsna N] [--chexpert N]``."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m siimcovid synth-external",
+                                 description="Synthetic external sets (RSNA, CheXpert layouts) in the /kaggle/input "
+                                             "layout, for run-local / rehearse --inputs")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--rsna", type=int, default=200, help="images in the RSNA Pneumonia layout")
+    ap.add_argument("--chexpert", type=int, default=0, help="patients in the CheXpert layout")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--orig", type=int, default=256, help="px of the written pictures")
+    a = ap.parse_args(argv)
+    marker = Path(a.out) / "external_inputs.json"
+    want = {"counts": {"rsna": a.rsna, "chexpert": a.chexpert}, "seed": a.seed, "orig": a.orig}
+    if marker.is_file():
+        have = json.loads(marker.read_text())
+        if {k: have.get(k) for k in want} == want:
+            print(f"synth-external: {a.out} already holds {want}")
+            return 0
+        from ..errors import UserError
+
+        raise UserError(f"{a.out} holds external sets {have.get('counts')} (seed {have.get('seed')}); "
+                        "use another folder or remove it")
+    out = write_inputs(a.out, want["counts"], a.seed, a.orig)
+    print("synth-external: " + ", ".join(f"{k} -> {v}" for k, v in out.items()))
+    return 0

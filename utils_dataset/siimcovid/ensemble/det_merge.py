@@ -129,3 +129,60 @@ def cli(argv: list[str]) -> int:
     scores = merge(args.work, preprocess=args.preprocess, truth=args.truth)
     print(format_scores(scores), file=sys.stdout)
     return EXIT_PARTIAL if scores["skipped"] else EXIT_OK
+
+
+# ------------------------------------------------------------------------------ det-compare
+COMPARE_COLUMNS = ("start", "folds", "oof_images", "oof_opacity_ap", "oof_opacity_ap_notta", "oof_none_ap",
+                   "test_opacity_ap", "test_none_ap")
+
+
+def compare(sets: dict[str, str | Path], *, preprocess=None, truth=None) -> list[dict]:
+    """One row per fold set (label -> folder of fold*/, e.g. the same detector from random init and
+    from pretrain-det), each merged and scored as det-merge does. The sets must hold the same folds,
+    so every row is scored on the same held-out images."""
+    scores = {label: merge(folder, preprocess=preprocess, truth=truth) for label, folder in sets.items()}
+    folds = {label: s["folds"] for label, s in scores.items()}
+    if len({tuple(f) for f in folds.values()}) > 1:
+        raise UserError(f"det-compare: the sets hold different folds {folds}: their OOF figures are not comparable")
+    rows = []
+    for label, s in scores.items():
+        oof, test = s["oof"], s.get("test") or {}
+        rows.append({"start": label, "folds": s["folds"], "oof_images": oof["n_images"],
+                     "oof_opacity_ap": oof["opacity_ap_tta"], "oof_opacity_ap_notta": oof["opacity_ap_notta"],
+                     "oof_none_ap": oof["none_ap_max_tta"], "test_opacity_ap": test.get("opacity_ap_tta"),
+                     "test_none_ap": test.get("none_ap_max_tta")})
+    return rows
+
+
+def format_compare(rows: list[dict]) -> str:
+    def cell(v):
+        return f"{v:.3f}" if isinstance(v, float) else "-" if v is None else str(v)
+
+    head = f"{'start':<16}{'folds':<10}{'OOF opacity':>12}{'(no TTA)':>10}{'OOF none':>10}{'test opacity':>14}"
+    lines = [head]
+    for r in rows:
+        lines.append(f"{r['start']:<16}{','.join(map(str, r['folds'])):<10}{cell(r['oof_opacity_ap']):>12}"
+                     f"{cell(r['oof_opacity_ap_notta']):>10}{cell(r['oof_none_ap']):>10}{cell(r['test_opacity_ap']):>14}")
+    return "\n".join(lines)
+
+
+def cli_compare(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="siimcovid det-compare",
+                                description="The same detector folds from different starts (random init, "
+                                            "pretrain-det), merged and scored side by side")
+    p.add_argument("sets", nargs="+", metavar="LABEL=FOLDER", help="a folder holding fold*/ per start")
+    p.add_argument("--preprocess", default=None)
+    p.add_argument("--truth", default=None, help="data folder holding truth/: score the test boxes too")
+    p.add_argument("--out", default=None, help="write the rows as JSON here")
+    a = p.parse_args(argv)
+    sets = {}
+    for item in a.sets:
+        label, eq, folder = item.partition("=")
+        if not (eq and label and folder):
+            raise UserError(f"det-compare: {item!r}: use LABEL=FOLDER")
+        sets[label] = folder
+    rows = compare(sets, preprocess=a.preprocess, truth=a.truth)
+    if a.out:
+        write_json(a.out, {"rows": rows}, indent=1, default=float)
+    print(format_compare(rows))
+    return EXIT_OK

@@ -84,6 +84,7 @@ class Graph:
     user: str
     nodes: dict[str, Node]  # slug -> node, in topological order
     notes: list[str] = field(default_factory=list)  # things the user should know (hand-written lists...)
+    left_out: list[str] = field(default_factory=list)  # optional stages not included in this graph
 
     def order(self) -> list[Node]:
         return list(self.nodes.values())
@@ -291,7 +292,7 @@ def build(user: str, meta_dir: str | Path | None = None, max_fan_in: int = MAX_F
     ordered = _topological(nodes, stage_rank)
     for n in ordered.values():
         n.kernel.metadata["kernel_sources"] = [ordered[u].id for u in n.upstream]
-    return Graph(user, ordered, notes)
+    return Graph(user, ordered, notes, sorted(optional - asked))
 
 
 # ------------------------------------------------------------------------------------------ checks

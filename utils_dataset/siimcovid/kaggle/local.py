@@ -3,7 +3,9 @@ order, each one seeing a Kaggle-shaped input folder.
 
 Per kernel, under ``OUT/<slug>/``::
 
-    input/competitions/<slug>              -> --data (the competition folder)
+    input/competitions/<slug>              -> --data (the competition folder), or for another
+                                              competition (RSNA, VinBigData) --inputs/competitions/<slug>
+    input/datasets/<owner>/<slug>          -> --inputs/datasets/<owner>/<slug> (external sets' stand-ins)
     input/datasets/<user>/siimcovid-utils  -> utils_dataset/ of this checkout
     input/notebooks/<user>/<upstream slug> -> OUT/<upstream slug>/work
     work/                                  what the notebook writes (its cwd is OUT/<slug>, and the
@@ -85,9 +87,16 @@ def _link(link: Path, target: Path) -> None:
     link.symlink_to(target.resolve(), target_is_directory=True)
 
 
-def mount_inputs(node: G.Node, graph: G.Graph, out: Path, data: Path) -> tuple[Path, list[str]]:
+def stand_in(inputs: Path | None, rel: str) -> Path | None:
+    """``inputs/rel`` when that stand-in folder exists (``rel``: where Kaggle mounts the source)."""
+    return inputs / rel if inputs is not None and (inputs / rel).is_dir() else None
+
+
+def mount_inputs(node: G.Node, graph: G.Graph, out: Path, data: Path,
+                 inputs: Path | None = None) -> tuple[Path, list[str]]:
     """Build ``OUT/<slug>/input`` (the nested /kaggle/input layout, by symlinks); returns it and the
     sources that have no local stand-in."""
+    from ..paths import COMPETITION
     from .render import repo_root
 
     inp = out / node.slug / "input"
@@ -97,13 +106,12 @@ def mount_inputs(node: G.Node, graph: G.Graph, out: Path, data: Path) -> tuple[P
     inp.mkdir(parents=True)
     m, missing = node.kernel.metadata, []
     for comp in m.get("competition_sources") or []:
-        _link(inp / "competitions" / comp, data)
+        src = data if comp == COMPETITION else stand_in(inputs, f"competitions/{comp}")
+        (_link(inp / "competitions" / comp, src) if src else missing.append(comp))
     for ds in m.get("dataset_sources") or []:
         owner, slug = ds.split("/")[:2]
-        if slug == UTILS_SLUG:
-            _link(inp / "datasets" / owner / slug, repo_root() / "utils_dataset")
-        else:
-            missing.append(ds)
+        src = repo_root() / "utils_dataset" if slug == UTILS_SLUG else stand_in(inputs, f"datasets/{owner}/{slug}")
+        (_link(inp / "datasets" / owner / slug, src) if src else missing.append(ds))
     for u in node.upstream:
         _link(inp / "notebooks" / graph.user / u, out / u / WORK)
     missing += list(m.get("model_sources") or [])
@@ -141,7 +149,8 @@ def subprocess_executor(notebook: Path, output: Path, parameters: dict, cwd: Pat
 
 
 def run(graph: G.Graph, data: Path, out: Path, profile: dict, only: list[str] | None = None,
-        executor: Executor | None = None, echo: Callable[[str], None] = print, jobs: int = 1) -> int:
+        executor: Executor | None = None, echo: Callable[[str], None] = print, jobs: int = 1,
+        inputs: Path | None = None) -> int:
     """Every selected kernel, each once all it reads has run; ``jobs`` at a time (each then limited to
     its share of the cores through the thread variables, and run in its own process). 0 when all are
     done, 1 when one failed (nothing new starts, the running ones finish)."""
@@ -152,7 +161,7 @@ def run(graph: G.Graph, data: Path, out: Path, profile: dict, only: list[str] | 
 
     if jobs < 1:
         raise UserError(f"--jobs {jobs}: must be 1 or more")
-    unknown = set(profile["params"]) - set(graph.stages())
+    unknown = set(profile["params"]) - set(graph.stages()) - set(graph.left_out)  # an optional stage's are kept
     if unknown:
         raise UserError(f"profile {profile['name']!r} sets params of unknown stage(s) {sorted(unknown)}; "
                         f"stages: {graph.stages()}")
@@ -191,7 +200,7 @@ def run(graph: G.Graph, data: Path, out: Path, profile: dict, only: list[str] | 
             return None
         (kdir / DONE).unlink(missing_ok=True)
         (kdir / WORK).mkdir(parents=True, exist_ok=True)
-        inp, missing = mount_inputs(n, graph, out, data)
+        inp, missing = mount_inputs(n, graph, out, data, inputs)
         say(f"{tag}: running {n.kernel.notebook.name}" + (f" (not available here: {', '.join(missing)})"
                                                           if missing else ""))
         env = {"SIIM_INPUT": str(inp.resolve()), "PYTHONPATH": pythonpath, **limits}
@@ -258,6 +267,10 @@ def cli(argv: list[str], executor: Executor | None = None) -> int:
                          "e.g. preprocess.sizes=[256]")
     ap.add_argument("--jobs", type=int, default=1,
                     help="kernels run at once (independent ones, e.g. folds); each gets cores/jobs threads")
+    ap.add_argument("--include", nargs="+", default=[], metavar="STAGE",
+                    help="optional stages to add (preprocess-external, pretrain-det, pretrain-cls)")
+    ap.add_argument("--inputs", default=None, help="stand-ins for the other inputs, laid out as /kaggle/input "
+                    "(competitions/<slug>, datasets/<owner>/<slug>; `siimcovid synth-external` writes one)")
     ap.add_argument("--user", default="local", help="the owner name in the input layout")
     ap.add_argument("--max-fan-in", type=int, default=G.MAX_FAN_IN)
     ap.add_argument("--templates", default=None, help=argparse.SUPPRESS)
@@ -274,8 +287,12 @@ def cli(argv: list[str], executor: Executor | None = None) -> int:
         except ValueError:
             pass
         profile["params"].setdefault(stage, {})[name] = value
-    graph = G.build(a.user, meta_dir=a.templates, max_fan_in=a.max_fan_in, repeat=profile["repeat"])
+    graph = G.build(a.user, meta_dir=a.templates, max_fan_in=a.max_fan_in, repeat=profile["repeat"],
+                    include=a.include)
     print(G.text(graph))
     if a.graph:
         return 0
-    return run(graph, Path(a.data), Path(a.out), profile, a.only, executor, jobs=a.jobs)
+    if a.inputs and not Path(a.inputs).is_dir():
+        raise UserError(f"--inputs {a.inputs}: no such folder")
+    return run(graph, Path(a.data), Path(a.out), profile, a.only, executor, jobs=a.jobs,
+               inputs=Path(a.inputs).resolve() if a.inputs else None)

@@ -182,8 +182,9 @@ def members_of(summary: dict) -> list[dict]:
 
 class Rehearsal:
     def __init__(self, graph: G.Graph, data: Path, out: Path, profile: dict,
-                 echo: Callable[[str], None] = print, timeout: float = 3600):
+                 echo: Callable[[str], None] = print, timeout: float = 3600, inputs: Path | None = None):
         self.graph, self.data, self.out, self.profile, self.echo = graph, data, out, profile, echo
+        self.inputs = inputs  # stand-ins for other competitions / datasets, in the /kaggle/input layout
         self.timeout = timeout
         self.kernels_dir = out / "kernels"
         self.run_dir = out / "run"
@@ -208,10 +209,13 @@ class Rehearsal:
 
     def resolve(self, kind: str, handle: str) -> Path | None:
         """The local folder standing for one source, None when it has none here."""
+        from ..paths import COMPETITION
+        from .local import stand_in
+
         if kind == "competition":
-            return self.data if handle == "siim-covid19-detection" else None
+            return self.data if handle == COMPETITION else stand_in(self.inputs, input_rel(kind, handle))
         if kind == "dataset":
-            return self.utils if handle.split("/")[-1] == UTILS_SLUG else None
+            return self.utils if handle.split("/")[-1] == UTILS_SLUG else stand_in(self.inputs, input_rel(kind, handle))
         if kind == "kernel":
             slug = handle.split("/")[-1]
             out = self._kernel_output(slug)
@@ -300,8 +304,33 @@ class Rehearsal:
                 self.report["stand_ins"].append({"input": f"notebooks/{self.graph.user}/{WEIGHTS_SLUG}",
                                                  "what": "every pretrained file under its real name, no weights in it"})
         self._members()
+        self._inits()
         self._write()
         return 1 if self.report["problems"] else 0
+
+    def _inits(self) -> None:
+        """Every fold of a kernel the graph wired to a pre-training (``init_from`` = its stage) must
+        have started from that kernel's mounted weights: a fold that quietly fell back to the COCO or
+        ImageNet start would look the same from outside."""
+        from ..pretrain.outputs import STAGES
+        from ..runs import INIT_WEIGHTS, find_runs, read_config
+
+        self.report["inits"] = []
+        for node in self.graph.order():
+            stage = node.kernel.params.get("init_from")
+            out = self._kernel_output(node.slug)
+            if stage not in STAGES or not out.is_dir():
+                continue
+            mounts = tuple(f"/kaggle/input/{input_rel('kernel', f'{self.graph.user}/{u}')}/" for u in node.upstream
+                           if self.graph.nodes[u].stage == stage)
+            for fold in find_runs([out], problems=[]):
+                start = (read_config(fold) or {}).get(INIT_WEIGHTS)
+                ok = bool(mounts) and str(start or "").startswith(mounts)
+                self.report["inits"].append({"slug": node.slug, "fold": fold.name, "init_from": stage,
+                                             "start": start, "ok": ok})
+                if not ok:
+                    self.report["problems"].append(f"{node.slug}: {fold.name} was wired to {stage} but started "
+                                                   f"from {start or 'random init'}")
 
     def _members(self) -> None:
         inf = [n for n in self.graph.order() if n.stage == "inference"]
@@ -354,6 +383,10 @@ def cli(argv: list[str]) -> int:
     ap.add_argument("--profile", default="tiny", help="tiny | demo | a profile .yaml (configs/local/)")
     ap.add_argument("--out", required=True, help="rendered kernels, each kernel's working folder, rehearsal.json")
     ap.add_argument("--data", required=True, help="the competition folder (e.g. from `siimcovid synth`)")
+    ap.add_argument("--include", nargs="+", default=[], metavar="STAGE",
+                    help="optional stages to add (preprocess-external, pretrain-det, pretrain-cls)")
+    ap.add_argument("--inputs", default=None, help="stand-ins for the other inputs, laid out as /kaggle/input "
+                    "(`siimcovid synth-external` writes one)")
     ap.add_argument("--user", default="rehearsal", help="the owner name of every handle")
     ap.add_argument("--templates", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per kernel")
@@ -367,10 +400,13 @@ def cli(argv: list[str]) -> int:
     data = Path(a.data).resolve()
     if not data.is_dir():
         raise UserError(f"--data {data}: no such folder (the competition folder, e.g. from `siimcovid synth`)")
-    graph = G.build(a.user, meta_dir=a.templates, repeat=profile["repeat"])
+    graph = G.build(a.user, meta_dir=a.templates, repeat=profile["repeat"], include=a.include)
     print(G.text(graph))
+    inputs = Path(a.inputs).resolve() if a.inputs else None
+    if inputs is not None and not inputs.is_dir():
+        raise UserError(f"--inputs {a.inputs}: no such folder")
     t0 = time.time()
-    rc = Rehearsal(graph, data, out, profile, timeout=a.timeout).run()
+    rc = Rehearsal(graph, data, out, profile, timeout=a.timeout, inputs=inputs).run()
     report = json.loads((out / REPORT).read_text())
     used = sum(m["used"] for m in report["members"])
     print(f"rehearsal: {sum(k['status'] == 'ok' for k in report['kernels'])}/{len(graph.nodes)} kernels ok, "

@@ -73,6 +73,7 @@ KERNEL_NEEDS = {
     "weights": ("config", "detect"),  # reads mmdet's model-zoo metafiles, never imports mmcv (CPU image)
     "inference": ("dicom", "config", "classify", "detect", "mmcv"),
     "preprocess-external": ("dicom", "config", "detect"),  # variants, and WBF (ensemble-boxes) of the readers
+    "pretrain-det": ("config", "detect", "mmcv"),
 }
 # Compiled against the image's torch and CUDA: only these need the wheels kernel's exact torch build
 # (pure-Python wheels and the codecs' own C extensions do not link torch).

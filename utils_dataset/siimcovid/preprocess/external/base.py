@@ -25,6 +25,7 @@ from ...errors import UserError
 from ...layout import (
     ERROR_COLUMNS,
     ERRORS_CSV,
+    EXTERNAL_STAGE,
     META_CSV,
     SUMMARY_JSON,
     available_sizes,
@@ -117,17 +118,20 @@ def fold_of(group: str, n_folds: int) -> int:
 
 
 def locate(marker: str, src: str, handle: str) -> Path:
-    """The source folder: under ``src`` when given, else under the handle's slug in each input root
-    (Kaggle mounts an attached source at /kaggle/input/<slug>), else anywhere in the roots."""
+    """The source folder: under ``src`` when given, else where Kaggle mounts the handle in each input
+    root (``competitions/<slug>``, ``datasets/<owner>/<slug>``, or the older flat ``<slug>``), else
+    anywhere in the roots (a marker as plain as VinBigData's ``train.csv`` then needs the handle)."""
     if src:
         return find_input(marker, hint=src)
-    slug = handle.rstrip("/").split("/")[-1] if handle else ""
+    handle = (handle or "").strip("/")
+    rels = [f"competitions/{handle}", f"datasets/{handle}", handle.split("/")[-1]] if handle else []
     for root in search_roots(None):
-        if slug and (root / slug).is_dir():
-            try:
-                return find_input(marker, hint=root / slug)
-            except FileNotFoundError:
-                pass
+        for rel in rels:
+            if (root / rel).is_dir():
+                try:
+                    return find_input(marker, hint=root / rel)
+                except FileNotFoundError:
+                    pass
     return find_input(marker)
 
 
@@ -233,8 +237,8 @@ def check_out(out: Path, source: str) -> None:
     held = read_summary(out)
     if held is None and not (out / META_CSV).is_file():
         return
-    if not isinstance(held, dict) or held.get("stage") != "external" or held.get("source") != source:
-        what = f"external {held.get('source')}" if isinstance(held, dict) and held.get("stage") == "external" \
+    if not isinstance(held, dict) or held.get("stage") != EXTERNAL_STAGE or held.get("source") != source:
+        what = f"external {held.get('source')}" if isinstance(held, dict) and held.get("stage") == EXTERNAL_STAGE \
             else "another preprocess output"
         raise UserError(f"--out {out}: holds {what}; pass an empty folder (one per source)")
 
@@ -364,7 +368,7 @@ def run(source: str, cfg: ExternalConfig, items: list[Item], errors: list[dict],
         counts["errors_by_stage"] = dict(pd.Series([e["stage"] for e in errors], dtype=str).value_counts()) \
             if errors else {}
         counts["errors_by_stage"] = {k: int(v) for k, v in counts["errors_by_stage"].items()}
-        summary = {"stage": "external", "source": source, "src": str(src_dir or cfg.src), "config": asdict(cfg),
+        summary = {"stage": EXTERNAL_STAGE, "source": source, "src": str(src_dir or cfg.src), "config": asdict(cfg),
                    "duplicates_checked_against": str(cfg.exclude_like) if cfg.exclude_like else None,
                    "counts": counts, "seconds": round(time.time() - t0, 2)}
         write_json(out / SUMMARY_JSON, summary, indent=1)

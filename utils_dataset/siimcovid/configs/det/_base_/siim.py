@@ -10,6 +10,8 @@ siim = dict(
     empty_rate=0.0,  # share of box-less training images kept (0: excluded, as the 1st place did)
     weights='auto',  # 'auto': the COCO checkpoint of the variant's mmdet base from the weights kernel when mounted
                      # (Kaggle), else random init (local runs); a .pth path; None: random init
+    init_from=None,  # 'pretrain-det': the pretrain-det kernel's weights of this variant (the graph sets it with
+                     # the kernel source), or a .pth path; wins over `weights`
     backbone_weights=None,  # ImageNet backbone .pth (torchvision layout); None: random init
     tta=dict(hflip=True, vflip=False),  # flips fused with WBF (not mmdet's NMS-based TTA)
     wbf=dict(iou_thr=0.6, skip_box_thr=0.0001, conf_type='avg'),  # fusing the flips of one model
