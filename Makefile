@@ -16,6 +16,8 @@ PYTEST_ARGS ?=
 
 REHEARSE ?= build/rehearse
 REHEARSE_PROFILE ?= tiny
+# the optional stages rehearsed too, on synth-external's stand-ins (laid out as /kaggle/input)
+REHEARSE_INCLUDE ?= preprocess-external pretrain-det
 
 .PHONY: setup test setup-kaggle test-kaggle test-tf-old demo notebooks kernels bench clean-demo rehearse
 
@@ -52,7 +54,9 @@ demo: setup
 # The push rehearsed: the rendered kernels run as Kaggle runs them (only their inputs, read-only, no network).
 rehearse: setup
 	$(SIIM) synth --out "$(REHEARSE)/data" --studies 30 --scale 0.125 --seed 0
-	$(SIIM) rehearse --profile "$(REHEARSE_PROFILE)" --data "$(REHEARSE)/data" --out "$(REHEARSE)/out"
+	$(SIIM) synth-external --out "$(REHEARSE)/inputs" --rsna 24 --chexpert 12 --orig 160
+	$(SIIM) rehearse --profile "$(REHEARSE_PROFILE)" --data "$(REHEARSE)/data" --out "$(REHEARSE)/out" \
+	  $(if $(strip $(REHEARSE_INCLUDE)),--include $(REHEARSE_INCLUDE) --inputs "$(REHEARSE)/inputs")
 
 clean-demo:
 	rm -rf "$(DEMO)"

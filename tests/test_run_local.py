@@ -250,3 +250,28 @@ def test_subprocess_executor_passes_parameters_with_their_types(tmp_path, monkey
     params = {"lr": 1e-05, "flag": "yes", "sizes": [64, 128], "over": {"a": None, "b": True}, "s": "0.5"}
     L.subprocess_executor(Path("nb.ipynb"), tmp_path / "out.ipynb", params, tmp_path, {"OMP_NUM_THREADS": "1"})
     assert seen["params"] == params and seen["env"]["OMP_NUM_THREADS"] == "1"
+
+
+def test_include_adds_the_optional_stages_and_inputs_stand_in_for_other_sources(tmp_path, data, capsys):
+    """--include preprocess-external pretrain-det: RSNA / CheXpert stand-ins mount where Kaggle mounts
+    their handles, a source without one is named, the detector folds read pretrain-det with init_from."""
+    from siimcovid.dev.external_sets import write_inputs
+
+    inputs = tmp_path / "inputs"
+    write_inputs(inputs, {"rsna": 2}, fixtures=False)
+    out, rec = tmp_path / "out", Recorder()
+    assert _run(data, out, rec, "--include", "preprocess-external", "pretrain-det", "--inputs", str(inputs)) == 0
+    by = {c["slug"]: c for c in rec.calls}
+    ext = by["siimcovid-preprocess-external"]
+    rsna = "competitions/rsna-pneumonia-detection-challenge"
+    assert ext["mounted"][rsna] == (inputs / rsna).resolve()
+    assert "competitions/siim-covid19-detection" not in ext["mounted"]  # another competition is not SIIM's data
+    assert "vinbigdata-chest-xray-abnormalities-detection" in capsys.readouterr().out  # named: no stand-in
+    det = [c for s, c in by.items() if s.startswith("siimcovid-train-det")]
+    assert det and all(c["params"]["init_from"] == "pretrain-det" for c in det)
+    assert all("notebooks/local/siimcovid-pretrain-det" in c["mounted"] for c in det)
+    assert by["siimcovid-pretrain-det"]["params"]["config"] == "tiny_cpu"
+    # without --include the profile's params of the optional stages are not an error, and nothing reads them
+    rec2 = Recorder()
+    assert _run(data, tmp_path / "plain", rec2) == 0
+    assert not any("pretrain" in c["slug"] or "init_from" in c["params"] for c in rec2.calls)

@@ -150,7 +150,7 @@ def subprocess_executor(notebook: Path, output: Path, parameters: dict, cwd: Pat
 
 def run(graph: G.Graph, data: Path, out: Path, profile: dict, only: list[str] | None = None,
         executor: Executor | None = None, echo: Callable[[str], None] = print, jobs: int = 1,
-        inputs: Path | None = None) -> int:
+        stand_ins: Path | None = None) -> int:
     """Every selected kernel, each once all it reads has run; ``jobs`` at a time (each then limited to
     its share of the cores through the thread variables, and run in its own process). 0 when all are
     done, 1 when one failed (nothing new starts, the running ones finish)."""
@@ -200,7 +200,7 @@ def run(graph: G.Graph, data: Path, out: Path, profile: dict, only: list[str] | 
             return None
         (kdir / DONE).unlink(missing_ok=True)
         (kdir / WORK).mkdir(parents=True, exist_ok=True)
-        inp, missing = mount_inputs(n, graph, out, data, inputs)
+        inp, missing = mount_inputs(n, graph, out, data, stand_ins)
         say(f"{tag}: running {n.kernel.notebook.name}" + (f" (not available here: {', '.join(missing)})"
                                                           if missing else ""))
         env = {"SIIM_INPUT": str(inp.resolve()), "PYTHONPATH": pythonpath, **limits}
@@ -295,4 +295,4 @@ def cli(argv: list[str], executor: Executor | None = None) -> int:
     if a.inputs and not Path(a.inputs).is_dir():
         raise UserError(f"--inputs {a.inputs}: no such folder")
     return run(graph, Path(a.data), Path(a.out), profile, a.only, executor, jobs=a.jobs,
-               inputs=Path(a.inputs).resolve() if a.inputs else None)
+               stand_ins=Path(a.inputs).resolve() if a.inputs else None)
