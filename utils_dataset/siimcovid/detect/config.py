@@ -167,8 +167,9 @@ def prepare(cfg, run_dir: str | Path, train_json: str | Path | None = None):
     return cfg
 
 
-# Backbones whose constructors take frozen_stages / norm_eval (mmdet's ResNet family and Darknet).
-_SCRATCH_BACKBONES = {"ResNet", "ResNetV1d", "ResNeXt", "Res2Net", "Darknet", "mmdet.ResNet", "mmdet.Darknet"}
+# Backbones whose constructors take frozen_stages / norm_eval (mmdet's ResNet family, Darknet, CSPDarknet, CSPNeXt).
+_SCRATCH_BACKBONES = {"ResNet", "ResNetV1d", "ResNeXt", "Res2Net", "Darknet", "CSPDarknet", "CSPNeXt", "mmdet.ResNet",
+                      "mmdet.Darknet", "mmdet.CSPDarknet", "mmdet.CSPNeXt"}
 
 
 def train_from_scratch(backbone: dict) -> bool:
