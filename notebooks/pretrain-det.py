@@ -22,6 +22,7 @@
 
 # %% tags=["parameters"]
 config = "faster_rcnn_r50_dcn"  # detector variant in siimcovid/configs/det/: the one the folds train
+configs = None  # several variants, pre-trained one after the other (every detector the folds train); None: [config]
 sources = ["rsna", "vinbigdata"]  # external sets to train on (a set that is not attached is skipped)
 size = None  # input px (the external sets must hold it), None: the config's siim.size
 overrides = {}  # any config key, e.g. {"train_cfg.max_epochs": 6, "siim.empty_rate": 0.1}
@@ -53,9 +54,10 @@ from IPython.display import Image, display
 
 from siimcovid.pretrain.det import run
 
-score = run(config, sources, size=size, overrides=overrides, external=external, workdir=workdir, gpus=gpus,
-            held_out_fold=held_out_fold)
-pd.Series(score).to_frame("pretrain-det")
+scores = [run(c, sources, size=size, overrides=overrides, external=external, workdir=workdir, gpus=gpus,
+              held_out_fold=held_out_fold) for c in (configs or [config])]
+score = scores[-1]
+pd.DataFrame(scores)
 
 # %% [markdown]
 # Training loss.

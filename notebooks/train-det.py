@@ -21,6 +21,7 @@
 
 # %% tags=["parameters"]
 config = "faster_rcnn_r50_dcn"  # variant in siimcovid/configs/det/ (or a .py path)
+configs = None  # several variants, trained one after the other in this kernel (a recipe's detector members); None: [config]
 fold = 0
 folds = None  # list of folds to train in this run (local runs), None: only `fold`
 size = None  # input px (the preprocess output must hold it), None: the config's siim.size
@@ -58,8 +59,9 @@ from IPython.display import Image, display
 from siimcovid.ensemble.det_merge import format_scores, merge as merge_folds
 from siimcovid.detect.train import run
 
-scores = run(config, folds if folds is not None else [fold], size=size, train_round=train_round, pseudo=pseudo,
-             init_from=init_from, overrides=overrides, preprocess=preprocess, workdir=workdir, gpus=gpus)
+scores = [s for c in (configs or [config])
+          for s in run(c, folds if folds is not None else [fold], size=size, train_round=train_round, pseudo=pseudo,
+                       init_from=init_from, overrides=overrides, preprocess=preprocess, workdir=workdir, gpus=gpus)]
 pd.DataFrame(scores)
 
 # %% [markdown]

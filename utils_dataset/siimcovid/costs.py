@@ -75,17 +75,23 @@ MEMBERS = {
     "det_faster_rcnn_r50_dcn": ("det", "faster_rcnn_r50_dcn"),
     "det_faster_rcnn_r101_dcn": ("det", "faster_rcnn_r101_dcn"),
     "det_cascade_rcnn_r50_dcn": ("det", "cascade_rcnn_r50_dcn"),
+    "study_effv2l_640": ("study", "effv2l_hub_640"),
+    "det_yolox_l_1024": ("det", "yolox_l_1024"),
+    "det_rtmdet_l_1024": ("det", "rtmdet_l_1024"),
 }
 TINY_MEMBERS = {"study_tiny": ("study", "tiny_cpu"), "binary_tiny": ("binary", "tiny_cpu"), "det_tiny": ("det", "tiny_cpu")}
-# Which members each kernel template trains: the notebooks' defaults (train-study: effv2l_hub_512;
-# train-binary: configs/binary/ensemble.yaml's members; train-det: faster_rcnn_r50_dcn). No gold
-# recipe exists yet: it is the default's members until one does.
-_DEFAULT = {"train-study-fold": ["study_effv2l_512"],
-            "train-binary-fold": ["binary_effb7_640", "binary_effv2m_640", "binary_effb6_512"],
-            "train-det-fold": ["det_faster_rcnn_r50_dcn"]}
-RECIPES = {"default": _DEFAULT, "gold": _DEFAULT}
-BENCH_MEMBERS = {"default": list(MEMBERS), "gold": list(MEMBERS)}  # what `bench models` measures
+# Which members one kernel of each stage trains, per recipe: configs/recipe/<name>.yaml (`members`),
+# the one place a recipe is written (siimcovid.recipe).
+def _recipes() -> dict[str, dict[str, list[str]]]:
+    from . import recipe
+
+    return {name: dict(recipe.load(name).members) for name in recipe.names()}
+
+
+RECIPES = _recipes()
+BENCH_MEMBERS = {name: sorted({m for ms in stages.values() for m in ms}) for name, stages in RECIPES.items()}
 INFERENCE_STAGE = "inference"
+PRETRAIN_PREFIX = "pretrain-"  # pretrain-det / pretrain-cls: trained, never predicted at inference
 COLUMNS = ("member", "stage", "input_size", "params", "gflops", "cpu_images_per_s", "train_step_s", "peak_rss_mb")
 MEASURED = Path(__file__).resolve().parent / "configs" / "costs" / "measured.json"
 
@@ -109,7 +115,23 @@ def read_measured(path: str | Path | None = None) -> dict[str, dict]:
         if missing:
             raise UserError(f"{path}: members[{i}] lacks {missing}")
         out[row["member"]] = row
+    for member, (base, side) in SCALED.items():
+        if member not in out and base in out:
+            out[member] = scaled_row(out[base], member, side)
     return out
+
+
+# A member not measured yet, estimated from a measured one of the same network at another input size:
+# FLOPs and step time grow with the pixel count (convolutional nets), images/s falls with it. The row
+# says it was derived; `bench models --recipe gold` measures it for real.
+SCALED = {"study_effv2l_640": ("study_effv2l_512", 640)}
+
+
+def scaled_row(row: Mapping, member: str, side: int) -> dict:
+    f = (side / float(row["input_size"])) ** 2
+    return {**row, "member": member, "input_size": side, "gflops": row["gflops"] * f,
+            "cpu_images_per_s": row["cpu_images_per_s"] / f, "train_step_s": row["train_step_s"] * f,
+            "derived_from": f"{row['member']} x {f:.3g} (pixel count)"}
 
 
 # ---------------------------------------------------------------- per image, per member
@@ -242,7 +264,7 @@ def plan(kernels: Iterable[tuple[str, str, str]], rows: Mapping[str, Mapping], r
         for m in stages.get(stage, []):
             if m in rows:
                 members[m] = fold_hours(rows[m], efficiency)["total_h"]
-        if stage in stages:
+        if stage in stages and not stage.startswith(PRETRAIN_PREFIX):  # pre-training is no inference member
             folds[stage] = folds.get(stage, 0) + 1
         hours = sum(members.values()) + FIXED_GPU_HOURS.get(stage, 0.0)
         out.append(KernelCost(slug, stage, session, hours, members))

@@ -58,6 +58,7 @@ def parser() -> argparse.ArgumentParser:
                                       "no credentials needed")
     _common(p, placeholder=True)
     _choices(p)
+    _recipe_arg(p)
     p = sub.add_parser("plan", help="render every kernel, validate, print the graph")
     _common(p)
     _choices(p)
@@ -78,10 +79,12 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="the graph with each kernel's pushed version and state")
     _common(p)
     p.add_argument("--offline", action="store_true", help="only the state file, no kaggle call")
+    _recipe_arg(p)
     p.add_argument("--only", nargs="+", default=None, help="stages, slugs or slug prefixes to ask Kaggle about")
     p = sub.add_parser("pull", help="outputs + logs of completed versions, laid out like /kaggle/input")
     _common(p)
     p.add_argument("--dest", default=None, help="default: OUT/input")
+    _recipe_arg(p)
     p.add_argument("--only", nargs="+", default=None, help="stages, slugs or slug prefixes")
     p = sub.add_parser("dataset", help="stage utils_dataset/ as OUT/siimcovid-utils for a manual "
                                        "`kaggle datasets create|version -r zip` (push uploads it itself)")
@@ -89,10 +92,17 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _costs_args(p: argparse.ArgumentParser) -> None:
-    from ..costs import RECIPES, WEEKLY_QUOTA_H
+def _recipe_arg(p: argparse.ArgumentParser) -> None:
+    from ..recipe import DEFAULT, names
 
-    p.add_argument("--recipe", default="default", choices=sorted(RECIPES), help="whose members the costs count")
+    p.add_argument("--recipe", default=DEFAULT, choices=names(),
+                   help="configs/recipe/<name>.yaml: the optional stages, notebook parameters and members")
+
+
+def _costs_args(p: argparse.ArgumentParser) -> None:
+    from ..costs import WEEKLY_QUOTA_H
+
+    _recipe_arg(p)
     p.add_argument("--quota-hours", type=float, default=WEEKLY_QUOTA_H,
                    help="weekly GPU quota the graph's projected hours are held against (push refuses above it)")
     p.add_argument("--costs", default=None, help="a `bench models` models.json (default: the committed "
@@ -119,7 +129,12 @@ def _user_name(a) -> str:
 def _graph(a) -> G.Graph:
     from .render import choose
 
-    graph = G.build(_user_name(a), meta_dir=a.templates, max_fan_in=a.max_fan_in, include=a.include)
+    from .. import recipe as R
+
+    chosen = R.load(getattr(a, "recipe", None))
+    include = list(dict.fromkeys([*chosen.include, *a.include]))
+    graph = G.build(_user_name(a), meta_dir=a.templates, max_fan_in=a.max_fan_in, include=include)
+    R.apply(graph, chosen)
     # the user's accelerator / image, each only where the templates allow it (kaggle.choose)
     choose([n.kernel for n in graph.order()], getattr(a, "accelerator", None), getattr(a, "docker_image", None))
     return graph
@@ -169,6 +184,10 @@ def cli_kaggle(argv: list[str], sleep: Callable[[float], None] = time.sleep,
             return 0
         print(G.text(g))
         print("\n".join(_cost_plan(a, g.order()).lines()))
+        from .. import recipe as R
+
+        for note in R.load(getattr(a, "recipe", None)).notes:
+            print(f"recipe {a.recipe}: {note}")
         for w in warnings + G.budget_warnings(g, budget):
             print(f"warning: {w}")
         print(f"\n{len(g.nodes)} kernels rendered in {out / 'kernels'} (kaggle kernels push -p {out / 'kernels'}/<slug>)")

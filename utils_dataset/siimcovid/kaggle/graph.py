@@ -261,12 +261,15 @@ def build(user: str, meta_dir: str | Path | None = None, max_fan_in: int = MAX_F
                                 f"{nodes[k.slug].stage}")
             nodes[k.slug] = Node(k, name, v)
             by_stage.setdefault(name, []).append(nodes[k.slug])
+    soft: dict[str, set[str]] = {}  # slug -> the upstream kernels its if_present entries added
     for name in templates:
         for node in by_stage[name]:
             ups: list[str] = []
             for entry in needs[name]:
                 hits = _resolve(entry, node, by_stage, name)
                 ups += [u.slug for u in hits if u.slug not in ups]
+                if isinstance(entry, dict) and entry.get("if_present"):
+                    soft.setdefault(node.slug, set()).update(u.slug for u in hits)
                 if hits and isinstance(entry, dict) and entry.get("params"):
                     node.kernel.params.update(copy.deepcopy(entry["params"]))
             if node.slug in ups:
@@ -275,8 +278,8 @@ def build(user: str, meta_dir: str | Path | None = None, max_fan_in: int = MAX_F
     differ = set()  # templates still holding a hand-written list that disagrees with `needs`
     for n in nodes.values():
         hand = templates[n.stage].get("kernel_sources")
-        # an optional stage's edge (if_present) is not in the hand-written list: compare the rest
-        fixed = {nodes[u].id for u in n.upstream if nodes[u].stage not in optional}
+        # an if_present edge (to an optional stage) is not in the hand-written list: compare the rest
+        fixed = {nodes[u].id for u in n.upstream if u not in soft.get(n.slug, set())}
         if hand and {h.replace("{user}", user) for h in hand} != fixed:
             differ.add(n.stage)
     notes += [f"kernel-metadata/{s}.json: its hand-written kernel_sources differ from the graph's and are "
