@@ -106,7 +106,8 @@ siim det-compare --truth "$D/data" --out "$D/det_start.json" \
 # The CV report: the inference kernel's merge (fitted on the members' out-of-fold predictions) scored on
 # them, per member and per merge rule, with and without TTA ($D/cv_report/cv_report.html: PR curves,
 # confusion matrix, calibration of `none`, example images).
-siim cv-report --inputs "$D/run" --preprocess "$PRE" --out "$D/cv_report" > "$D/cv_report.txt" \
+siim cv-report --inputs "$D/run" --preprocess "$PRE" --out "$D/cv_report" \
+  --compare "scratch=$D/det-scratch/demo_cpu" "pretrain-det=$D/det-pretrained" > "$D/cv_report.txt" \
   || echo "cv-report: a member or fold was skipped, see $D/cv_report/cv_report.json" >&2
 
 for sub in "$D"/subs/*.csv; do
@@ -130,6 +131,6 @@ echo
 echo "CV report (out-of-fold, train split; * = the merge the inference kernel used):"
 cat "$D/cv_report.txt"
 echo
-echo "Detector start, same folds ($SCRATCH_FOLDS): from random init vs from pretrain-det (RSNA-layout set):"
+echo "Detector start, same folds ($SCRATCH_FOLDS), test split too: random init vs pretrain-det (RSNA-layout set):"
 cat "$D/det_start.txt"
 echo "submission: $D/submission.csv"

@@ -376,6 +376,27 @@ def test_predictions_are_in_original_pixels_with_and_without_tta(det_run):
     assert ((allb[:, 4] >= 0) & (allb[:, 4] <= 1)).all()
 
 
+def test_det_compare_scores_fold_sets_side_by_side_and_refuses_other_folds(det_run, tmp_path, capsys):
+    import shutil
+
+    from siimcovid.__main__ import main
+    from siimcovid.ensemble.det_merge import compare
+
+    a, b, one = tmp_path / "a", tmp_path / "b", tmp_path / "one"
+    for d in (a, b):
+        shutil.copytree(det_run["work"] / "tiny_cpu", d)
+    one.mkdir()
+    shutil.copytree(det_run["work"] / "tiny_cpu" / "fold0", one / "fold0")
+    rows = compare({"scratch": a, "again": b})
+    assert [r["start"] for r in rows] == ["scratch", "again"] and rows[0]["folds"] == [0, 1]
+    assert rows[0]["oof_opacity_ap"] == rows[1]["oof_opacity_ap"]  # the same folds score the same
+    with pytest.raises(UserError, match="different folds"):
+        compare({"scratch": a, "one": one})
+    assert main(["det-compare", f"x={a}", f"y={b}", "--out", str(tmp_path / "c.json")]) == 0
+    assert "OOF opacity" in capsys.readouterr().out
+    assert len(json.loads((tmp_path / "c.json").read_text())["rows"]) == 2
+
+
 def test_det_merge_scores_oof_and_skips_a_broken_fold(det_run, tmp_path):
     import shutil
 

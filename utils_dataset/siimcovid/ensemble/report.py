@@ -311,7 +311,9 @@ def score_test(inputs: Sequence[str] | None, cfg: EnsembleConfig, settings: Sett
 
 # ------------------------------------------------------------------------------------ run
 def run(inputs: Sequence[str] | None, preprocess: str | None, cfg: EnsembleConfig, out: str | Path,
-        plots: bool = True, test_truth: str | None = None) -> dict:
+        plots: bool = True, test_truth: str | None = None, compare: dict[str, str] | None = None) -> dict:
+    """``compare``: label -> a folder of detector folds from another start (random init, pretrain-det),
+    scored side by side on the same held-out images (det-compare) and shown under the table."""
     from ..log import get_logger
 
     log = get_logger()
@@ -336,6 +338,12 @@ def run(inputs: Sequence[str] | None, preprocess: str | None, cfg: EnsembleConfi
     study, image = best[True]
     save({**fitted, "members": summary(found), "problems": problems}, out, study, image)
     table = table_text(rows)
+    compared = None
+    if compare:
+        from .det_merge import compare as compare_starts, format_compare
+
+        compared = compare_starts(compare, preprocess=pre, truth=test_truth)
+        table += "\n\ndetector start, same folds (det-compare; not in the merge):\n" + format_compare(compared)
     pngs: list[Path] = []
     if plots:
         pngs = [plot_pr(out, study, image, scorer), plot_confusion(out, study, scorer),
@@ -345,7 +353,8 @@ def run(inputs: Sequence[str] | None, preprocess: str | None, cfg: EnsembleConfi
     write_html(out, table, pngs, fitted, list(dict.fromkeys(problems + notes)))
     (out / REPORT_TXT).write_text(table + "\n")
     report = {"rows": rows, "settings": fitted["settings"], "problems": problems, "notes": list(dict.fromkeys(notes)),
-              "preprocess": str(pre), "members": summary(found), "fit_json": str(out / FIT_JSON)}
+              "preprocess": str(pre), "members": summary(found), "fit_json": str(out / FIT_JSON),
+              "compare": compared}
     if test_truth:
         report["test"] = score_test(inputs, cfg, Settings.from_dict(fitted["settings"]), test_truth, out, problems)
     from .fit import _json_ready
@@ -372,10 +381,21 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--no-plots", action="store_true", help="table and JSON only")
     p.add_argument("--truth", default=None, help="a data folder with truth/ (synthetic sets): also score the merge "
                    "on the members' own test.csv, written as test_submission.csv")
+    p.add_argument("--compare", nargs="+", default=None, metavar="LABEL=FOLDER",
+                   help="detector folds from other starts (e.g. scratch=DIR pretrain-det=DIR), scored side by side")
     a = p.parse_args(argv)
     cfg = load(a.config, a.sets)
-    report = run(a.inputs, a.preprocess, cfg, a.out, plots=not a.no_plots, test_truth=a.truth)
+    compare = None
+    if a.compare:
+        compare = dict(item.partition("=")[::2] for item in a.compare)
+        if any(not k or not v for k, v in compare.items()):
+            raise UserError(f"--compare {a.compare}: use LABEL=FOLDER")
+    report = run(a.inputs, a.preprocess, cfg, a.out, plots=not a.no_plots, test_truth=a.truth, compare=compare)
     print(table_text(report["rows"]))
+    if report.get("compare"):
+        from .det_merge import format_compare
+
+        print("\ndetector start, same folds (det-compare; not in the merge):\n" + format_compare(report["compare"]))
     if report.get("test"):
         sc = report["test"]["score"]
         print(f"test split (members' test.csv merged, scored on DATA/truth): score {sc['score']:.3f} study "
