@@ -343,6 +343,9 @@ def test_det_train_writes_a_run_and_resumes_after_the_last_epoch(det_run):
     # the second session started from epoch 1's checkpoint instead of from scratch
     assert hist["step"].nunique() == len(hist) and (hist["epoch"] == 1).any()
     assert (out / "loss.png").stat().st_size > 1000
+    # the next fold of the same process logs into its own folder, not into the first run's
+    other = pd.read_csv(det_run["work"] / "tiny_cpu" / "fold1" / "history.csv")
+    assert len(other) and other["epoch"].max() == 1
     # the trap the resume goes through: torch >= 2.6 refuses mmengine's checkpoint by default ...
     import pickle
 

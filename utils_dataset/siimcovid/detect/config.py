@@ -20,6 +20,7 @@ the COCO file paths, workers, AMP, weights, the cosine's length), so each is set
 from __future__ import annotations
 
 import copy
+import itertools
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -123,6 +124,9 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+_RUNS = itertools.count()
+
+
 def prepare(cfg, run_dir: str | Path, train_json: str | Path | None = None):
     """Fill the run-specific fields from ``cfg.siim`` (in place; returns cfg)."""
     s = cfg.siim
@@ -136,6 +140,10 @@ def prepare(cfg, run_dir: str | Path, train_json: str | Path | None = None):
     cfg.train_dataloader.num_workers = workers
     cfg.train_dataloader.persistent_workers = workers > 0
     cfg.work_dir = str(run_dir)
+    # mmdet's runtime names its visualizer 'visualizer', a process-wide instance: the second run of one
+    # process (the next fold of a kernel) would log its scalars into the first run's folder
+    if cfg.get("visualizer") is not None:
+        cfg.visualizer.name = f"visualizer:{Path(run_dir).resolve()}:{next(_RUNS)}"
     cfg.randomness = dict(seed=int(s.get("seed", 42)), deterministic=False)
     amp = s.get("amp", "auto")
     if (amp == "auto" and cuda_available()) or amp is True:
